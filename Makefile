@@ -1,0 +1,44 @@
+# idlink: every target does its own set-up (virtual environment, install, build).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?= ./var/idlink
+LISTEN ?= 127.0.0.1:50051
+PYTEST_ARGS ?=
+
+.PHONY: all build serve test test-pure lint bench bench-smoke clean
+
+all: build
+
+$(VENV)/.installed: pyproject.toml setup.py
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Generated protobuf modules and the compiled extensions, rebuilt when sources change.
+.build-stamp: $(VENV)/.installed $(shell find protos cython_ext -name '*.proto' -o -name '*.pyx' -o -name '*.pxd' 2>/dev/null) setup.py
+	$(PY) -c "from setup import generate_protos; generate_protos()"
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+build: .build-stamp
+
+serve: build
+	$(VENV)/bin/idlink serve --data $(DATA) --listen $(LISTEN)
+
+test: build
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-pure: build
+	IDLINK_PURE_PYTHON=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: build
+	$(PY) -m pip install -q -e '.[dev]'
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf build .build-stamp src/idlink/v1 src/idlink/store/v1 .pytest_cache .hypothesis
+	find src cython_ext -name '*.so' -o -name '*.c' -o -name '*.cpp' | xargs rm -f
