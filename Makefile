@@ -14,7 +14,8 @@ $(VENV)/.installed: pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	# The extensions are built in place below; the editable install only wires the package up.
+	IDLINK_PURE_PYTHON=1 $(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 # Generated protobuf modules and the compiled extensions, rebuilt when sources change.

@@ -1,0 +1,110 @@
+"""Contacts: the key a caller names, cleaned, validated and hashed (SPEC 2)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import phonenumbers
+
+from idlink._native import _contacts
+from idlink.domain.errors import InvalidArgument
+from idlink.domain.keytypes import NORMALIZER_PHONE, AccountConfig, KeyType
+
+MAX_SOURCE_BYTES = 128
+MAX_RECORD_ID_BYTES = 256
+MAX_RAW_VALUE_BYTES = 4096
+BLOCKED = "BLOCKED"
+_COUNTRY_CODES = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+
+
+@dataclass(frozen=True, slots=True)
+class ContactKey:
+    """A contact as a caller names it."""
+
+    type: str
+    value: str
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedContact:
+    """A contact after clean-up, validation and hashing."""
+
+    key_type: KeyType
+    source: str
+    cleaned: str
+    invalid_reason: str  # "" when valid; BLOCKED is decided by the key type
+    pid: bytes
+
+
+def account_secret(master_secret: bytes, account: str) -> bytes:
+    """Derive an account's hashing key from the master secret."""
+    return hmac.new(master_secret, b"idlink account secret\0" + account.encode(), hashlib.sha256).digest()
+
+
+def check_text(value: str, field: str, max_bytes: int, *, required: bool = True) -> None:
+    """Refuse empty, oversized or control-character names (sources, record ids, accounts)."""
+    if not value:
+        if required:
+            raise InvalidArgument(f"{field} is required", field=field)
+        return
+    if len(value.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise InvalidArgument(f"{field} is longer than {max_bytes} bytes", field=field)
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+        raise InvalidArgument(f"{field} contains a control character", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{field} is not valid UTF-8 text", field=field) from None
+
+
+def prepare_contact(
+    secret: bytes, config: AccountConfig, key: ContactKey, field: str = "contact"
+) -> PreparedContact:
+    """Clean, validate and hash one contact key of an account."""
+    key_type = config.key_type(key.type)
+    if key_type.source_scoped:
+        check_text(key.source, f"{field}.source", MAX_SOURCE_BYTES)
+        source = key.source
+    else:
+        source = ""
+    if len(key.value) > MAX_RAW_VALUE_BYTES:
+        raise InvalidArgument(f"{field}.value is longer than {MAX_RAW_VALUE_BYTES} characters", field=f"{field}.value")
+    try:
+        key.value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{field}.value is not valid UTF-8 text", field=f"{field}.value") from None
+    cleaned, reason, pid = _contacts.prepare(
+        secret, key_type.normalizer, key_type.name, source, key.value
+    )
+    if not reason and key_type.is_blocked(cleaned):
+        reason = BLOCKED
+    return PreparedContact(key_type, source, cleaned, reason, pid)
+
+
+def national_number(key_type: KeyType, cleaned: str) -> str:
+    """The national part of a phone number with a country code ("" otherwise).
+
+    Used to suggest ``+15551234567`` for a caller known only as ``5551234567``
+    (SPEC 5.2). The country code is the 1-3 digit prefix that is a calling code.
+    """
+    if key_type.normalizer != NORMALIZER_PHONE or not cleaned.startswith("+"):
+        return ""
+    digits = cleaned[1:]
+    for length in (1, 2, 3):
+        if digits[:length].isdigit() and int(digits[:length]) in _COUNTRY_CODES:
+            return digits[length:]
+    return ""
+
+
+def national_candidates(key_type: KeyType, cleaned: str) -> list[str]:
+    """National numbers a phone without a country code may stand for."""
+    if key_type.normalizer != NORMALIZER_PHONE or not cleaned or cleaned.startswith("+"):
+        return []
+    candidates = [cleaned]
+    trunk_stripped = cleaned.lstrip("0")
+    if trunk_stripped and trunk_stripped != cleaned:
+        candidates.append(trunk_stripped)
+    return candidates

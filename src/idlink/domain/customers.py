@@ -1,0 +1,160 @@
+"""Customer PIDs through merges and splits (SPEC 3.5).
+
+Given the customers a region of contacts had before an operation and the
+components linking computed for it, decide which PID each component carries:
+
+- an old customer's PID goes with the component holding its earliest-seen
+  contact (its *heir*);
+- a component that is heir to several old customers keeps the oldest one's
+  PID (created first; ties: lowest PID); the others become redirects to it and
+  their profiles fill the survivor's gaps, labels joined;
+- a component heir to none gets a new random PID; if its contacts belonged to
+  a customer before, it records that it split from it and copies its profile.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from idlink.domain.errors import FailedPrecondition
+from idlink.domain.linking import Node
+from idlink.store.txn import CustomerState, Profile
+
+if TYPE_CHECKING:
+    from idlink.domain.engine import _Session
+
+MAX_REDIRECT_HOPS = 64
+
+
+@dataclass
+class Reconciled:
+    customer_of: dict[bytes, bytes] = field(default_factory=dict)
+
+
+def new_customer_pid() -> bytes:
+    """A random UUID (v4): it says nothing about any contact."""
+    return uuid.uuid4().bytes
+
+
+def reconcile(session: _Session, components: list[tuple[list[Node], bytes]]) -> Reconciled:
+    """Assign customer PIDs to components and write customers, redirects and events."""
+    txn, prefix = session.txn, session.prefix
+    out = Reconciled()
+    old: dict[bytes, CustomerState] = {}
+    heir: dict[bytes, tuple[tuple[int, bytes], int]] = {}
+    for index, (nodes, _) in enumerate(components):
+        for node in nodes:
+            pid = node.customer_pid
+            if not pid:
+                continue
+            if pid not in old:
+                state = txn.get_customer(prefix, pid)
+                if state is None:
+                    continue
+                old[pid] = state
+            seen = (node.first_seen, node.pid)
+            if pid not in heir or seen < heir[pid][0]:
+                heir[pid] = (seen, index)
+    heirs_of: dict[int, list[bytes]] = {}
+    for pid, (_, index) in heir.items():
+        heirs_of.setdefault(index, []).append(pid)
+
+    for index, (nodes, watermark) in enumerate(components):
+        nodes = sorted(nodes, key=lambda n: (n.first_seen, n.pid))
+        members = [n.pid for n in nodes]
+        candidates = heirs_of.get(index, [])
+        if candidates:
+            survivor = min(candidates, key=lambda p: (old[p].created_seq, p))
+            absorbed = sorted(p for p in candidates if p != survivor)
+            state = old[survivor]
+            before = list(state.contact_pids)
+            if not absorbed and before == members:
+                if state.watermark != watermark:
+                    state.watermark = watermark
+                    txn.put_customer(prefix, survivor, state)
+                for pid in members:
+                    out.customer_of[pid] = survivor
+                continue
+            for pid in absorbed:
+                _absorb(session, survivor, state, pid, old[pid])
+            customer_pid = survivor
+            kind = "merged" if absorbed else "updated"
+            others = absorbed
+        else:
+            customer_pid = new_customer_pid()
+            split_from = nodes[0].customer_pid if nodes[0].customer_pid in old else b""
+            state = CustomerState(
+                created_seq=txn.next_counter(b"customers:" + prefix),
+                created_at_us=session.now,
+                split_from=split_from,
+            )
+            if split_from:
+                state.profile.CopyFrom(old[split_from].profile)
+            before = []
+            kind = "split" if split_from else "created"
+            others = [split_from] if split_from else []
+        del state.contact_pids[:]
+        state.contact_pids.extend(members)
+        state.watermark = watermark
+        state.updated_at_us = session.now
+        txn.put_customer(prefix, customer_pid, state)
+        for pid in members:
+            out.customer_of[pid] = customer_pid
+        before_set, after_set = set(before), set(members)
+        session.emit(
+            kind,
+            customer_pid,
+            others=others,
+            added=[p for p in members if p not in before_set],
+            removed=[p for p in before if p not in after_set],
+        )
+    return out
+
+
+def _absorb(
+    session: _Session, survivor: bytes, state: CustomerState, pid: bytes, other: CustomerState
+) -> None:
+    """Fold one merged customer into the survivor: profile, pins, redirect."""
+    merge_profile(state.profile, other.profile)
+    txn, prefix = session.txn, session.prefix
+    for engagement_id in txn.pins_of(prefix, pid):
+        txn.delete_pin(prefix, pid, engagement_id)
+        txn.put_pin(prefix, survivor, engagement_id)
+    txn.delete_customer(prefix, pid)
+    txn.put_redirect(prefix, pid, survivor)
+
+
+def merge_profile(survivor: Profile, other: Profile) -> None:
+    """The survivor's values win, its gaps are filled from the other, labels are joined."""
+    for name, value in other.attributes.items():
+        if name not in survivor.attributes:
+            survivor.attributes[name] = value
+    labels = list(survivor.labels)
+    for label in other.labels:
+        if label not in labels:
+            labels.append(label)
+    del survivor.labels[:]
+    survivor.labels.extend(labels)
+    if not survivor.preferences:
+        survivor.preferences = other.preferences
+
+
+def follow_redirects(session_txn: object, prefix: bytes, pid: bytes) -> tuple[bytes, bool]:
+    """The current PID of a customer PID that may have been merged away."""
+    txn = session_txn
+    current, redirected = pid, False
+    for _ in range(MAX_REDIRECT_HOPS):
+        target = txn.get_redirect(prefix, current)  # type: ignore[attr-defined]
+        if target is None:
+            return current, redirected
+        current, redirected = target, True
+    return current, redirected
+
+
+def type_in_use(name: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"key type {name!r} has contacts: its normalizer and source scoping cannot change",
+        reason="KEY_TYPE_IN_USE",
+    )

@@ -1,0 +1,126 @@
+"""Key types, blocked values and account policy (SPEC 2.4, 3.3)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from idlink.domain.errors import FailedPrecondition, InvalidArgument
+
+NORMALIZER_TRIM = 1
+NORMALIZER_PHONE = 2
+NORMALIZER_EMAIL = 3
+NORMALIZERS = {NORMALIZER_TRIM: "trim", NORMALIZER_PHONE: "phone", NORMALIZER_EMAIL: "email"}
+
+DEFAULT_MAX_CONTACTS = 100
+DEFAULT_ISOLATE_MIN_CONNECTIONS = 20
+MAX_KEY_TYPES = 64
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+# Withheld caller ids ("anonymous", "restricted") clean to nothing and are
+# invalid anyway; these catch the all-zero and one-repeated-digit fillers.
+DEFAULT_PHONE_BLOCKED_PATTERNS = (r"^\+?0+$", r"^\+?(\d)\1*$")
+
+
+@dataclass(frozen=True)
+class KeyType:
+    """One kind of contact of an account."""
+
+    name: str
+    normalizer: int = NORMALIZER_TRIM
+    source_scoped: bool = False
+    max_per_customer: int = 0
+    reassignable: bool = False
+    anonymous: bool = False
+    blocked_values: tuple[str, ...] = ()
+    blocked_patterns: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        if not _NAME.match(self.name):
+            raise InvalidArgument(
+                "key_type.name must be 1-32 characters of a-z, 0-9 and _, starting with a letter",
+                field="key_type.name",
+            )
+        if self.normalizer not in NORMALIZERS:
+            raise InvalidArgument(
+                "key_type.normalizer must be TRIM, PHONE or EMAIL", field="key_type.normalizer"
+            )
+        for pattern in self.blocked_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise InvalidArgument(
+                    f"blocked pattern {pattern!r} is not a regular expression: {exc}",
+                    field="key_type.blocked_patterns",
+                ) from None
+
+    @cached_property
+    def _compiled(self) -> list[re.Pattern[str]]:
+        return [re.compile(p) for p in self.blocked_patterns]
+
+    def is_blocked(self, cleaned: str) -> bool:
+        """Whether a cleaned value is one of this type's placeholders."""
+        if cleaned in self.blocked_values:
+            return True
+        return any(p.search(cleaned) for p in self._compiled)
+
+    def identity_changed(self, other: KeyType) -> bool:
+        """Whether replacing self by other would change contact PIDs or values."""
+        return (self.normalizer, self.source_scoped) != (other.normalizer, other.source_scoped)
+
+
+def default_key_types() -> dict[str, KeyType]:
+    return {
+        "phone": KeyType(
+            "phone", NORMALIZER_PHONE, blocked_patterns=DEFAULT_PHONE_BLOCKED_PATTERNS
+        ),
+        "email": KeyType("email", NORMALIZER_EMAIL),
+        "id": KeyType("id", NORMALIZER_TRIM, source_scoped=True),
+        "device": KeyType("device", NORMALIZER_TRIM, reassignable=True, anonymous=True),
+    }
+
+
+@dataclass(frozen=True)
+class AccountPolicy:
+    """Account-wide linking policy; 0 in a request means the default."""
+
+    max_contacts: int = DEFAULT_MAX_CONTACTS
+    isolate_min_connections: int = DEFAULT_ISOLATE_MIN_CONNECTIONS
+
+    def validate(self) -> None:
+        if self.max_contacts < 2:
+            raise InvalidArgument("policy.max_contacts must be at least 2", field="policy.max_contacts")
+
+
+@dataclass
+class AccountConfig:
+    """Everything about an account that linking depends on."""
+
+    name: str
+    account_id: int
+    key_types: dict[str, KeyType] = field(default_factory=default_key_types)
+    policy: AccountPolicy = field(default_factory=AccountPolicy)
+
+    def key_type(self, name: str) -> KeyType:
+        try:
+            return self.key_types[name]
+        except KeyError:
+            raise InvalidArgument(
+                f"unknown key type {name!r}; known: {', '.join(sorted(self.key_types))}",
+                field="contact.type",
+                reason="UNKNOWN_KEY_TYPE",
+            ) from None
+
+    def with_key_type(self, key_type: KeyType) -> AccountConfig:
+        key_type.validate()
+        existing = self.key_types.get(key_type.name)
+        if existing is None and len(self.key_types) >= MAX_KEY_TYPES:
+            raise FailedPrecondition(f"an account has at most {MAX_KEY_TYPES} key types")
+        types = dict(self.key_types)
+        types[key_type.name] = key_type
+        return AccountConfig(self.name, self.account_id, types, self.policy)
+
+    def with_policy(self, policy: AccountPolicy) -> AccountConfig:
+        policy.validate()
+        return AccountConfig(self.name, self.account_id, dict(self.key_types), policy)

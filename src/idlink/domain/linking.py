@@ -1,0 +1,328 @@
+"""The linking rules of SPEC 3, applied one record at a time in canonical order.
+
+A :class:`LinkGraph` holds the part of an account's contact graph that one
+operation touches: whole customers (components) of contacts, their connection
+counts, isolation and device-move state. :meth:`LinkGraph.apply` is the single
+step of the canonical algorithm; a rebuild is the same step applied to every
+record in canonical order on an empty graph, and an incremental update is the
+same step applied to a graph loaded from the store. Because both run this one
+function, incremental updates and rebuilds give the same partition whenever the
+incremental record comes after every record its customers have seen (the
+watermark rule, see :meth:`LinkGraph.is_newest`); anything else is replayed.
+
+The rules of one step (SPEC 3.1, 3.3, 3.4):
+
+1. The record's *usable* contacts are the valid ones that are not
+   do-not-link. Every two of them become connected (connection counts include
+   this record).
+2. Its *linkable* contacts (usable, not isolated) are joined one by one,
+   non-reassignable ones first, each group by contact PID. The first is the
+   anchor; each next one's customer is merged into the anchor's customer,
+   unless:
+   - a key type would exceed ``max_per_customer``: if the contact is
+     reassignable and its customer holds others, it moves to the anchor's
+     side (older records stop counting for it); otherwise the record is a
+     CONFLICT and that contact is left out;
+   - the merged customer would exceed ``max_contacts``: the contact with the
+     most connections in it (ties: lowest PID) is isolated if it has at least
+     ``isolate_min_connections`` and is not marked never-isolate, its
+     customer is computed again without it, and the check repeats; if nobody
+     qualifies the record is CAPPED and that contact is left out.
+3. The contacts joined form the record's *group*: its applied evidence. A
+   customer computed again (after an isolation or a move) is the union of the
+   groups of its members' records, without isolated contacts and without a
+   moved device in records older than its move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from idlink._native._degree import ConnectionCounter
+from idlink._native._unionfind import UnionFind
+
+APPLIED = 1
+CAPPED = 2
+CONFLICT = 3
+
+
+@dataclass(slots=True)
+class Node:
+    """One contact as linking sees it."""
+
+    pid: bytes
+    type_name: str
+    usable: bool  # valid, not blocked, not do-not-link
+    reassignable: bool
+    type_limit: int
+    first_seen: int
+    never_isolate: bool = False
+    connections: int = 0
+    isolated: bool = False
+    isolated_at: bytes = b""
+    isolated_connections: int = 0
+    moved_at: bytes = b""
+    # The customer the contact belonged to before this operation (b"" if new).
+    customer_pid: bytes = b""
+
+    def counts_in(self, record_key: bytes) -> bool:
+        """Whether this contact takes part in the group of a record (SPEC 3.3, 3.4)."""
+        if self.isolated:
+            return False
+        return not self.moved_at or record_key >= self.moved_at
+
+
+@dataclass(slots=True)
+class StepResult:
+    outcome: int
+    group: list[bytes]
+    # One contact on each side of each refused link.
+    refused: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+GroupSource = Callable[[Sequence[bytes]], Iterable[tuple[bytes, Sequence[bytes]]]]
+EdgeSource = Callable[[bytes, bytes], bool]
+
+
+class LinkGraph:
+    """Customers of a set of contacts, and the step that applies one record."""
+
+    def __init__(
+        self,
+        max_contacts: int,
+        isolate_min_connections: int,
+        *,
+        stored_groups: GroupSource | None = None,
+        stored_edge: EdgeSource | None = None,
+    ) -> None:
+        self.max_contacts = max_contacts
+        self.isolate_min_connections = isolate_min_connections
+        self.nodes: list[Node] = []
+        self.index: dict[bytes, int] = {}
+        self._uf = UnionFind()
+        self._handle: list[int] = []  # node -> union-find element
+        self._members: dict[int, list[int]] = {}  # root element -> nodes
+        self._watermark: dict[int, bytes] = {}  # root element -> newest record key seen
+        self._conn = ConnectionCounter()
+        self.new_pairs: list[tuple[int, int]] = []
+        # Groups of records applied while this graph lived, per node.
+        self._groups: dict[bytes, list[int]] = {}
+        self._node_records: dict[int, list[bytes]] = {}
+        # The store's view of what came before, for graphs loaded from it.
+        self._stored_groups = stored_groups
+        self._stored_edge = stored_edge
+
+    # -- building ------------------------------------------------------------
+
+    def add_customer(self, nodes: Sequence[Node], watermark: bytes = b"") -> None:
+        """Add the contacts of one existing customer (they form one component)."""
+        ids = [self._add_node(node) for node in nodes]
+        for other in ids[1:]:
+            self._union_nodes(ids[0], other)
+        self._watermark[self._root(ids[0])] = watermark
+
+    def add_node(self, node: Node) -> int:
+        """Add one contact as a customer of its own."""
+        return self._add_node(node)
+
+    def _add_node(self, node: Node) -> int:
+        if node.pid in self.index:
+            raise ValueError("contact added twice")
+        node_id = len(self.nodes)
+        self.nodes.append(node)
+        self.index[node.pid] = node_id
+        element = self._uf.add()
+        self._handle.append(element)
+        self._members[element] = [node_id]
+        self._watermark[element] = b""
+        return node_id
+
+    # -- queries ----------------------------------------------------------------
+
+    def _root(self, node_id: int) -> int:
+        return int(self._uf.find(self._handle[node_id]))
+
+    def root_of(self, pid: bytes) -> int:
+        return self._root(self.index[pid])
+
+    def members_of(self, pid: bytes) -> list[Node]:
+        return [self.nodes[n] for n in self._members[self.root_of(pid)]]
+
+    def components(self) -> list[tuple[list[Node], bytes]]:
+        """Every component of the graph: its nodes and its watermark."""
+        return [
+            ([self.nodes[n] for n in members], self._watermark[root])
+            for root, members in self._members.items()
+        ]
+
+    def watermark_of(self, pid: bytes) -> bytes:
+        return self._watermark[self.root_of(pid)]
+
+    def is_newest(self, record_key: bytes, pids: Iterable[bytes]) -> bool:
+        """Whether the record comes after every record the customers of ``pids`` have seen.
+
+        Then applying it now is exactly what a rebuild would do at its place in
+        canonical order.
+        """
+        return all(record_key > self._watermark[self.root_of(p)] for p in pids)
+
+    # -- the step -------------------------------------------------------------------
+
+    def apply(self, record_key: bytes, pids: Sequence[bytes]) -> StepResult:
+        """Apply one record (its contacts must all be in the graph)."""
+        seen: set[int] = set()
+        ids = []
+        for pid in pids:
+            node_id = self.index[pid]
+            if node_id not in seen:
+                seen.add(node_id)
+                ids.append(node_id)
+        usable = [n for n in ids if self.nodes[n].usable]
+        self._connect_all(usable)
+        for n in usable:
+            self._watermark[self._root(n)] = record_key
+
+        linkable = sorted(
+            (n for n in usable if not self.nodes[n].isolated),
+            key=lambda n: (self.nodes[n].reassignable, self.nodes[n].pid),
+        )
+        # The group is registered before linking starts, so that a customer
+        # computed again in the middle of this record keeps what it joined so far.
+        group: list[int] = []
+        self._groups[record_key] = group
+        for n in ids:
+            self._node_records.setdefault(n, []).append(record_key)
+        outcome = APPLIED
+        refused: list[tuple[bytes, bytes]] = []
+        for n in linkable:
+            if self.nodes[n].isolated:  # isolated by this very record
+                continue
+            moved = False
+            while True:
+                live = [m for m in group if not self.nodes[m].isolated]
+                if not live:
+                    group.clear()
+                    group.append(n)
+                    break
+                a, b = self._root(live[0]), self._root(n)
+                if a == b:
+                    group.append(n)
+                    break
+                merged = self._members[a] + self._members[b]
+                if self._exceeds_key_limit(merged):
+                    # SPEC 3.4: a shared device moves to the record's side.
+                    if self.nodes[n].reassignable and not moved and len(self._members[b]) > 1:
+                        self._move(n, record_key)
+                        moved = True
+                        continue
+                    outcome = CONFLICT
+                    refused.append((self.nodes[live[0]].pid, self.nodes[n].pid))
+                    break
+                if len(merged) > self.max_contacts:
+                    victim = self._isolation_candidate(merged)
+                    if victim is not None:
+                        self._isolate(victim, record_key)
+                        if victim == n:
+                            break
+                        continue
+                    if outcome == APPLIED:
+                        outcome = CAPPED
+                    refused.append((self.nodes[live[0]].pid, self.nodes[n].pid))
+                    break
+                self._union_roots(a, b)
+                self._watermark[self._root(n)] = record_key
+                group.append(n)
+                break
+
+        group[:] = [m for m in group if not self.nodes[m].isolated]
+        return StepResult(outcome, [self.nodes[m].pid for m in group], refused)
+
+    def replay(self, records: Iterable[tuple[bytes, Sequence[bytes]]]) -> dict[bytes, StepResult]:
+        """Apply records in canonical order; return each one's result by key."""
+        return {key: self.apply(key, pids) for key, pids in sorted(records)}
+
+    # -- connections ---------------------------------------------------------------
+
+    def _connect_all(self, ids: list[int]) -> None:
+        for a, b in combinations(ids, 2):
+            if not self._conn.connect(a, b):
+                continue
+            if self._stored_edge is not None and self._stored_edge(
+                self.nodes[a].pid, self.nodes[b].pid
+            ):
+                continue
+            self.nodes[a].connections += 1
+            self.nodes[b].connections += 1
+            self.new_pairs.append((a, b))
+
+    # -- limits, isolation, moves -------------------------------------------------------
+
+    def _exceeds_key_limit(self, members: list[int]) -> bool:
+        counts: dict[str, int] = {}
+        for m in members:
+            node = self.nodes[m]
+            if node.type_limit:
+                count = counts.get(node.type_name, 0) + 1
+                if count > node.type_limit:
+                    return True
+                counts[node.type_name] = count
+        return False
+
+    def _isolation_candidate(self, members: list[int]) -> int | None:
+        """The most-connected contact (ties: lowest PID), if it may be isolated."""
+        best = min(members, key=lambda m: (-self.nodes[m].connections, self.nodes[m].pid))
+        node = self.nodes[best]
+        if node.never_isolate or node.connections < self.isolate_min_connections:
+            return None
+        return best
+
+    def _isolate(self, node_id: int, record_key: bytes) -> None:
+        node = self.nodes[node_id]
+        node.isolated = True
+        node.isolated_at = record_key
+        node.isolated_connections = node.connections
+        self._recompute(self._root(node_id), record_key)
+
+    def _move(self, node_id: int, record_key: bytes) -> None:
+        self.nodes[node_id].moved_at = record_key
+        self._recompute(self._root(node_id), record_key)
+
+    def _recompute(self, root: int, record_key: bytes) -> None:
+        """Compute a component again from its members' record groups."""
+        members = self._members.pop(root)
+        del self._watermark[root]
+        for m in members:
+            element = self._uf.add()
+            self._handle[m] = element
+            self._members[element] = [m]
+            self._watermark[element] = record_key
+        keep = {self.nodes[m].pid: m for m in members if not self.nodes[m].isolated}
+        for key, group_pids in self._groups_touching(list(keep)):
+            group = [
+                keep[p] for p in group_pids if p in keep and self.nodes[keep[p]].counts_in(key)
+            ]
+            for other in group[1:]:
+                self._union_nodes(group[0], other)
+
+    def _groups_touching(self, pids: list[bytes]) -> list[tuple[bytes, Sequence[bytes]]]:
+        found: dict[bytes, Sequence[bytes]] = {}
+        if self._stored_groups is not None:
+            for key, group in self._stored_groups(pids):
+                found[key] = group
+        for pid in pids:
+            for key in self._node_records.get(self.index[pid], ()):
+                found[key] = [self.nodes[n].pid for n in self._groups[key]]
+        return sorted(found.items())
+
+    def _union_nodes(self, a: int, b: int) -> None:
+        ra, rb = self._root(a), self._root(b)
+        if ra != rb:
+            self._union_roots(ra, rb)
+
+    def _union_roots(self, ra: int, rb: int) -> None:
+        root = int(self._uf.union(ra, rb))
+        other = rb if root == ra else ra
+        self._members[root].extend(self._members.pop(other))
+        self._watermark[root] = max(self._watermark[root], self._watermark.pop(other))

@@ -1,0 +1,315 @@
+"""What callers read: customers, resolve answers, suggestions, explanations (SPEC 3.7, 5)."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from idlink.domain.contacts import BLOCKED, ContactKey, PreparedContact, national_candidates
+from idlink.domain.customers import follow_redirects
+from idlink.domain.errors import InvalidArgument, NotFound
+from idlink.domain.keytypes import AccountConfig
+from idlink.domain.linking import CAPPED, CONFLICT
+from idlink.store import codec
+from idlink.store.txn import ChangeEvent, ContactState, CustomerState, Profile, Txn
+
+FOUND = 1
+CREATED = 2
+NOT_FOUND = 3
+INVALID = 4
+NOT_LINKABLE = 5
+
+MAX_SUGGESTIONS = 10
+
+
+@dataclass(slots=True)
+class ContactView:
+    pid: bytes
+    type: str
+    value: str
+    source: str
+    linkable: bool
+    reason: str = ""  # why it is not linkable: the invalid reason, DO_NOT_LINK, ISOLATED
+    connections: int = 0
+
+
+@dataclass(slots=True)
+class CustomerView:
+    pid: bytes
+    contacts: list[ContactView]
+    anonymous: bool
+    profile: Profile
+    created_at_us: int = 0
+    split_from: bytes = b""
+    redirected_from: bytes = b""
+
+
+@dataclass(slots=True)
+class Suggestion:
+    customer_pid: bytes
+    reason: str
+    score: float
+
+
+@dataclass(slots=True)
+class Resolution:
+    status: int
+    contact_pid: bytes
+    customer: CustomerView | None = None
+    suggestions: list[Suggestion] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class Hop:
+    source: str
+    record_id: str
+    observed_at_us: int
+    from_contact: bytes
+    to_contact: bytes
+
+
+@dataclass(slots=True)
+class Explanation:
+    linked: bool
+    customer_pid: bytes = b""
+    hops: list[Hop] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+
+class View:
+    """Reads over one transaction of one account."""
+
+    def __init__(self, txn: Txn, config: AccountConfig) -> None:
+        self.txn = txn
+        self.config = config
+        self.prefix = codec.account_prefix(config.account_id)
+
+    # -- contacts -----------------------------------------------------------------
+
+    def unlinkable_reason(self, pid: bytes, contact: ContactState) -> str:
+        """Why a contact links to nothing ("" when it is linkable)."""
+        if contact.invalid_reason:
+            return contact.invalid_reason
+        key_type = self.config.key_types.get(contact.type)
+        if key_type is not None and key_type.is_blocked(contact.value):
+            return BLOCKED
+        policy = self.txn.get_policy(self.prefix, pid)
+        if policy is not None and policy.do_not_link:
+            return "DO_NOT_LINK"
+        if contact.isolated:
+            return "ISOLATED"
+        return ""
+
+    def contact_view(self, pid: bytes, contact: ContactState) -> ContactView:
+        reason = self.unlinkable_reason(pid, contact)
+        return ContactView(
+            pid, contact.type, contact.value, contact.source, not reason, reason, contact.connections
+        )
+
+    # -- customers ----------------------------------------------------------------
+
+    def customer(self, pid: bytes) -> CustomerView:
+        """A customer by PID, following merges (SPEC 3.5)."""
+        current, redirected = follow_redirects(self.txn, self.prefix, pid)
+        state = self.txn.get_customer(self.prefix, current)
+        if state is None:
+            raise NotFound("customer not found")
+        view = self._customer_view(current, state)
+        if redirected:
+            view.redirected_from = pid
+        return view
+
+    def _customer_view(self, pid: bytes, state: CustomerState) -> CustomerView:
+        contacts = []
+        anonymous = True
+        for contact_pid in state.contact_pids:
+            contact = self.txn.get_contact(self.prefix, contact_pid)
+            if contact is None:
+                continue
+            contacts.append(self.contact_view(contact_pid, contact))
+            key_type = self.config.key_types.get(contact.type)
+            if key_type is None or not key_type.anonymous:
+                anonymous = False
+        return CustomerView(
+            pid, contacts, anonymous, state.profile, state.created_at_us, state.split_from
+        )
+
+    def customer_of_contact(self, pid: bytes) -> CustomerView | None:
+        contact = self.txn.get_contact(self.prefix, pid)
+        if contact is None or not contact.customer_pid:
+            return None
+        return self.customer(contact.customer_pid)
+
+    # -- resolve ------------------------------------------------------------------------
+
+    def resolve(self, prepared: PreparedContact) -> Resolution:
+        """Answer "who is this?" for a prepared contact (SPEC 5.1)."""
+        contact = self.txn.get_contact(self.prefix, prepared.pid)
+        if contact is None:
+            if prepared.invalid_reason:
+                return Resolution(INVALID, prepared.pid, reason=prepared.invalid_reason)
+            return Resolution(
+                NOT_FOUND,
+                prepared.pid,
+                suggestions=self._national_suggestions(prepared),
+                reason="no customer holds this contact",
+            )
+        customer = self.customer(contact.customer_pid) if contact.customer_pid else None
+        reason = self.unlinkable_reason(prepared.pid, contact)
+        if reason in ("DO_NOT_LINK", "ISOLATED"):
+            status = NOT_LINKABLE
+        elif reason:
+            status = INVALID
+        else:
+            status = FOUND
+        suggestions = self.suggestions(prepared, contact, customer)
+        if reason == "ISOLATED":
+            reason = f"ISOLATED: {contact.isolated_connections} connections"
+        return Resolution(status, prepared.pid, customer, suggestions, reason)
+
+    def suggestions(
+        self, prepared: PreparedContact, contact: ContactState, customer: CustomerView | None
+    ) -> list[Suggestion]:
+        """Candidate customers, best first (SPEC 5.2)."""
+        own = customer.pid if customer is not None else b""
+        scores: Counter[bytes] = Counter()
+        reasons: dict[bytes, str] = {}
+        if self.unlinkable_reason(prepared.pid, contact):
+            for record in self._records_of(prepared.pid):
+                for other in record.contact_pids:
+                    self._suggest_contact(other, own, "SHARED_RECORD", scores, reasons)
+        for record in self._records_of(prepared.pid):
+            if record.outcome in (CAPPED, CONFLICT):
+                for other in record.conflict_contact_pids:
+                    self._suggest_contact(other, own, "REFUSED_LINK", scores, reasons)
+        if contact.moved_at:
+            for record in self._records_of(prepared.pid):
+                if codec.canonical_key(record.observed_at_us, record.source, record.record_id) < contact.moved_at:
+                    for other in record.contact_pids:
+                        self._suggest_contact(other, own, "DEVICE_MOVED", scores, reasons)
+        result = [Suggestion(pid, reasons[pid], float(score)) for pid, score in scores.items()]
+        result.extend(s for s in self._national_suggestions(prepared) if s.customer_pid != own)
+        result.sort(key=lambda s: (-s.score, s.customer_pid))
+        return result[:MAX_SUGGESTIONS]
+
+    def _suggest_contact(
+        self, pid: bytes, own: bytes, reason: str, scores: Counter[bytes], reasons: dict[bytes, str]
+    ) -> None:
+        contact = self.txn.get_contact(self.prefix, pid)
+        if contact is None or not contact.customer_pid or contact.customer_pid == own:
+            return
+        customer = contact.customer_pid
+        scores[customer] += 1
+        reasons.setdefault(customer, reason)
+
+    def _national_suggestions(self, prepared: PreparedContact) -> list[Suggestion]:
+        found: dict[bytes, Suggestion] = {}
+        for national in national_candidates(prepared.key_type, prepared.cleaned):
+            for pid in self.txn.pids_with_national(self.prefix, national):
+                contact = self.txn.get_contact(self.prefix, pid)
+                if contact is None or not contact.customer_pid:
+                    continue
+                score = 1.0 if national == prepared.cleaned else 0.8
+                best = found.get(contact.customer_pid)
+                if best is None or best.score < score:
+                    found[contact.customer_pid] = Suggestion(
+                        contact.customer_pid, f"NATIONAL_NUMBER: {contact.value}", score
+                    )
+        return sorted(found.values(), key=lambda s: (-s.score, s.customer_pid))
+
+    def _records_of(self, pid: bytes) -> list:
+        records = []
+        for key in self.txn.record_keys_of(self.prefix, pid):
+            record = self.txn.get_record_by_canonical(self.prefix, key)
+            if record is not None:
+                records.append(record)
+        return records
+
+    # -- explain, history ---------------------------------------------------------------------
+
+    def explain(self, a: PreparedContact, b: PreparedContact | None) -> Explanation:
+        """Why two contacts are one customer (the chain of records), or why one is alone."""
+        contact_a = self.txn.get_contact(self.prefix, a.pid)
+        if contact_a is None:
+            raise NotFound("contact not found", field="contact")
+        if b is None:
+            return self._explain_alone(a.pid, contact_a)
+        contact_b = self.txn.get_contact(self.prefix, b.pid)
+        if contact_b is None:
+            raise NotFound("other contact not found", field="other")
+        if contact_a.customer_pid != contact_b.customer_pid or not contact_a.customer_pid:
+            explanation = Explanation(False)
+            for pid, contact in ((a.pid, contact_a), (b.pid, contact_b)):
+                explanation.reasons.extend(self._explain_alone(pid, contact).reasons)
+            if not explanation.reasons:
+                explanation.reasons.append("DIFFERENT_CUSTOMERS: no applied record joins them")
+            return explanation
+        hops = self._chain(a.pid, b.pid, contact_a.customer_pid)
+        return Explanation(True, contact_a.customer_pid, hops)
+
+    def _explain_alone(self, pid: bytes, contact: ContactState) -> Explanation:
+        reason = self.unlinkable_reason(pid, contact)
+        reasons = []
+        if reason == "ISOLATED":
+            reasons.append(f"ISOLATED: {contact.isolated_connections} connections")
+        elif reason:
+            reasons.append(reason)
+        for record in self._records_of(pid):
+            if record.outcome == CAPPED:
+                reasons.append(f"CAPPED: record {record.source}/{record.record_id}")
+            elif record.outcome == CONFLICT:
+                reasons.append(f"CONFLICT: record {record.source}/{record.record_id}")
+        return Explanation(False, contact.customer_pid, reasons=reasons)
+
+    def _chain(self, start: bytes, goal: bytes, customer_pid: bytes) -> list[Hop]:
+        """Shortest chain of applied records from one contact to another."""
+        state = self.txn.get_customer(self.prefix, customer_pid)
+        members = set(state.contact_pids) if state is not None else set()
+        previous: dict[bytes, tuple[bytes, Hop] | None] = {start: None}
+        queue = deque([start])
+        while queue:
+            pid = queue.popleft()
+            if pid == goal:
+                break
+            for record in self._records_of(pid):
+                if pid not in record.group_pids:
+                    continue
+                for other in record.group_pids:
+                    if other in previous or other not in members:
+                        continue
+                    hop = Hop(record.source, record.record_id, record.observed_at_us, pid, other)
+                    previous[other] = (pid, hop)
+                    queue.append(other)
+        if goal not in previous:
+            return []
+        hops = []
+        node = goal
+        while previous[node] is not None:
+            parent, hop = previous[node]  # type: ignore[misc]
+            hops.append(hop)
+            node = parent
+        return hops[::-1]
+
+    def history(self, customer_pid: bytes) -> list[ChangeEvent]:
+        events = self.txn.history_of(self.prefix, customer_pid)
+        if not events and self.txn.get_customer(self.prefix, customer_pid) is None:
+            if self.txn.get_redirect(self.prefix, customer_pid) is None:
+                raise NotFound("customer not found")
+        return events
+
+    def isolated(self, after: bytes, limit: int) -> list[ContactView]:
+        views = []
+        for pid in self.txn.iter_isolated(self.prefix, after):
+            contact = self.txn.get_contact(self.prefix, pid)
+            if contact is not None:
+                views.append(self.contact_view(pid, contact))
+            if len(views) >= limit:
+                break
+        return views
+
+
+def require_contact_key(key: ContactKey | None, field: str) -> ContactKey:
+    if key is None or not key.type:
+        raise InvalidArgument(f"{field}.type is required", field=f"{field}.type")
+    return key

@@ -1,0 +1,300 @@
+"""Typed access to the sub-databases inside one LMDB transaction.
+
+The domain layer sees only these methods and the store messages; it never
+sees LMDB itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import lmdb
+
+from idlink.store import codec
+from idlink.store.v1 import store_pb2 as pb
+
+# name -> dupsort
+SUBDATABASES: dict[str, bool] = {
+    "meta": False,
+    "accounts": False,
+    "contacts": False,
+    "policies": False,
+    "records": False,
+    "contact_records": True,
+    "edges": False,
+    "customers": False,
+    "redirects": False,
+    "history": False,
+    "changes": False,
+    "engagements": False,
+    "engagement_ids": False,
+    "pins": False,
+    "isolated": False,
+    "national": False,
+}
+
+ContactState = pb.ContactState
+ContactPolicyState = pb.ContactPolicyState
+RecordState = pb.RecordState
+CustomerState = pb.CustomerState
+ChangeEvent = pb.ChangeEvent
+AccountState = pb.AccountState
+KeyTypeState = pb.KeyTypeState
+EngagementState = pb.EngagementState
+Profile = pb.Profile
+
+
+class Txn:
+    """One transaction: typed getters and (when writable) setters."""
+
+    def __init__(self, raw: lmdb.Transaction, dbs: dict[str, Any], *, writable: bool) -> None:
+        self._raw = raw
+        self._dbs = dbs
+        self.writable = writable
+
+    # -- helpers -------------------------------------------------------------
+
+    def _get(self, db: str, key: bytes) -> bytes | None:
+        value = self._raw.get(key, db=self._dbs[db])
+        return None if value is None else bytes(value)
+
+    def _put(self, db: str, key: bytes, value: bytes) -> None:
+        self._raw.put(key, value, db=self._dbs[db])
+
+    def _delete(self, db: str, key: bytes, value: bytes = b"") -> bool:
+        return bool(self._raw.delete(key, value, db=self._dbs[db]))
+
+    def _scan(self, db: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        cursor = self._raw.cursor(db=self._dbs[db])
+        if not cursor.set_range(start if start is not None else prefix):
+            return
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield bytes(key), bytes(value)
+
+    @staticmethod
+    def _decode(message_type: Any, data: bytes | None) -> Any:
+        if data is None:
+            return None
+        message = message_type()
+        message.ParseFromString(data)
+        return message
+
+    # -- meta and counters -------------------------------------------------------
+
+    def get_meta(self, key: bytes) -> bytes | None:
+        return self._get("meta", key)
+
+    def put_meta(self, key: bytes, value: bytes) -> None:
+        self._put("meta", key, value)
+
+    def next_counter(self, name: bytes) -> int:
+        """Increment and return a persistent counter (first value 1)."""
+        current = self._get("meta", b"counter:" + name)
+        value = (codec.read_u64(current) if current else 0) + 1
+        self._put("meta", b"counter:" + name, codec.u64(value))
+        return value
+
+    def counter(self, name: bytes) -> int:
+        current = self._get("meta", b"counter:" + name)
+        return codec.read_u64(current) if current else 0
+
+    # -- accounts ---------------------------------------------------------------
+
+    def account_id(self, name: str) -> int | None:
+        found = self._get("meta", b"account:" + name.encode())
+        return None if found is None else int.from_bytes(found, "big")
+
+    def create_account_id(self, name: str) -> int:
+        account_id = self.next_counter(b"accounts")
+        self._put("meta", b"account:" + name.encode(), account_id.to_bytes(4, "big"))
+        return account_id
+
+    def get_account(self, account_id: int) -> AccountState | None:
+        return self._decode(AccountState, self._get("accounts", codec.account_prefix(account_id)))
+
+    def put_account(self, account: AccountState) -> None:
+        self._put("accounts", codec.account_prefix(account.account_id), account.SerializeToString())
+
+    # -- contacts and policies ----------------------------------------------------
+
+    def get_contact(self, prefix: bytes, pid: bytes) -> ContactState | None:
+        return self._decode(ContactState, self._get("contacts", prefix + pid))
+
+    def put_contact(self, prefix: bytes, pid: bytes, contact: ContactState) -> None:
+        self._put("contacts", prefix + pid, contact.SerializeToString())
+
+    def delete_contact(self, prefix: bytes, pid: bytes) -> None:
+        self._delete("contacts", prefix + pid)
+
+    def iter_contacts(self, prefix: bytes) -> Iterator[tuple[bytes, ContactState]]:
+        for key, value in self._scan("contacts", prefix):
+            yield key[len(prefix) :], self._decode(ContactState, value)
+
+    def get_policy(self, prefix: bytes, pid: bytes) -> ContactPolicyState | None:
+        return self._decode(ContactPolicyState, self._get("policies", prefix + pid))
+
+    def put_policy(self, prefix: bytes, pid: bytes, policy: ContactPolicyState) -> None:
+        self._put("policies", prefix + pid, policy.SerializeToString())
+
+    def delete_policy(self, prefix: bytes, pid: bytes) -> None:
+        self._delete("policies", prefix + pid)
+
+    def set_isolated(self, prefix: bytes, pid: bytes, isolated: bool) -> None:
+        if isolated:
+            self._put("isolated", prefix + pid, b"")
+        else:
+            self._delete("isolated", prefix + pid)
+
+    def iter_isolated(self, prefix: bytes, after: bytes = b"") -> Iterator[bytes]:
+        start = prefix + after + b"\0" if after else None
+        for key, _ in self._scan("isolated", prefix, start):
+            yield key[len(prefix) :]
+
+    # -- records and the contact -> record index ---------------------------------
+
+    def get_record(self, prefix: bytes, source: str, record_id: str) -> RecordState | None:
+        key = prefix + codec.record_id_key(source, record_id)
+        return self._decode(RecordState, self._get("records", key))
+
+    def get_record_by_canonical(self, prefix: bytes, canonical: bytes) -> RecordState | None:
+        return self._decode(RecordState, self._get("records", prefix + canonical[8:]))
+
+    def put_record(self, prefix: bytes, record: RecordState) -> None:
+        key = prefix + codec.record_id_key(record.source, record.record_id)
+        self._put("records", key, record.SerializeToString())
+
+    def delete_record(self, prefix: bytes, source: str, record_id: str) -> None:
+        self._delete("records", prefix + codec.record_id_key(source, record_id))
+
+    def iter_records(self, prefix: bytes) -> Iterator[RecordState]:
+        for _, value in self._scan("records", prefix):
+            yield self._decode(RecordState, value)
+
+    def index_record(self, prefix: bytes, pid: bytes, canonical: bytes) -> None:
+        self._raw.put(prefix + pid, canonical, db=self._dbs["contact_records"], dupdata=True)
+
+    def unindex_record(self, prefix: bytes, pid: bytes, canonical: bytes) -> None:
+        self._delete("contact_records", prefix + pid, canonical)
+
+    def record_keys_of(self, prefix: bytes, pid: bytes) -> list[bytes]:
+        """Canonical keys of the records naming a contact, in canonical order."""
+        cursor = self._raw.cursor(db=self._dbs["contact_records"])
+        if not cursor.set_key(prefix + pid):
+            return []
+        return [bytes(v) for v in cursor.iternext_dup(keys=False, values=True)]
+
+    # -- edges (connections) --------------------------------------------------------
+
+    def has_edge(self, prefix: bytes, a: bytes, b: bytes) -> bool:
+        return self._get("edges", prefix + a + b) is not None
+
+    def put_edge(self, prefix: bytes, a: bytes, b: bytes) -> None:
+        """Store a connection in both directions, so each contact can list its own."""
+        self._put("edges", prefix + a + b, b"")
+        self._put("edges", prefix + b + a, b"")
+
+    def neighbours_of(self, prefix: bytes, pid: bytes) -> list[bytes]:
+        start = prefix + pid
+        return [key[len(start) :] for key, _ in self._scan("edges", start)]
+
+    def delete_edges_of(self, prefix: bytes, pid: bytes) -> None:
+        for other in self.neighbours_of(prefix, pid):
+            self._delete("edges", prefix + pid + other)
+            self._delete("edges", prefix + other + pid)
+
+    # -- national numbers (suggestions for phones without a country code) -----------
+
+    def index_national(self, prefix: bytes, national: str, pid: bytes) -> None:
+        self._put("national", prefix + national.encode() + b"\0" + pid, b"")
+
+    def unindex_national(self, prefix: bytes, national: str, pid: bytes) -> None:
+        self._delete("national", prefix + national.encode() + b"\0" + pid)
+
+    def pids_with_national(self, prefix: bytes, national: str) -> list[bytes]:
+        start = prefix + national.encode() + b"\0"
+        return [key[len(start) :] for key, _ in self._scan("national", start)]
+
+    # -- customers, redirects, history, change feed -------------------------------------
+
+    def get_customer(self, prefix: bytes, pid: bytes) -> CustomerState | None:
+        return self._decode(CustomerState, self._get("customers", prefix + pid))
+
+    def put_customer(self, prefix: bytes, pid: bytes, customer: CustomerState) -> None:
+        self._put("customers", prefix + pid, customer.SerializeToString())
+
+    def delete_customer(self, prefix: bytes, pid: bytes) -> None:
+        self._delete("customers", prefix + pid)
+
+    def iter_customers(self, prefix: bytes) -> Iterator[tuple[bytes, CustomerState]]:
+        for key, value in self._scan("customers", prefix):
+            yield key[len(prefix) :], self._decode(CustomerState, value)
+
+    def get_redirect(self, prefix: bytes, pid: bytes) -> bytes | None:
+        return self._get("redirects", prefix + pid)
+
+    def put_redirect(self, prefix: bytes, pid: bytes, target: bytes) -> None:
+        self._put("redirects", prefix + pid, target)
+
+    def append_history(self, prefix: bytes, customer_pid: bytes, event: ChangeEvent) -> None:
+        key = prefix + customer_pid + codec.u64(event.seq)
+        self._put("history", key, event.SerializeToString())
+
+    def history_of(self, prefix: bytes, customer_pid: bytes) -> list[ChangeEvent]:
+        return [self._decode(ChangeEvent, v) for _, v in self._scan("history", prefix + customer_pid)]
+
+    def append_change(self, prefix: bytes, event: ChangeEvent) -> None:
+        self._put("changes", prefix + codec.u64(event.seq), event.SerializeToString())
+
+    def changes_after(self, prefix: bytes, seq: int, limit: int) -> list[ChangeEvent]:
+        events = []
+        for _, value in self._scan("changes", prefix, prefix + codec.u64(seq + 1)):
+            events.append(self._decode(ChangeEvent, value))
+            if len(events) >= limit:
+                break
+        return events
+
+    # -- engagements and pins ---------------------------------------------------------
+
+    def put_engagement(self, prefix: bytes, engagement: EngagementState) -> None:
+        key = (
+            prefix
+            + engagement.contact_pid
+            + codec.time_key(engagement.occurred_at_us)
+            + engagement.engagement_id
+        )
+        self._put("engagements", key, engagement.SerializeToString())
+        self._put("engagement_ids", prefix + engagement.engagement_id, key[len(prefix) :])
+
+    def get_engagement(self, prefix: bytes, engagement_id: bytes) -> EngagementState | None:
+        location = self._get("engagement_ids", prefix + engagement_id)
+        if location is None:
+            return None
+        return self._decode(EngagementState, self._get("engagements", prefix + location))
+
+    def engagements_of(self, prefix: bytes, contact_pid: bytes) -> Iterator[EngagementState]:
+        for _, value in self._scan("engagements", prefix + contact_pid):
+            yield self._decode(EngagementState, value)
+
+    def delete_engagement(self, prefix: bytes, engagement: EngagementState) -> None:
+        key = (
+            prefix
+            + engagement.contact_pid
+            + codec.time_key(engagement.occurred_at_us)
+            + engagement.engagement_id
+        )
+        self._delete("engagements", key)
+        self._delete("engagement_ids", prefix + engagement.engagement_id)
+
+    def put_pin(self, prefix: bytes, customer_pid: bytes, engagement_id: bytes) -> None:
+        self._put("pins", prefix + customer_pid + engagement_id, b"")
+
+    def delete_pin(self, prefix: bytes, customer_pid: bytes, engagement_id: bytes) -> None:
+        self._delete("pins", prefix + customer_pid + engagement_id)
+
+    def pins_of(self, prefix: bytes, customer_pid: bytes) -> list[bytes]:
+        start = prefix + customer_pid
+        return [key[len(start) :] for key, _ in self._scan("pins", start)]
+
