@@ -64,7 +64,7 @@ def prepare_contact(
     secret: bytes, config: AccountConfig, key: ContactKey, field: str = "contact"
 ) -> PreparedContact:
     """Clean, validate and hash one contact key of an account."""
-    key_type = config.key_type(key.type)
+    key_type = config.key_type(key.type, f"{field}.type")
     if key_type.source_scoped:
         check_text(key.source, f"{field}.source", MAX_SOURCE_BYTES)
         source = key.source

@@ -102,13 +102,13 @@ class AccountConfig:
     key_types: dict[str, KeyType] = field(default_factory=default_key_types)
     policy: AccountPolicy = field(default_factory=AccountPolicy)
 
-    def key_type(self, name: str) -> KeyType:
+    def key_type(self, name: str, field: str = "contact.type") -> KeyType:
         try:
             return self.key_types[name]
         except KeyError:
             raise InvalidArgument(
                 f"unknown key type {name!r}; known: {', '.join(sorted(self.key_types))}",
-                field="contact.type",
+                field=field,
                 reason="UNKNOWN_KEY_TYPE",
             ) from None
 

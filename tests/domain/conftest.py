@@ -1,0 +1,43 @@
+"""Engine fixtures: a store in a temporary folder and an engine over it, per implementation."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from idlink.domain import contacts, linking
+from idlink.domain.engine import IdentityEngine
+from idlink.store.env import Store
+
+MASTER = b"k" * 32
+
+
+def _native(name: str, impl: str):
+    return importlib.import_module(f"idlink._native.{name}_{'py' if impl == 'python' else 'c'}")
+
+
+@pytest.fixture(params=["python", "c"])
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on the pure-Python twins and on the compiled modules."""
+    if request.param == "c" and os.environ.get("IDLINK_PURE_PYTHON") == "1":
+        pytest.skip("IDLINK_PURE_PYTHON=1: compiled modules are not built")
+    monkeypatch.setattr(linking, "UnionFind", _native("_unionfind", request.param).UnionFind)
+    monkeypatch.setattr(
+        linking, "ConnectionCounter", _native("_degree", request.param).ConnectionCounter
+    )
+    monkeypatch.setattr(contacts, "_contacts", _native("_contacts", request.param))
+    return str(request.param)
+
+
+@pytest.fixture
+def store(tmp_path) -> Iterator[Store]:
+    with Store(tmp_path / "store", durable=False) as opened:
+        yield opened
+
+
+@pytest.fixture
+def engine(impl: str, store: Store) -> IdentityEngine:
+    return IdentityEngine(store, MASTER)
