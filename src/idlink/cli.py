@@ -1,0 +1,93 @@
+"""The ``idlink`` command: serve, keys, ingest, resolve (SPEC 10)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+DEFAULT_DATA = "./var/idlink"
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from idlink.service.server import run_server
+
+    return run_server(args.data, args.listen, workers=args.workers, map_size=args.map_size)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from idlink.security.apikeys import create_key
+
+    token = create_key(args.data, args.account, args.role)
+    print(token)
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from idlink.client.ingest import ingest_file
+
+    return ingest_file(args.target, args.token, args.account, args.file, batch_size=args.batch_size)
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    from idlink.client.resolve import resolve_command
+
+    return resolve_command(
+        args.target, args.token, args.account, args.type, args.value, args.source, args.create
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="idlink", description="Customer identity service.")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC server on an embedded store")
+    serve.add_argument("--data", default=DEFAULT_DATA, help=f"store folder (default {DEFAULT_DATA})")
+    serve.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
+    serve.add_argument("--workers", type=int, default=1, help="server processes sharing the store")
+    serve.add_argument("--map-size", type=int, default=0, help="LMDB map size in bytes (0: default)")
+    serve.set_defaults(run=_serve)
+
+    keys = commands.add_parser("keys", help="API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print its token once")
+    create.add_argument("--data", default=DEFAULT_DATA)
+    create.add_argument("--account", required=True)
+    create.add_argument("--role", required=True, choices=["reader", "writer", "agent", "admin"])
+    create.set_defaults(run=_keys_create)
+
+    ingest = commands.add_parser("ingest", help="stream a CSV or JSON Lines file of records")
+    ingest.add_argument("--target", default=DEFAULT_LISTEN)
+    ingest.add_argument("--token", default="")
+    ingest.add_argument("--account", required=True)
+    ingest.add_argument("--batch-size", type=int, default=500)
+    ingest.add_argument("file")
+    ingest.set_defaults(run=_ingest)
+
+    resolve = commands.add_parser("resolve", help="look up one contact")
+    resolve.add_argument("--target", default=DEFAULT_LISTEN)
+    resolve.add_argument("--token", default="")
+    resolve.add_argument("--account", required=True)
+    resolve.add_argument("--source", default="")
+    resolve.add_argument("--create", action="store_true", help="create the contact if it is new")
+    resolve.add_argument("type")
+    resolve.add_argument("value")
+    resolve.set_defaults(run=_resolve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+        stream=sys.stderr,
+    )
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
