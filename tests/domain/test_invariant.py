@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -88,11 +90,13 @@ def check_invariants(engine: IdentityEngine) -> None:
                 assert not limit or count <= limit, (name, count)
 
 
-def fresh_engine() -> tuple[Store, IdentityEngine]:
-    store = Store(tempfile.mkdtemp(prefix="idlink-prop-"), durable=False)
-    engine = IdentityEngine(store, MASTER)
-    configure(engine)
-    return store, engine
+@contextmanager
+def fresh_engine() -> Iterator[IdentityEngine]:
+    with tempfile.TemporaryDirectory(prefix="idlink-prop-") as folder:
+        with Store(folder, durable=False) as store:
+            engine = IdentityEngine(store, MASTER)
+            configure(engine)
+            yield engine
 
 
 SETTINGS = settings(
@@ -105,13 +109,10 @@ SETTINGS = settings(
 @SETTINGS
 @given(ops=operations)
 def test_one_by_one_equals_rebuild(impl, ops):
-    store, engine = fresh_engine()
-    try:
+    with fresh_engine() as engine:
         for op in ops:
             apply(engine, op)
             check_invariants(engine)
-    finally:
-        store.close()
 
 
 @SETTINGS
@@ -121,9 +122,7 @@ def test_arrival_order_does_not_matter(impl, recs, data):
     for record in recs:
         final[(record[0], record[1])] = record
     order = data.draw(st.permutations(list(final.values())))
-    store_a, one_by_one = fresh_engine()
-    store_b, batched = fresh_engine()
-    try:
+    with fresh_engine() as one_by_one, fresh_engine() as batched:
         for record in order:
             one_by_one.link(ACCOUNT, to_input(record))
         batched.ingest(ACCOUNT, [to_input(r) for r in recs])
@@ -133,16 +132,12 @@ def test_arrival_order_does_not_matter(impl, recs, data):
         assert sorted(sorted(c) for c in one_by_one.partition(ACCOUNT)) == sorted(
             sorted(c) for c in batched.partition(ACCOUNT)
         )
-    finally:
-        store_a.close()
-        store_b.close()
 
 
 @SETTINGS
 @given(batches=st.lists(operations, min_size=1, max_size=4))
 def test_batches_with_policy_changes_equal_rebuild(impl, batches):
-    store, engine = fresh_engine()
-    try:
+    with fresh_engine() as engine:
         for ops in batches:
             records_only = [op for op in ops if op[0] != "dnl"]
             engine.ingest(
@@ -156,5 +151,3 @@ def test_batches_with_policy_changes_equal_rebuild(impl, batches):
                 if op[0] == "dnl":
                     apply(engine, op)
             check_invariants(engine)
-    finally:
-        store.close()
