@@ -100,7 +100,7 @@ def fresh_engine() -> Iterator[IdentityEngine]:
 
 
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=250,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
