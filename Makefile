@@ -35,6 +35,16 @@ test: build
 test-pure: build
 	IDLINK_PURE_PYTHON=1 $(PY) -m pytest $(PYTEST_ARGS)
 
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $@
+
+bench: build $(VENV)/.bench-installed
+	$(PY) -m benchmarks.run
+
+bench-smoke: build $(VENV)/.bench-installed
+	$(PY) -m benchmarks.run --smoke
+
 lint: build
 	$(PY) -m pip install -q -e '.[dev]'
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -1,0 +1,1 @@
+"""idlink benchmarks: every figure beside a floor measured in the same run."""

@@ -1,0 +1,58 @@
+"""Run the benchmark suite: ``python -m benchmarks.run [--smoke]``.
+
+Writes ``benchmarks/results/latest.json`` (a list of entries ``{name, value,
+unit, floor, floor_value, ratio, target, met}``, ratio oriented so that
+higher is better) and ``latest.md``. ``--smoke`` runs every benchmark small,
+to check that each one runs and reports; its timings mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import sys
+import time
+
+from benchmarks import bench_engine, bench_native
+from benchmarks.report import Entry, write
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="small sizes, a check that all runs")
+    parser.add_argument("--only", default="", help="comma-separated groups: native,engine,grpc")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    groups = set(filter(None, args.only.split(","))) or {"native", "engine", "grpc"}
+    smoke = args.smoke
+    repeats = 1 if smoke else 3
+    started = time.perf_counter()
+    entries: list[Entry] = []
+    if "native" in groups:
+        entries += bench_native.bench_union_find([100_000] if smoke else [1_000_000, 10_000_000], repeats)
+        entries += bench_native.bench_contacts(5_000 if smoke else 100_000, repeats)
+    if "engine" in groups:
+        entries += bench_engine.bench_engine(
+            records=2_000 if smoke else 100_000, resolves=2_000 if smoke else 50_000, repeats=repeats
+        )
+    if "grpc" in groups:
+        try:
+            from benchmarks import bench_grpc
+        except ImportError as exc:  # the gRPC layer is optional for a partial run
+            print(f"grpc benchmarks unavailable: {exc}", file=sys.stderr)
+        else:
+            entries += bench_grpc.bench_grpc(smoke=smoke, repeats=repeats)
+    name = "smoke" if smoke else "latest"
+    json_path, md_path = write(entries, name)
+    print(md_path.read_text())
+    print(f"{len(entries)} figures in {time.perf_counter() - started:.0f} s on "
+          f"{platform.machine()} {platform.python_version()}; written to {json_path}")
+    missed = [e.name for e in entries if e.met is False]
+    if missed and not smoke:
+        print("targets missed: " + "; ".join(missed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
