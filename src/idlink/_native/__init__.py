@@ -1,23 +1,26 @@
-"""Compiled hot paths and their pure-Python twins.
+"""Compiled hot paths of idlink, each with a pure-Python twin.
 
-Each module ``_x`` selects ``_x_c`` (Cython) when it is built and
-``IDLINK_PURE_PYTHON`` is not ``1``, else ``_x_py``, the readable twin that is
-the specification.
+`_unionfind` (components of the contact graph), `_contacts` (clean-up,
+validation and PIDs of contact values) and `_degree` (connection counts for
+the cluster cap) each select their Cython module `_x_c` when it is built,
+else their twin `_x_py`, which is the specification. `IDLINK_PURE_PYTHON=1`
+forces the twins. See docs/native.md.
 """
 
 from __future__ import annotations
 
+from idlink._native import _contacts, _degree, _unionfind
 
-def implementations() -> dict[str, str]:
-    """Which implementation each native module uses ("c" or "python")."""
-    from idlink._native import _contacts, _degree, _unionfind
+_MODULES = (_unionfind, _contacts, _degree)
 
-    return {
-        "unionfind": _unionfind.IMPLEMENTATION,
-        "contacts": _contacts.IMPLEMENTATION,
-        "degree": _degree.IMPLEMENTATION,
-    }
+IMPLEMENTATION = "c" if all(m.IMPLEMENTATION == "c" for m in _MODULES) else "python"
 
 
 def compiled_in_use() -> bool:
-    return set(implementations().values()) == {"c"}
+    """Return whether all three compiled modules are in use."""
+    return all(m.IMPLEMENTATION == "c" for m in _MODULES)
+
+
+def implementations() -> dict[str, str]:
+    """Return the implementation ("c" or "python") each module uses, by module."""
+    return {m.__name__.rsplit(".", 1)[-1].lstrip("_"): m.IMPLEMENTATION for m in _MODULES}

@@ -1,19 +1,30 @@
-"""Union-find: the compiled module when it is built, else the pure-Python twin.
+"""Union-find over dense integer ids: compiled when built, else the pure-Python twin.
 
-``IDLINK_PURE_PYTHON=1`` forces the twin.
+`IDLINK_PURE_PYTHON=1` forces the twin; so does a failed import of the
+compiled module (tests/_native/test_compiled_loaded.py makes that failure
+loud wherever the variable is not set). `IMPLEMENTATION` says which one is
+in use: "c" or "python".
 """
 
+from __future__ import annotations
+
 import os
-
-IMPLEMENTATION = "python"
-if os.environ.get("IDLINK_PURE_PYTHON") != "1":
-    try:
-        from idlink._native._unionfind_c import UnionFind, connected_components
-
-        IMPLEMENTATION = "c"
-    except ImportError:
-        pass
-if IMPLEMENTATION == "python":
-    from idlink._native._unionfind_py import UnionFind, connected_components  # type: ignore[assignment]
+from typing import TYPE_CHECKING
 
 __all__ = ["UnionFind", "connected_components"]
+
+IMPLEMENTATION = "python"
+_IMPORT_ERROR: str | None = None
+
+if TYPE_CHECKING:
+    from idlink._native._unionfind_py import UnionFind, connected_components
+else:
+    if os.environ.get("IDLINK_PURE_PYTHON") != "1":
+        try:
+            from idlink._native._unionfind_c import UnionFind, connected_components
+        except ImportError as exc:  # not built: the twin, and a test says so
+            _IMPORT_ERROR = repr(exc)
+        else:
+            IMPLEMENTATION = "c"
+    if IMPLEMENTATION == "python":
+        from idlink._native._unionfind_py import UnionFind, connected_components

@@ -1,0 +1,198 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Connection counting for the cluster cap: the compiled twin of `_degree_py`.
+
+Same names, signatures and results as the twin, which is the specification.
+Pairs live in a C++ `unordered_set<uint64_t>` keyed `min << 32 | max`, degrees
+in a `vector<uint32_t>` indexed by id (ids are dense, so the vector is as
+long as the largest id seen).
+"""
+
+from cpython cimport array
+from cpython.number cimport PyNumber_AsSsize_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libcpp.algorithm cimport sort, unique
+from libcpp.unordered_set cimport unordered_set
+from libcpp.vector cimport vector
+
+import array as _array_module
+
+cdef Py_ssize_t _MAX_ID = 0xFFFFFFFF
+cdef array.array _UINT_TEMPLATE = _array_module.array("I")
+
+
+cdef inline uint64_t _key(uint32_t a, uint32_t b) noexcept nogil:
+    if a < b:
+        return (<uint64_t>a << 32) | b
+    return (<uint64_t>b << 32) | a
+
+
+cdef inline uint32_t _id(object x) except? 0xFFFFFFFF:
+    cdef Py_ssize_t value = PyNumber_AsSsize_t(x, ValueError)
+    if value < 0 or value > _MAX_ID:
+        raise ValueError(f"contact id {x} out of range 0..2**32-1")
+    return <uint32_t>value
+
+
+cdef Py_ssize_t _clique(
+    unordered_set[uint64_t]& pairs, uint32_t* degree, const uint32_t* ids, size_t k
+) except -1 nogil:
+    """Connect every two of k distinct ids; return how many pairs were new."""
+    cdef size_t i, j
+    cdef Py_ssize_t new = 0
+    cdef uint32_t a, b
+    for i in range(k):
+        a = ids[i]
+        for j in range(i + 1, k):
+            b = ids[j]
+            if pairs.insert(_key(a, b)).second:
+                degree[a] += 1
+                degree[b] += 1
+                new += 1
+    return new
+
+
+cdef size_t _distinct(vector[uint32_t]& ids) noexcept nogil:
+    sort(ids.begin(), ids.end())
+    return unique(ids.begin(), ids.end()) - ids.begin()
+
+
+cdef class ConnectionCounter:
+    """Distinct-neighbour counts over records of dense contact ids."""
+
+    cdef unordered_set[uint64_t] _pairs
+    cdef vector[uint32_t] _degree
+
+    def __init__(self):
+        pass
+
+    cdef inline int _reach(self, uint32_t x) except -1:
+        if x >= self._degree.size():
+            self._degree.resize(<size_t>x + 1, 0)
+        return 0
+
+    def add_record(self, ids):
+        """Connect every two distinct ids of one record; return how many pairs are new."""
+        cdef vector[uint32_t] distinct
+        for x in ids:  # all checked before anything changes
+            distinct.push_back(_id(x))
+        cdef size_t k = _distinct(distinct)
+        if k < 2:
+            return 0
+        self._reach(distinct[k - 1])
+        cdef Py_ssize_t new
+        with nogil:
+            new = _clique(self._pairs, self._degree.data(), distinct.data(), k)
+        return new
+
+    def connect(self, a, b):
+        """Connect two ids; return True if the pair is new."""
+        cdef uint32_t ca = _id(a)
+        cdef uint32_t cb = _id(b)
+        if ca == cb:
+            return False
+        if not self._pairs.insert(_key(ca, cb)).second:
+            return False
+        self._reach(ca if ca > cb else cb)
+        self._degree[ca] += 1
+        self._degree[cb] += 1
+        return True
+
+    def connected(self, a, b):
+        """Return whether a and b share a record (False for a == b)."""
+        cdef uint32_t ca = _id(a)
+        cdef uint32_t cb = _id(b)
+        return ca != cb and self._pairs.count(_key(ca, cb)) > 0
+
+    def degree(self, x):
+        """Return how many distinct other ids x shares a record with (0 if unknown)."""
+        cdef uint32_t cx = _id(x)
+        if cx >= self._degree.size():
+            return 0
+        return self._degree[cx]
+
+    def pairs(self):
+        """Return the number of distinct connected pairs."""
+        return self._pairs.size()
+
+
+cdef vector[int64_t] _as_indexes(object values, object overflow) except *:
+    """Copy a typed integer buffer or a sequence of ints into a vector."""
+    cdef vector[int64_t] out
+    cdef const uint32_t[:] u32
+    cdef const int64_t[:] i64
+    cdef const int32_t[:] i32
+    cdef Py_ssize_t i, m
+    try:
+        u32 = values
+    except (TypeError, ValueError, BufferError):
+        pass
+    else:
+        m = u32.shape[0]
+        out.resize(m)
+        with nogil:
+            for i in range(m):
+                out[i] = u32[i]
+        return out
+    try:
+        i64 = values
+    except (TypeError, ValueError, BufferError):
+        pass
+    else:
+        m = i64.shape[0]
+        out.resize(m)
+        with nogil:
+            for i in range(m):
+                out[i] = i64[i]
+        return out
+    try:
+        i32 = values
+    except (TypeError, ValueError, BufferError):
+        pass
+    else:
+        m = i32.shape[0]
+        out.resize(m)
+        with nogil:
+            for i in range(m):
+                out[i] = i32[i]
+        return out
+    for value in values:
+        out.push_back(PyNumber_AsSsize_t(value, overflow))
+    return out
+
+
+def count_connections(n, offsets, members):
+    """Degrees of nodes 0..n-1 over records given in CSR form.
+
+    Record r has members[offsets[r]:offsets[r+1]]; offsets must be
+    non-decreasing and within members (an empty offsets means no records).
+    Members must be below n. Returns an array('I') of n degrees.
+    """
+    cdef Py_ssize_t nodes = PyNumber_AsSsize_t(n, ValueError)
+    if nodes < 0 or nodes > _MAX_ID + 1:
+        raise ValueError(f"n must be in 0..2**32, not {n}")
+    cdef vector[int64_t] bounds = _as_indexes(offsets, ValueError)
+    cdef vector[int64_t] nodes_of = _as_indexes(members, IndexError)
+    cdef int64_t size = <int64_t>nodes_of.size()
+    cdef size_t r, records = bounds.size()
+    cdef Py_ssize_t i
+    for r in range(records):
+        if bounds[r] < 0 or bounds[r] > size or (r + 1 < records and bounds[r] > bounds[r + 1]):
+            raise ValueError("offsets must be non-decreasing and within members")
+    for i in range(size):
+        if nodes_of[i] < 0 or nodes_of[i] >= nodes:
+            raise IndexError(f"member {nodes_of[i]} out of range 0..{nodes - 1}")
+    cdef array.array degrees = array.clone(_UINT_TEMPLATE, nodes, True)
+    cdef uint32_t* degree = degrees.data.as_uints
+    cdef unordered_set[uint64_t] pairs
+    cdef vector[uint32_t] record
+    cdef int64_t j
+    cdef size_t k
+    with nogil:
+        for r in range(1, records):
+            record.clear()
+            for j in range(bounds[r - 1], bounds[r]):
+                record.push_back(<uint32_t>nodes_of[j])
+            k = _distinct(record)
+            if k >= 2:
+                _clique(pairs, degree, record.data(), k)
+    return degrees
