@@ -1,0 +1,94 @@
+"""AdminService: key types, account policy, isolated contacts (SPEC 2.4, 2.5, 3.3). Thin."""
+
+from __future__ import annotations
+
+from grpc import aio
+
+from idlink.domain.errors import InvalidArgument
+from idlink.service import convert
+from idlink.service.runtime import Runtime, actor
+from idlink.service.status import guard_unary
+from idlink.v1 import admin_pb2, admin_pb2_grpc, common_pb2
+
+MAX_KEY_TYPES_PAGE = 64
+DEFAULT_ISOLATED_PAGE = 100
+MAX_ISOLATED_PAGE = 1000
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.engine = runtime.engine
+
+    @guard_unary("PutKeyType")
+    async def PutKeyType(
+        self, request: admin_pb2.PutKeyTypeRequest, context: aio.ServicerContext
+    ) -> common_pb2.KeyType:
+        account = convert.account(request.account)
+        if not request.HasField("key_type"):
+            raise InvalidArgument("key_type is required", field="key_type")
+        key_type = convert.key_type(request.key_type)
+        who = actor(context)
+
+        async def produce() -> common_pb2.KeyType:
+            stored = await self.rt.call(self.engine.put_key_type, account, key_type, who)
+            return convert.key_type_message(stored)
+
+        return await self.rt.idempotent("PutKeyType", account, request.request_id, produce)
+
+    @guard_unary("ListKeyTypes")
+    async def ListKeyTypes(
+        self, request: admin_pb2.ListKeyTypesRequest, context: aio.ServicerContext
+    ) -> admin_pb2.ListKeyTypesResponse:
+        account = convert.account(request.account)
+        size = convert.page_size(request.page_size, MAX_KEY_TYPES_PAGE, MAX_KEY_TYPES_PAGE)
+        after = convert.read_page_token("key_types", request.page_token).decode(errors="replace")
+        config = await self.rt.call(self.engine.account_config, account)
+        names = [name for name in sorted(config.key_types) if name > after]
+        page = names[:size]
+        response = admin_pb2.ListKeyTypesResponse(
+            key_types=[convert.key_type_message(config.key_types[n]) for n in page]
+        )
+        if len(names) > size:
+            response.next_page_token = convert.page_token("key_types", page[-1].encode())
+        return response
+
+    @guard_unary("SetAccountPolicy")
+    async def SetAccountPolicy(
+        self, request: admin_pb2.SetAccountPolicyRequest, context: aio.ServicerContext
+    ) -> common_pb2.AccountPolicy:
+        account = convert.account(request.account)
+        policy = convert.account_policy(request.policy)
+        who = actor(context)
+
+        async def produce() -> common_pb2.AccountPolicy:
+            stored = await self.rt.call(self.engine.set_account_policy, account, policy, who)
+            return convert.account_policy_message(stored)
+
+        return await self.rt.idempotent("SetAccountPolicy", account, request.request_id, produce)
+
+    @guard_unary("GetAccountPolicy")
+    async def GetAccountPolicy(
+        self, request: admin_pb2.GetAccountPolicyRequest, context: aio.ServicerContext
+    ) -> common_pb2.AccountPolicy:
+        account = convert.account(request.account)
+        config = await self.rt.call(self.engine.account_config, account)
+        return convert.account_policy_message(config.policy)
+
+    @guard_unary("ListIsolatedContacts")
+    async def ListIsolatedContacts(
+        self, request: admin_pb2.ListIsolatedContactsRequest, context: aio.ServicerContext
+    ) -> admin_pb2.ListIsolatedContactsResponse:
+        account = convert.account(request.account)
+        size = convert.page_size(request.page_size, DEFAULT_ISOLATED_PAGE, MAX_ISOLATED_PAGE)
+        after = convert.read_page_token("isolated", request.page_token)
+        if after and len(after) != 16:
+            raise InvalidArgument("page_token is not a token this service gave", field="page_token")
+        found = await self.rt.call(self.engine.list_isolated, account, after, size + 1)
+        page = found[:size]
+        response = admin_pb2.ListIsolatedContactsResponse(
+            contacts=[convert.contact(c) for c in page]
+        )
+        if len(found) > size:
+            response.next_page_token = convert.page_token("isolated", page[-1].pid)
+        return response

@@ -1,0 +1,447 @@
+"""Protobuf messages <-> domain values.
+
+PIDs are 16 raw bytes inside idlink and UUID strings at the API edge; times
+are microseconds inside and ``google.protobuf.Timestamp`` outside. Malformed
+input raises :class:`InvalidArgument` naming the field, so that the status
+mapping can tell the caller exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from idlink.domain import profiles
+from idlink.domain.contacts import ContactKey, check_text
+from idlink.domain.engine import MAX_ACCOUNT_BYTES, LinkResult, Preview, RecordInput
+from idlink.domain.errors import InvalidArgument
+from idlink.domain.keytypes import (
+    DEFAULT_ISOLATE_MIN_CONNECTIONS,
+    DEFAULT_MAX_CONTACTS,
+    NORMALIZER_TRIM,
+    AccountPolicy,
+    KeyType,
+)
+from idlink.domain.views import ContactView, CustomerView, Explanation, Resolution, Suggestion
+from idlink.store.txn import ChangeEvent, EngagementState
+from idlink.v1 import common_pb2, identity_pb2, profile_pb2
+
+# Timestamps outside these bounds are refused (google.protobuf.Timestamp's own range).
+_MIN_SECONDS = -62135596800  # 0001-01-01
+_MAX_SECONDS = 253402300799  # 9999-12-31
+
+_CHANGE_KINDS = {
+    "created": common_pb2.CHANGE_KIND_CREATED,
+    "merged": common_pb2.CHANGE_KIND_MERGED,
+    "split": common_pb2.CHANGE_KIND_SPLIT,
+    "updated": common_pb2.CHANGE_KIND_UPDATED,
+    "erased": common_pb2.CHANGE_KIND_ERASED,
+    "policy_changed": common_pb2.CHANGE_KIND_POLICY_CHANGED,
+}
+
+FIELD_TYPE_TO_DOMAIN = {
+    profile_pb2.FIELD_TYPE_STRING: profiles.STRING,
+    profile_pb2.FIELD_TYPE_INT: profiles.INT,
+    profile_pb2.FIELD_TYPE_DOUBLE: profiles.DOUBLE,
+    profile_pb2.FIELD_TYPE_BOOL: profiles.BOOL,
+    profile_pb2.FIELD_TYPE_TIMESTAMP: profiles.TIMESTAMP,
+    profile_pb2.FIELD_TYPE_ENUM: profiles.ENUM,
+    profile_pb2.FIELD_TYPE_STRING_LIST: profiles.STRING_LIST,
+}
+FIELD_TYPE_TO_PROTO = {v: k for k, v in FIELD_TYPE_TO_DOMAIN.items()}
+
+_VALUE_KINDS = {
+    "string_value": profiles.STRING,
+    "int_value": profiles.INT,
+    "double_value": profiles.DOUBLE,
+    "bool_value": profiles.BOOL,
+    "timestamp_value": profiles.TIMESTAMP,
+    "enum_value": profiles.ENUM,
+    "string_list_value": profiles.STRING_LIST,
+}
+
+_CONSENT_TO_DOMAIN = {
+    common_pb2.CONSENT_STATUS_OPTED_IN: "opted_in",
+    common_pb2.CONSENT_STATUS_OPTED_OUT: "opted_out",
+}
+_CONSENT_TO_PROTO = {v: k for k, v in _CONSENT_TO_DOMAIN.items()}
+
+
+# -- scalars ------------------------------------------------------------------------
+
+
+def pid_str(pid: bytes) -> str:
+    """A PID as a UUID string ("" for none)."""
+    return str(uuid.UUID(bytes=pid)) if pid else ""
+
+
+def pid_strs(pids: Iterable[bytes]) -> list[str]:
+    return [pid_str(p) for p in pids]
+
+
+def parse_pid(text: str, field: str) -> bytes:
+    """A UUID string from a request as 16 raw bytes."""
+    if not text:
+        raise InvalidArgument(f"{field} is required", field=field)
+    try:
+        return uuid.UUID(text).bytes
+    except ValueError:
+        raise InvalidArgument(f"{field} is not a UUID", field=field, reason="BAD_PID") from None
+
+
+def account(text: str) -> str:
+    """Check the account name every request carries."""
+    check_text(text, "account", MAX_ACCOUNT_BYTES)
+    return text
+
+
+def to_us(ts: Timestamp, field: str) -> int:
+    """A Timestamp as microseconds since the epoch."""
+    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos < 1_000_000_000:
+        raise InvalidArgument(f"{field} is not a valid timestamp", field=field)
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def optional_us(message: Any, name: str, field: str, default: int) -> int:
+    """A Timestamp field in microseconds, or ``default`` when it is unset."""
+    if not message.HasField(name):
+        return default
+    return to_us(getattr(message, name), field)
+
+
+def timestamp(micros: int) -> Timestamp:
+    seconds, rest = divmod(micros, 1_000_000)
+    return Timestamp(seconds=seconds, nanos=rest * 1000)
+
+
+def now_us() -> int:
+    return int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000)
+
+
+# -- page tokens ---------------------------------------------------------------------
+
+
+def page_token(kind: str, value: bytes) -> str:
+    """An opaque page token: the list it belongs to and where the next page starts."""
+    return base64.urlsafe_b64encode(kind.encode() + b":" + value).decode().rstrip("=")
+
+
+def read_page_token(kind: str, token: str, field: str = "page_token") -> bytes:
+    """The position a page token of list ``kind`` holds; b"" for no token."""
+    if not token:
+        return b""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    head, sep, value = raw.partition(b":")
+    if not sep or head != kind.encode() or not value:
+        raise InvalidArgument(f"{field} is not a token this service gave", field=field)
+    return value
+
+
+def page_size(requested: int, default: int, maximum: int, field: str = "page_size") -> int:
+    if requested < 0:
+        raise InvalidArgument(f"{field} must not be negative", field=field)
+    return min(requested or default, maximum)
+
+
+# -- contacts and records --------------------------------------------------------------
+
+
+def contact_key(message: common_pb2.ContactKey, field: str) -> ContactKey:
+    if not message.type:
+        raise InvalidArgument(f"{field}.type is required", field=f"{field}.type")
+    return ContactKey(message.type, message.value, message.source)
+
+
+def required_contact(request: Any, name: str, field: str | None = None) -> ContactKey:
+    field = field or name
+    if not request.HasField(name):
+        raise InvalidArgument(f"{field} is required", field=field)
+    return contact_key(getattr(request, name), field)
+
+
+def contact_keys(messages: Sequence[common_pb2.ContactKey], field: str) -> list[ContactKey]:
+    return [contact_key(m, f"{field}[{i}]") for i, m in enumerate(messages)]
+
+
+def record_input(message: Any, field: str, now: int) -> RecordInput:
+    """A LinkRequest or a Record as a domain record (the engine checks the limits)."""
+    prefix = f"{field}." if field else ""
+    return RecordInput(
+        source=message.source,
+        record_id=message.record_id,
+        contacts=contact_keys(message.contacts, f"{prefix}contacts"),
+        observed_at_us=optional_us(message, "observed_at", f"{prefix}observed_at", now),
+        deleted=bool(getattr(message, "deleted", False)),
+    )
+
+
+# -- customers ----------------------------------------------------------------------------
+
+
+def contact(view: ContactView) -> common_pb2.Contact:
+    return common_pb2.Contact(
+        contact_pid=pid_str(view.pid),
+        type=view.type,
+        value=view.value,
+        source=view.source,
+        linkable=view.linkable,
+        reason=view.reason,
+        connections=view.connections,
+    )
+
+
+def attribute_value(value: profiles.Value) -> common_pb2.AttributeValue:
+    kind, data = value
+    out = common_pb2.AttributeValue()
+    if kind == profiles.STRING:
+        out.string_value = data
+    elif kind == profiles.INT:
+        out.int_value = data
+    elif kind == profiles.DOUBLE:
+        out.double_value = data
+    elif kind == profiles.BOOL:
+        out.bool_value = data
+    elif kind == profiles.TIMESTAMP:
+        out.timestamp_value.CopyFrom(timestamp(data))
+    elif kind == profiles.ENUM:
+        out.enum_value = data
+    elif kind == profiles.STRING_LIST:
+        out.string_list_value.values.extend(data)
+    return out
+
+
+def domain_value(message: common_pb2.AttributeValue, field: str) -> profiles.Value:
+    which = message.WhichOneof("kind")
+    if which is None:
+        return "", None
+    kind = _VALUE_KINDS[which]
+    if kind == profiles.TIMESTAMP:
+        return kind, to_us(message.timestamp_value, field)
+    if kind == profiles.STRING_LIST:
+        return kind, list(message.string_list_value.values)
+    return kind, getattr(message, which)
+
+
+def preferences(prefs: dict[str, Any]) -> common_pb2.ContactPreferences:
+    out = common_pb2.ContactPreferences(
+        preferred_channel=prefs.get("preferred_channel", ""),
+        preferred_contact_pid=prefs.get("preferred_contact_pid", ""),
+        preferred_agent=prefs.get("preferred_agent", ""),
+        time_zone=prefs.get("time_zone", ""),
+        language=prefs.get("language", ""),
+    )
+    for window in prefs.get("best_times", ()):
+        out.best_times.add(days=window.get("days", []), start=window["start"], end=window["end"])
+    for consent in prefs.get("consents", ()):
+        item = out.consents.add(
+            channel=consent["channel"],
+            status=_CONSENT_TO_PROTO.get(consent["status"], common_pb2.CONSENT_STATUS_UNSPECIFIED),
+        )
+        if consent.get("updated_at_us"):
+            item.update_time.CopyFrom(timestamp(consent["updated_at_us"]))
+    return out
+
+
+def domain_preferences(message: common_pb2.ContactPreferences) -> dict[str, Any]:
+    consents = []
+    for i, consent in enumerate(message.consents):
+        item: dict[str, Any] = {
+            "channel": consent.channel,
+            "status": _CONSENT_TO_DOMAIN.get(consent.status, ""),
+        }
+        if consent.HasField("update_time"):
+            item["updated_at_us"] = to_us(
+                consent.update_time, f"preferences.consents[{i}].update_time"
+            )
+        consents.append(item)
+    return {
+        "preferred_channel": message.preferred_channel,
+        "preferred_contact_pid": message.preferred_contact_pid,
+        "preferred_agent": message.preferred_agent,
+        "best_times": [
+            {"days": list(w.days), "start": w.start, "end": w.end} for w in message.best_times
+        ],
+        "time_zone": message.time_zone,
+        "language": message.language,
+        "consents": consents,
+    }
+
+
+def customer(view: CustomerView) -> common_pb2.Customer:
+    out = common_pb2.Customer(
+        customer_pid=pid_str(view.pid),
+        contacts=[contact(c) for c in view.contacts],
+        anonymous=view.anonymous,
+        redirected_from=pid_str(view.redirected_from),
+        labels=list(view.profile.labels),
+        split_from=pid_str(view.split_from),
+    )
+    for name, value in profiles.decode_attributes(view.profile.attributes).items():
+        out.attributes[name].CopyFrom(attribute_value(value))
+    prefs = profiles.decode_preferences(view.profile.preferences)
+    if prefs:
+        out.preferences.CopyFrom(preferences(prefs))
+    if view.created_at_us:
+        out.create_time.CopyFrom(timestamp(view.created_at_us))
+    return out
+
+
+def suggestion(s: Suggestion) -> common_pb2.Suggestion:
+    return common_pb2.Suggestion(customer_pid=pid_str(s.customer_pid), reason=s.reason, score=s.score)
+
+
+def resolution(answer: Resolution) -> identity_pb2.ResolveResponse:
+    out = identity_pb2.ResolveResponse(
+        status=answer.status,
+        contact_pid=pid_str(answer.contact_pid),
+        suggestions=[suggestion(s) for s in answer.suggestions],
+        reason=answer.reason,
+    )
+    if answer.customer is not None:
+        out.customer.CopyFrom(customer(answer.customer))
+    return out
+
+
+def change_event(event: ChangeEvent) -> common_pb2.ChangeEvent:
+    return common_pb2.ChangeEvent(
+        seq=event.seq,
+        kind=_CHANGE_KINDS.get(event.kind, common_pb2.CHANGE_KIND_UNSPECIFIED),
+        customer_pid=pid_str(event.customer_pid),
+        other_customer_pids=pid_strs(event.other_customer_pids),
+        contacts_added=pid_strs(event.contacts_added),
+        contacts_removed=pid_strs(event.contacts_removed),
+        actor=event.actor,
+        time=timestamp(event.at_us),
+        detail=event.detail,
+    )
+
+
+def explanation(result: Explanation) -> identity_pb2.ExplainLinkResponse:
+    return identity_pb2.ExplainLinkResponse(
+        linked=result.linked,
+        customer_pid=pid_str(result.customer_pid),
+        hops=[
+            identity_pb2.LinkHop(
+                source=h.source,
+                record_id=h.record_id,
+                observed_at=timestamp(h.observed_at_us),
+                from_contact_pid=pid_str(h.from_contact),
+                to_contact_pid=pid_str(h.to_contact),
+            )
+            for h in result.hops
+        ],
+        reasons=list(result.reasons),
+    )
+
+
+def link_outcome(result: LinkResult) -> tuple[int, list[str]]:
+    return result.outcome, pid_strs(result.conflict_customer_pids)
+
+
+def preview(result: Preview) -> identity_pb2.PreviewConfigChangeResponse:
+    return identity_pb2.PreviewConfigChangeResponse(
+        merges=result.merges,
+        splits=result.splits,
+        merge_examples=[
+            identity_pb2.MergeExample(customer_pids=pid_strs(example))
+            for example in result.merge_examples
+        ],
+        split_customer_pids=pid_strs(result.split_examples),
+    )
+
+
+# -- engagements ---------------------------------------------------------------------------
+
+
+def engagement(state: EngagementState) -> profile_pb2.Engagement:
+    return profile_pb2.Engagement(
+        engagement_id=pid_str(state.engagement_id),
+        contact_pid=pid_str(state.contact_pid),
+        occurred_at=timestamp(state.occurred_at_us),
+        channel=state.channel,
+        direction=state.direction,
+        summary=state.summary,
+        attributes=dict(state.attributes),
+        pinned_customer_pid=pid_str(state.pinned_customer_pid),
+        record_time=timestamp(state.recorded_at_us),
+    )
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def key_type(message: common_pb2.KeyType) -> KeyType:
+    return KeyType(
+        name=message.name,
+        normalizer=message.normalizer or NORMALIZER_TRIM,
+        source_scoped=message.source_scoped,
+        max_per_customer=message.max_per_customer,
+        reassignable=message.reassignable,
+        anonymous=message.anonymous,
+        blocked_values=tuple(message.blocked_values),
+        blocked_patterns=tuple(message.blocked_patterns),
+    )
+
+
+def key_type_message(value: KeyType) -> common_pb2.KeyType:
+    return common_pb2.KeyType(
+        name=value.name,
+        normalizer=value.normalizer,
+        source_scoped=value.source_scoped,
+        max_per_customer=value.max_per_customer,
+        reassignable=value.reassignable,
+        anonymous=value.anonymous,
+        blocked_values=list(value.blocked_values),
+        blocked_patterns=list(value.blocked_patterns),
+    )
+
+
+def account_policy(message: common_pb2.AccountPolicy) -> AccountPolicy:
+    """0 in a field means its default (SPEC 10)."""
+    return AccountPolicy(
+        max_contacts=message.max_contacts or DEFAULT_MAX_CONTACTS,
+        isolate_min_connections=message.isolate_min_connections or DEFAULT_ISOLATE_MIN_CONNECTIONS,
+    )
+
+
+def account_policy_message(value: AccountPolicy) -> common_pb2.AccountPolicy:
+    return common_pb2.AccountPolicy(
+        max_contacts=value.max_contacts, isolate_min_connections=value.isolate_min_connections
+    )
+
+
+def schema_field(message: profile_pb2.SchemaField) -> profiles.FieldSpec:
+    return profiles.FieldSpec(
+        name=message.name,
+        type=FIELD_TYPE_TO_DOMAIN.get(message.type, ""),
+        required=message.required,
+        pii=message.pii,
+        description=message.description,
+        enum_values=tuple(message.enum_values),
+    )
+
+
+def schema(account_name: str, value: profiles.Schema) -> profile_pb2.Schema:
+    out = profile_pb2.Schema(account=account_name, version=value.version)
+    for spec in value.ordered():
+        out.fields.add(
+            name=spec.name,
+            type=FIELD_TYPE_TO_PROTO[spec.type],
+            required=spec.required,
+            pii=spec.pii,
+            description=spec.description,
+            enum_values=list(spec.enum_values),
+            system=spec.system,
+        )
+    if value.updated_at_us:
+        out.update_time.CopyFrom(timestamp(value.updated_at_us))
+    return out

@@ -1,0 +1,408 @@
+"""IdentityService: resolve, link, ingest, explain (SPEC 2, 3, 5). Thin: validate, convert, call, convert."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from grpc import aio
+
+from idlink.domain.contacts import ContactKey
+from idlink.domain.engine import MANUAL_SOURCE, MAX_CONTACTS_PER_RECORD, RecordInput
+from idlink.domain.errors import IdlinkError, InvalidArgument, ResourceExhausted
+from idlink.domain.linking import APPLIED
+from idlink.service import convert
+from idlink.service.runtime import Runtime, actor
+from idlink.service.status import guard_stream, guard_unary
+from idlink.v1 import identity_pb2, identity_pb2_grpc
+
+MAX_BATCH_RESOLVE = 1000
+MAX_INGEST_BATCH_RECORDS = 10_000
+# Batches waiting to be committed per stream: beyond this the stream is not
+# read, so gRPC flow control pushes back on a fast client.
+INGEST_QUEUE_BATCHES = 4
+# Queued batches are committed together, up to this many records per write.
+INGEST_GROUP_RECORDS = 20_000
+# Resolves of one StreamResolve in flight at once (answers still go out in order).
+STREAM_RESOLVE_WINDOW = 16
+DEFAULT_HISTORY_PAGE = 100
+MAX_HISTORY_PAGE = 1000
+DEFAULT_EXAMPLES = 5
+MAX_EXAMPLES = 100
+
+
+def _located(exc: IdlinkError, where: str) -> IdlinkError:
+    """The same error with a note saying which message of a stream it is about."""
+    return type(exc)(f"{where}: {exc.message}", reason=exc.reason, field=exc.field)
+
+
+@dataclass(slots=True)
+class _Batch:
+    account: str
+    seq: int
+    records: list[RecordInput]
+
+
+class _End:
+    """Marks the end of an ingest stream in the batch queue."""
+
+
+class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.engine = runtime.engine
+
+    # -- resolve -------------------------------------------------------------------
+
+    @guard_unary("Resolve")
+    async def Resolve(
+        self, request: identity_pb2.ResolveRequest, context: aio.ServicerContext
+    ) -> identity_pb2.ResolveResponse:
+        return await self._resolve(request, actor(context))
+
+    async def _resolve(self, request: identity_pb2.ResolveRequest, who: str) -> identity_pb2.ResolveResponse:
+        account = convert.account(request.account)
+        key = convert.required_contact(request, "contact")
+        answer = await self.rt.call(
+            self.engine.resolve, account, key, create_if_missing=request.create_if_missing, actor=who
+        )
+        return convert.resolution(answer)
+
+    @guard_stream("StreamResolve")
+    async def StreamResolve(
+        self, request_iterator: AsyncIterator[identity_pb2.ResolveRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[identity_pb2.ResolveResponse]:
+        who = actor(context)
+        pending: asyncio.Queue[asyncio.Future[identity_pb2.ResolveResponse] | None]
+        pending = asyncio.Queue(maxsize=STREAM_RESOLVE_WINDOW)
+
+        async def one(index: int, request: identity_pb2.ResolveRequest) -> identity_pb2.ResolveResponse:
+            try:
+                return await self._resolve(request, who)
+            except IdlinkError as exc:
+                raise _located(exc, f"request {index}") from None
+
+        async def read() -> None:
+            try:
+                index = 0
+                async for request in request_iterator:
+                    await pending.put(asyncio.ensure_future(one(index, request)))
+                    index += 1
+            finally:
+                await pending.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                future = await pending.get()
+                if future is None:
+                    break
+                yield await future
+            await reader
+        finally:
+            reader.cancel()
+            while not pending.empty():
+                left = pending.get_nowait()
+                if left is not None:
+                    left.cancel()
+
+    @guard_unary("BatchResolve")
+    async def BatchResolve(
+        self, request: identity_pb2.BatchResolveRequest, context: aio.ServicerContext
+    ) -> identity_pb2.BatchResolveResponse:
+        account = convert.account(request.account)
+        if len(request.contacts) > MAX_BATCH_RESOLVE:
+            raise InvalidArgument(
+                f"contacts has more than {MAX_BATCH_RESOLVE} entries", field="contacts"
+            )
+        keys = convert.contact_keys(request.contacts, "contacts")
+        who = actor(context)
+
+        def run() -> list[identity_pb2.ResolveResponse]:
+            answers = []
+            for i, key in enumerate(keys):
+                try:
+                    answer = self.engine.resolve(
+                        account, key, create_if_missing=request.create_if_missing, actor=who
+                    )
+                except IdlinkError as exc:
+                    if exc.field and exc.field.startswith("contact"):
+                        exc.field = f"contacts[{i}]" + exc.field[len("contact") :]
+                    raise
+                answers.append(convert.resolution(answer))
+            return answers
+
+        return identity_pb2.BatchResolveResponse(responses=await self.rt.call(run))
+
+    # -- records --------------------------------------------------------------------
+
+    @guard_unary("Link")
+    async def Link(
+        self, request: identity_pb2.LinkRequest, context: aio.ServicerContext
+    ) -> identity_pb2.LinkResponse:
+        account = convert.account(request.account)
+        record = convert.record_input(request, "", convert.now_us())
+        who = actor(context)
+
+        async def produce() -> identity_pb2.LinkResponse:
+            return await self.rt.call(self._link, account, record, who)
+
+        return await self.rt.idempotent("Link", account, request.request_id, produce)
+
+    def _link(self, account: str, record: RecordInput, who: str) -> identity_pb2.LinkResponse:
+        result = self.engine.link(account, record, who)
+        outcome, conflicts = convert.link_outcome(result)
+        response = identity_pb2.LinkResponse(
+            outcome=outcome,
+            conflicting_customer_pids=conflicts,
+            contact_pids=convert.pid_strs(result.contact_pids),
+        )
+        if result.customer_pid:
+            response.customer.CopyFrom(
+                convert.customer(self.engine.get_customer(account, result.customer_pid))
+            )
+        return response
+
+    @guard_unary("MergeKeys")
+    async def MergeKeys(
+        self, request: identity_pb2.MergeKeysRequest, context: aio.ServicerContext
+    ) -> identity_pb2.MergeKeysResponse:
+        account = convert.account(request.account)
+        keys = convert.contact_keys(request.contacts, "contacts")
+        if len(keys) < 2:
+            raise InvalidArgument("contacts needs at least two contacts to merge", field="contacts")
+        # SPEC 3.6: a merge is a manual record, so it can be deleted to unmerge.
+        # With a request id the record id is the request id: a retry is the same record.
+        record_id = request.request_id or uuid.uuid4().hex
+        record = RecordInput(MANUAL_SOURCE, record_id, keys, convert.now_us())
+        who = actor(context) or MANUAL_SOURCE
+
+        async def produce() -> identity_pb2.MergeKeysResponse:
+            linked = await self.rt.call(self._link, account, record, who)
+            return identity_pb2.MergeKeysResponse(
+                customer=linked.customer,
+                outcome=linked.outcome,
+                source=MANUAL_SOURCE,
+                record_id=record_id,
+                conflicting_customer_pids=linked.conflicting_customer_pids,
+            )
+
+        return await self.rt.idempotent("MergeKeys", account, request.request_id, produce)
+
+    @guard_stream("Ingest")
+    async def Ingest(
+        self, request_iterator: AsyncIterator[identity_pb2.IngestRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[identity_pb2.IngestAck]:
+        who = actor(context)
+        queue: asyncio.Queue[_Batch | IdlinkError | _End] = asyncio.Queue(maxsize=INGEST_QUEUE_BATCHES)
+
+        async def read() -> None:
+            last_seq = 0
+            try:
+                async for request in request_iterator:
+                    batch = self._ingest_batch(request, last_seq)
+                    last_seq = batch.seq
+                    await queue.put(batch)
+            except IdlinkError as exc:
+                await queue.put(exc)
+            finally:
+                await queue.put(_End())
+
+        reader = asyncio.create_task(read())
+        held: _Batch | IdlinkError | _End | None = None
+        try:
+            while True:
+                item = held if held is not None else await queue.get()
+                held = None
+                if isinstance(item, _End):
+                    break
+                if isinstance(item, IdlinkError):
+                    raise item
+                group = [item]
+                size = len(item.records)
+                # Batches that queued up while the last write ran go in one write.
+                while not queue.empty() and size < INGEST_GROUP_RECORDS:
+                    following = queue.get_nowait()
+                    if (
+                        not isinstance(following, _Batch)
+                        or following.account != item.account
+                        or size + len(following.records) > INGEST_GROUP_RECORDS
+                    ):
+                        held = following
+                        break
+                    group.append(following)
+                    size += len(following.records)
+                async for ack in self._commit(group, who):
+                    yield ack
+            await reader
+        finally:
+            reader.cancel()
+
+    def _ingest_batch(self, request: identity_pb2.IngestRequest, last_seq: int) -> _Batch:
+        where = f"batch seq {request.seq}"
+        try:
+            account = convert.account(request.account)
+            if request.seq <= last_seq:
+                raise InvalidArgument(
+                    f"seq must increase within a stream (previous {last_seq})",
+                    field="seq",
+                    reason="SEQ_NOT_INCREASING",
+                )
+            if len(request.records) > MAX_INGEST_BATCH_RECORDS:
+                raise ResourceExhausted(
+                    f"a batch holds at most {MAX_INGEST_BATCH_RECORDS} records", field="records"
+                )
+            now = convert.now_us()
+            records = []
+            for i, message in enumerate(request.records):
+                if len(message.contacts) > MAX_CONTACTS_PER_RECORD:
+                    raise InvalidArgument(
+                        f"records[{i}].contacts names more than {MAX_CONTACTS_PER_RECORD} contacts",
+                        field=f"records[{i}].contacts",
+                    )
+                records.append(convert.record_input(message, f"records[{i}]", now))
+        except IdlinkError as exc:
+            raise _located(exc, where) from None
+        return _Batch(account, request.seq, records)
+
+    async def _commit(self, group: list[_Batch], who: str) -> AsyncIterator[identity_pb2.IngestAck]:
+        """Commit batches in one write; on an error, one by one to find the bad batch.
+
+        The batches before a bad one are committed and acknowledged, then the
+        stream ends with the error; nothing of the bad batch is written.
+        """
+        try:
+            ack = await self._commit_together(group, who)
+        except IdlinkError as exc:
+            if len(group) == 1:
+                raise _located(exc, f"batch seq {group[0].seq}") from None
+        else:
+            yield ack
+            return
+        for batch in group:
+            try:
+                ack = await self._commit_together([batch], who)
+            except IdlinkError as exc:
+                raise _located(exc, f"batch seq {batch.seq}") from None
+            yield ack
+
+    async def _commit_together(self, group: Sequence[_Batch], who: str) -> identity_pb2.IngestAck:
+        records = [r for batch in group for r in batch.records]
+        ack = identity_pb2.IngestAck(committed_seq=group[-1].seq, records=len(records))
+        if not records:
+            return ack
+        # engine.ingest returns after the write transaction committed (durably).
+        results = await self.rt.call(self.engine.ingest, group[0].account, records, who)
+        index = 0
+        for batch in group:
+            for record in batch.records:
+                result = results[index]
+                index += 1
+                if result.outcome != APPLIED:
+                    ack.refused.add(
+                        seq=batch.seq,
+                        source=record.source,
+                        record_id=record.record_id,
+                        outcome=result.outcome,
+                    )
+        return ack
+
+    @guard_unary("DeleteRecord")
+    async def DeleteRecord(
+        self, request: identity_pb2.DeleteRecordRequest, context: aio.ServicerContext
+    ) -> identity_pb2.DeleteRecordResponse:
+        account = convert.account(request.account)
+        who = actor(context)
+
+        async def produce() -> identity_pb2.DeleteRecordResponse:
+            await self.rt.call(
+                self.engine.delete_record, account, request.source, request.record_id, who
+            )
+            return identity_pb2.DeleteRecordResponse()
+
+        return await self.rt.idempotent("DeleteRecord", account, request.request_id, produce)
+
+    @guard_unary("SetContactPolicy")
+    async def SetContactPolicy(
+        self, request: identity_pb2.SetContactPolicyRequest, context: aio.ServicerContext
+    ) -> identity_pb2.SetContactPolicyResponse:
+        account = convert.account(request.account)
+        key = convert.required_contact(request, "contact")
+        paths = list(request.update_mask.paths) or ["do_not_link"]
+        changes: dict[str, bool] = {}
+        for i, path in enumerate(paths):
+            if path not in ("do_not_link", "never_isolate"):
+                raise InvalidArgument(
+                    f"update_mask.paths[{i}] must be do_not_link or never_isolate",
+                    field=f"update_mask.paths[{i}]",
+                )
+            changes[path] = getattr(request, path)
+        who = actor(context)
+
+        def run() -> identity_pb2.SetContactPolicyResponse:
+            pid = self.engine.set_contact_policy(account, key, actor=who, **changes)
+            response = identity_pb2.SetContactPolicyResponse(contact_pid=convert.pid_str(pid))
+            answer = self.engine.resolve(account, key)
+            if answer.customer is not None:
+                response.customer.CopyFrom(convert.customer(answer.customer))
+            return response
+
+        async def produce() -> identity_pb2.SetContactPolicyResponse:
+            return await self.rt.call(run)
+
+        return await self.rt.idempotent("SetContactPolicy", account, request.request_id, produce)
+
+    # -- explain, history, preview ------------------------------------------------------
+
+    @guard_unary("ExplainLink")
+    async def ExplainLink(
+        self, request: identity_pb2.ExplainLinkRequest, context: aio.ServicerContext
+    ) -> identity_pb2.ExplainLinkResponse:
+        account = convert.account(request.account)
+        first = convert.required_contact(request, "contact")
+        other: ContactKey | None = None
+        if request.HasField("other"):
+            other = convert.contact_key(request.other, "other")
+        result = await self.rt.call(self.engine.explain, account, first, other)
+        return convert.explanation(result)
+
+    @guard_unary("GetCustomerHistory")
+    async def GetCustomerHistory(
+        self, request: identity_pb2.GetCustomerHistoryRequest, context: aio.ServicerContext
+    ) -> identity_pb2.GetCustomerHistoryResponse:
+        account = convert.account(request.account)
+        pid = convert.parse_pid(request.customer_pid, "customer_pid")
+        size = convert.page_size(request.page_size, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE)
+        start = convert.read_page_token("history", request.page_token)
+        after = int.from_bytes(start, "big") if start else 0
+        events = await self.rt.call(self.engine.history, account, pid)
+        later = [e for e in events if e.seq > after]
+        page = later[:size]
+        response = identity_pb2.GetCustomerHistoryResponse(
+            events=[convert.change_event(e) for e in page]
+        )
+        if len(later) > size:
+            response.next_page_token = convert.page_token("history", page[-1].seq.to_bytes(8, "big"))
+        return response
+
+    @guard_unary("PreviewConfigChange")
+    async def PreviewConfigChange(
+        self, request: identity_pb2.PreviewConfigChangeRequest, context: aio.ServicerContext
+    ) -> identity_pb2.PreviewConfigChangeResponse:
+        account = convert.account(request.account)
+        if not request.HasField("key_type") and not request.HasField("policy"):
+            raise InvalidArgument("key_type or policy is required", field="key_type")
+        key_type = convert.key_type(request.key_type) if request.HasField("key_type") else None
+        if key_type is not None:
+            key_type.validate()
+        policy = convert.account_policy(request.policy) if request.HasField("policy") else None
+        if policy is not None:
+            policy.validate()
+        examples = min(request.max_examples or DEFAULT_EXAMPLES, MAX_EXAMPLES)
+        result = await self.rt.call(
+            self.engine.preview, account, key_type=key_type, policy=policy, examples=examples
+        )
+        return convert.preview(result)
+

@@ -1,0 +1,490 @@
+"""Build and run the idlink gRPC server (SPEC 9).
+
+- The identity, profile and admin services, plus the standard health
+  (``grpc.health.v1``) and reflection services.
+- Engine calls run on a thread pool; the event loop never blocks on LMDB.
+- Load shedding: beyond ``max_concurrent_calls`` unary calls (or
+  ``max_streams`` open streams) a call gets ``RESOURCE_EXHAUSTED`` at once.
+- Message size limits, plaintext only on loopback (TLS or mutual TLS otherwise).
+- SIGTERM / SIGINT: health goes NOT_SERVING, change-feed streams end, calls in
+  flight get ``grace`` seconds, the store is closed.
+- One JSON object per log line.
+
+``python -m idlink.service.server --data DIR --listen HOST:PORT`` runs it
+without the ``idlink`` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import inspect
+import ipaddress
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from idlink.domain.engine import IdentityEngine
+from idlink.security.secrets import load_master_secret
+from idlink.service.admin import AdminServicer
+from idlink.service.identity import IdentityServicer
+from idlink.service.profile import ProfileServicer
+from idlink.service.runtime import ChangeNotifier, Runtime
+from idlink.store.env import Store
+from idlink.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    identity_pb2,
+    identity_pb2_grpc,
+    profile_pb2,
+    profile_pb2_grpc,
+)
+
+log = logging.getLogger("idlink.server")
+
+DEFAULT_DATA = "./var/idlink"
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_GRACE_SECONDS = 10.0
+DEFAULT_MAX_CONCURRENT_CALLS = 512
+DEFAULT_MAX_STREAMS = 256
+DEFAULT_THREADS = 32
+MAX_MESSAGE_BYTES = 16 << 20
+
+SERVICE_NAMES = (
+    identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
+    profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+_EXEMPT_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+
+# -- logging --------------------------------------------------------------------------
+
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the record's extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure_logging(level: str | int = "INFO") -> None:
+    """Log JSON lines to stderr (replacing the format of handlers already set up)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter())
+    if isinstance(level, str):
+        level = getattr(logging, level.upper(), logging.INFO)
+    root.setLevel(level)
+
+
+# -- load shedding and call logs ---------------------------------------------------------
+
+
+class _Gate:
+    """A bound on calls in flight; beyond it calls are refused, not queued."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def enter(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
+def _code_name(context: aio.ServicerContext, default: str) -> str:
+    try:
+        code = context.code()
+    except Exception:  # older grpc: no code() on the servicer context
+        code = None
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):
+        for status in grpc.StatusCode:
+            if status.value[0] == code:
+                return status.name
+    return default
+
+
+class CallInterceptor(aio.ServerInterceptor):
+    """Sheds load beyond the limits and writes one log line per call."""
+
+    def __init__(self, max_concurrent_calls: int, max_streams: int) -> None:
+        self.calls = _Gate(max_concurrent_calls)
+        self.streams = _Gate(max_streams)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(_EXEMPT_PREFIXES):
+            return handler
+        method = details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap(handler.unary_unary, method, self.calls),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap(handler.unary_stream, method, self.streams),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap(handler.stream_unary, method, self.streams),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap(handler.stream_stream, method, self.streams),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    @staticmethod
+    def _log(method: str, context: aio.ServicerContext, started: float, outcome: str) -> None:
+        log.info(
+            "call",
+            extra={
+                "method": method,
+                "code": _code_name(context, outcome),
+                "ms": round((time.monotonic() - started) * 1000, 2),
+                "peer": context.peer(),
+            },
+        )
+
+    @staticmethod
+    async def _refuse(method: str, context: aio.ServicerContext, gate: _Gate) -> None:
+        log.warning("load shed", extra={"method": method, "active": gate.active, "limit": gate.limit})
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"server busy: more than {gate.limit} calls in flight; retry with backoff",
+        )
+
+    def _wrap(self, behavior: Callable[..., Any], method: str, gate: _Gate) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream(request: Any, context: aio.ServicerContext) -> Any:
+                started = time.monotonic()
+                if not gate.enter():
+                    await self._refuse(method, context, gate)
+                outcome = "OK"
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                except asyncio.CancelledError:
+                    outcome = "CANCELLED"
+                    raise
+                except BaseException:
+                    outcome = "UNKNOWN"
+                    raise
+                finally:
+                    gate.leave()
+                    self._log(method, context, started, outcome)
+
+            return stream
+
+        async def unary(request: Any, context: aio.ServicerContext) -> Any:
+            started = time.monotonic()
+            if not gate.enter():
+                await self._refuse(method, context, gate)
+            outcome = "OK"
+            try:
+                return await behavior(request, context)
+            except asyncio.CancelledError:
+                outcome = "CANCELLED"
+                raise
+            except BaseException:
+                outcome = "UNKNOWN"
+                raise
+            finally:
+                gate.leave()
+                self._log(method, context, started, outcome)
+
+        return unary
+
+
+# -- addresses -----------------------------------------------------------------------------
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """HOST:PORT (or [V6]:PORT) as host and port."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"--listen must be HOST:PORT, not {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _credentials(
+    tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None
+) -> grpc.ServerCredentials | None:
+    if not tls_cert and not tls_key:
+        return None
+    if not (tls_cert and tls_key):
+        raise ValueError("TLS needs both a certificate and a key")
+    pair = (Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())
+    if tls_client_ca:
+        return grpc.ssl_server_credentials(
+            [pair], root_certificates=Path(tls_client_ca).read_bytes(), require_client_auth=True
+        )
+    return grpc.ssl_server_credentials([pair])
+
+
+# -- the server ----------------------------------------------------------------------------
+
+
+async def serve(
+    data_dir: str | os.PathLike[str],
+    listen: str = DEFAULT_LISTEN,
+    *,
+    ready: Callable[[int], Any] | None = None,
+    stop: asyncio.Event | None = None,
+    grace: float = DEFAULT_GRACE_SECONDS,
+    threads: int = DEFAULT_THREADS,
+    max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
+    max_streams: int = DEFAULT_MAX_STREAMS,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    map_size: int | None = None,
+    multi_process: bool = False,
+    reuse_port: bool = False,
+    durable: bool = True,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_client_ca: str | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run the server until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully.
+
+    ``ready(port)`` is called once the server accepts calls, with the bound port.
+    """
+    host, _ = split_listen(listen)
+    credentials = _credentials(tls_cert, tls_key, tls_client_ca)
+    if credentials is None and not is_loopback(host):
+        raise ValueError(
+            f"plaintext is only allowed on loopback; {host} needs a TLS certificate and key"
+        )
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+    store = Store(data_dir, map_size=map_size or None, multi_process=multi_process, durable=durable)
+    executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="idlink-call")
+    notifier: ChangeNotifier | None = None
+    server: aio.Server | None = None
+    try:
+        engine = IdentityEngine(store, load_master_secret(data_dir))
+        notifier = ChangeNotifier(engine, loop)
+        runtime = Runtime(engine, executor, notifier)
+        server = aio.server(
+            interceptors=[CallInterceptor(max_concurrent_calls, max_streams)],
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ],
+        )
+        identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(runtime), server)
+        profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(runtime), server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(runtime), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        if credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, credentials)
+        if not port:
+            raise OSError(f"cannot listen on {listen}")
+        await server.start()
+        notifier.start()
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving",
+            extra={
+                "listen": listen,
+                "port": port,
+                "tls": credentials is not None,
+                "data": os.fspath(data_dir),
+                "pid": os.getpid(),
+                "native": _native_implementations(),
+            },
+        )
+        if ready is not None:
+            ready(port)
+        await stop.wait()
+        log.info("shutting down", extra={"grace_seconds": grace})
+        await health_servicer.enter_graceful_shutdown()
+        runtime.stopping.set()
+        await server.stop(grace)
+        server = None
+    finally:
+        if server is not None:
+            await server.stop(None)
+        if notifier is not None:
+            await loop.run_in_executor(None, notifier.stop)
+        executor.shutdown(wait=True)
+        store.close()
+        log.info("stopped")
+
+
+def _native_implementations() -> dict[str, str]:
+    try:
+        from idlink._native import implementations
+
+        return implementations()
+    except Exception:  # reporting only
+        return {}
+
+
+def _serve_worker(data_dir: str, listen: str, options: dict[str, Any]) -> None:
+    configure_logging(options.pop("log_level", "INFO"))
+    asyncio.run(serve(data_dir, listen, **options))
+
+
+def run_server(
+    data_dir: str | os.PathLike[str] = DEFAULT_DATA,
+    listen: str = DEFAULT_LISTEN,
+    *,
+    workers: int = 1,
+    map_size: int = 0,
+    log_level: str = "INFO",
+    **options: Any,
+) -> int:
+    """Run the server in this process (or ``workers`` processes sharing the store); exit status."""
+    configure_logging(log_level)
+    try:
+        split_listen(listen)
+        if workers <= 1:
+            asyncio.run(serve(data_dir, listen, map_size=map_size or None, **options))
+            return 0
+        return _run_workers(os.fspath(data_dir), listen, workers, map_size, log_level, options)
+    except (ValueError, OSError) as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 2
+    except Exception as exc:
+        log.error("cannot start", extra={"error": f"{type(exc).__name__}: {exc}"})
+        return 1
+
+
+def _run_workers(
+    data_dir: str, listen: str, workers: int, map_size: int, log_level: str, options: dict[str, Any]
+) -> int:
+    """Several processes on one port (SO_REUSEPORT) over one multi-process store (SPEC 9)."""
+    if split_listen(listen)[1] == 0:
+        raise ValueError("several workers need a fixed port")
+    context = multiprocessing.get_context("spawn")  # LMDB is opened after the process starts
+    worker_options = dict(
+        options, map_size=map_size or None, multi_process=True, reuse_port=True, log_level=log_level
+    )
+    processes = [
+        context.Process(target=_serve_worker, args=(data_dir, listen, dict(worker_options)))
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for process in processes:
+            process.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return max((p.exitcode or 0 for p in processes), default=0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m idlink.service.server")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="store folder")
+    parser.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--map-size", type=int, default=0)
+    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_SECONDS)
+    parser.add_argument("--max-concurrent-calls", type=int, default=DEFAULT_MAX_CONCURRENT_CALLS)
+    parser.add_argument("--max-streams", type=int, default=DEFAULT_MAX_STREAMS)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-client-ca")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    return run_server(
+        args.data,
+        args.listen,
+        workers=args.workers,
+        map_size=args.map_size,
+        log_level=args.log_level,
+        grace=args.grace,
+        max_concurrent_calls=args.max_concurrent_calls,
+        max_streams=args.max_streams,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+    )
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        raise SystemExit(main())
