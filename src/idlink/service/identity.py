@@ -38,6 +38,14 @@ def _located(exc: IdlinkError, where: str) -> IdlinkError:
     return type(exc)(f"{where}: {exc.message}", reason=exc.reason, field=exc.field)
 
 
+def _renamed(exc: IdlinkError, old: str, new: str) -> IdlinkError:
+    """The same error with field names starting with ``old`` starting with ``new``."""
+    field = exc.field
+    if field and field.startswith(old):
+        field = new + field[len(old) :]
+    return type(exc)(exc.message.replace(old, new), reason=exc.reason, field=field)
+
+
 @dataclass(slots=True)
 class _Batch:
     account: str
@@ -152,7 +160,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return await self.rt.idempotent("Link", account, request.request_id, produce)
 
     def _link(self, account: str, record: RecordInput, who: str) -> identity_pb2.LinkResponse:
-        result = self.engine.link(account, record, who)
+        try:
+            result = self.engine.link(account, record, who)
+        except IdlinkError as exc:
+            # The engine links one record as a batch of one: name the request's own fields.
+            raise _renamed(exc, "records[0].", "") from None
         outcome, conflicts = convert.link_outcome(result)
         response = identity_pb2.LinkResponse(
             outcome=outcome,
