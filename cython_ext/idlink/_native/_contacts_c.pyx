@@ -155,7 +155,7 @@ cdef int _load_table() except -1:
 
 
 cdef bint _possible(str cleaned, int kind, void* data, Py_ssize_t length) except -1:
-    """Return is_possible_number(parse(cleaned)) for a cleaned number with 7-15 digits and a plus."""
+    """Return is_possible_number(parse(cleaned)) for a "+" number with 7-15 digits."""
     cdef Py_ssize_t i, size, rest
     cdef int code = 0, first
     cdef Py_UCS4 c

@@ -3,20 +3,24 @@
 
 Same names, signatures and results as the twin, which is the specification.
 Pairs live in a C++ `unordered_set<uint64_t>` keyed `min << 32 | max`, degrees
-in a `vector<uint32_t>` indexed by id (ids are dense, so the vector is as
-long as the largest id seen).
+in a `vector<uint32_t>` indexed by id (ids are dense contact ids). An id far
+beyond the ids seen so far goes to a small hash map instead, so that one
+stray large id cannot allocate gigabytes.
 """
 
 from cpython cimport array
 from cpython.number cimport PyNumber_AsSsize_t
+from cython.operator cimport dereference as deref, preincrement as inc
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libcpp.algorithm cimport sort, unique
+from libcpp.unordered_map cimport unordered_map
 from libcpp.unordered_set cimport unordered_set
 from libcpp.vector cimport vector
 
 import array as _array_module
 
 cdef Py_ssize_t _MAX_ID = 0xFFFFFFFF
+cdef size_t _DENSE_SLACK = 1 << 20  # ids this far past the vector still grow it
 cdef array.array _UINT_TEMPLATE = _array_module.array("I")
 
 
@@ -57,18 +61,58 @@ cdef size_t _distinct(vector[uint32_t]& ids) noexcept nogil:
 
 
 cdef class ConnectionCounter:
-    """Distinct-neighbour counts over records of dense contact ids."""
+    # The first lines give the class an inspectable signature (__text_signature__).
+    """ConnectionCounter()
+--
+
+Distinct-neighbour counts over records of dense contact ids."""
 
     cdef unordered_set[uint64_t] _pairs
-    cdef vector[uint32_t] _degree
+    cdef vector[uint32_t] _degree  # by id, for the dense ids
+    cdef unordered_map[uint32_t, uint32_t] _sparse  # ids far past the dense ones
 
     def __init__(self):
         pass
 
-    cdef inline int _reach(self, uint32_t x) except -1:
-        if x >= self._degree.size():
-            self._degree.resize(<size_t>x + 1, 0)
+    cdef int _cover(self, uint32_t x) except -1:
+        """Grow the vector over x when x is near the dense ids."""
+        cdef size_t size = self._degree.size(), grown
+        if x < size or x >= 2 * size + _DENSE_SLACK:
+            return 0
+        grown = 2 * size if 2 * size > x else <size_t>x + 1
+        self._degree.resize(grown, 0)
+        # Ids the vector now covers move over from the map.
+        it = self._sparse.begin()
+        while it != self._sparse.end():
+            if deref(it).first < grown:
+                self._degree[deref(it).first] = deref(it).second
+                it = self._sparse.erase(it)
+            else:
+                inc(it)
         return 0
+
+    cdef int _bump(self, uint32_t x) except -1:
+        self._cover(x)
+        if x < self._degree.size():
+            self._degree[x] += 1
+        else:
+            self._sparse[x] += 1
+        return 0
+
+    cdef uint32_t _get(self, uint32_t x) noexcept:
+        if x < self._degree.size():
+            return self._degree[x]
+        it = self._sparse.find(x)
+        if it == self._sparse.end():
+            return 0
+        return deref(it).second
+
+    cdef bint _connect(self, uint32_t a, uint32_t b) except -1:
+        if a == b or not self._pairs.insert(_key(a, b)).second:
+            return False
+        self._bump(a)
+        self._bump(b)
+        return True
 
     def add_record(self, ids):
         """Connect every two distinct ids of one record; return how many pairs are new."""
@@ -76,26 +120,25 @@ cdef class ConnectionCounter:
         for x in ids:  # all checked before anything changes
             distinct.push_back(_id(x))
         cdef size_t k = _distinct(distinct)
+        cdef size_t i, j
+        cdef Py_ssize_t new = 0
         if k < 2:
             return 0
-        self._reach(distinct[k - 1])
-        cdef Py_ssize_t new
-        with nogil:
-            new = _clique(self._pairs, self._degree.data(), distinct.data(), k)
+        self._cover(distinct[k - 1])
+        if distinct[k - 1] < self._degree.size():  # the common case: the loop without the GIL
+            with nogil:
+                new = _clique(self._pairs, self._degree.data(), distinct.data(), k)
+            return new
+        for i in range(k):
+            for j in range(i + 1, k):
+                new += self._connect(distinct[i], distinct[j])
         return new
 
     def connect(self, a, b):
         """Connect two ids; return True if the pair is new."""
         cdef uint32_t ca = _id(a)
         cdef uint32_t cb = _id(b)
-        if ca == cb:
-            return False
-        if not self._pairs.insert(_key(ca, cb)).second:
-            return False
-        self._reach(ca if ca > cb else cb)
-        self._degree[ca] += 1
-        self._degree[cb] += 1
-        return True
+        return self._connect(ca, cb)
 
     def connected(self, a, b):
         """Return whether a and b share a record (False for a == b)."""
@@ -105,10 +148,7 @@ cdef class ConnectionCounter:
 
     def degree(self, x):
         """Return how many distinct other ids x shares a record with (0 if unknown)."""
-        cdef uint32_t cx = _id(x)
-        if cx >= self._degree.size():
-            return 0
-        return self._degree[cx]
+        return self._get(_id(x))
 
     def pairs(self):
         """Return the number of distinct connected pairs."""

@@ -40,7 +40,11 @@ cdef inline uint32_t _find(uint32_t* parent, uint32_t x) noexcept nogil:
 
 
 cdef class UnionFind:
-    """Union-find over dense int ids 0..n-1: union by size, path halving."""
+    # The first lines give the class an inspectable signature (__text_signature__).
+    """UnionFind(n=0)
+--
+
+Union-find over dense int ids 0..n-1: union by size, path halving."""
 
     cdef vector[uint32_t] _parent
     cdef vector[uint32_t] _size
@@ -142,7 +146,9 @@ cdef inline void _link(uint32_t* p, uint32_t x, uint32_t y) noexcept nogil:
             y = z
 
 
-cdef Py_ssize_t _link_all(uint32_t* p, uint64_t n, const index_t[:] src, const index_t[:] dst) noexcept nogil:
+cdef Py_ssize_t _link_all(
+    uint32_t* p, uint64_t n, const index_t[:] src, const index_t[:] dst
+) noexcept nogil:
     """Link every edge; return the index of the first edge out of range, or -1."""
     cdef Py_ssize_t i, m = src.shape[0]
     cdef uint64_t a, b

@@ -10,6 +10,7 @@ from __future__ import annotations
 import operator
 from array import array
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 
 _MAX_ID = 2**32 - 1
 
@@ -80,7 +81,7 @@ def count_connections(n: int, offsets: Sequence[int], members: Sequence[int]) ->
         raise ValueError(f"n must be in 0..2**32, not {n}")
     bounds = [operator.index(o) for o in offsets]
     nodes = [operator.index(m) for m in members]
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in pairwise(bounds):
         if not 0 <= lo <= hi <= len(nodes):
             raise ValueError("offsets must be non-decreasing and within members")
     if bounds and not 0 <= bounds[0] <= len(nodes):
@@ -89,6 +90,6 @@ def count_connections(n: int, offsets: Sequence[int], members: Sequence[int]) ->
         if not 0 <= m < n:
             raise IndexError(f"member {m} out of range 0..{n - 1}")
     counter = ConnectionCounter()
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in pairwise(bounds):
         counter.add_record(nodes[lo:hi])
     return array("I", (counter.degree(x) for x in range(n)))
