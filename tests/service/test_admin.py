@@ -105,10 +105,14 @@ def test_account_policy_defaults_and_changes(client, account):
     assert (stored.max_contacts, stored.isolate_min_connections) == (50, 20)
     with pytest.raises(grpc.RpcError) as caught:
         client.admin.SetAccountPolicy(
-            A.SetAccountPolicyRequest(account=account, policy=common_pb2.AccountPolicy(max_contacts=1))
+            A.SetAccountPolicyRequest(
+                account=account, policy=common_pb2.AccountPolicy(max_contacts=1)
+            )
         )
     assert error_details(caught.value)["idlink-error-field"] == "policy.max_contacts"
-    assert client.admin.GetAccountPolicy(A.GetAccountPolicyRequest(account=account)).max_contacts == 50
+    assert (
+        client.admin.GetAccountPolicy(A.GetAccountPolicyRequest(account=account)).max_contacts == 50
+    )
 
 
 def test_placeholder_email_is_isolated_not_merged(client, account):

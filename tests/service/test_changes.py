@@ -1,4 +1,4 @@
-"""The change feed through a real server: replay after a restart, live follow, clean ends (SPEC 7)."""
+"""The change feed through a real server: replay after a restart, live follow, clean end."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def link(client, account, record_id, *contacts, seconds=0):
     )
 
 
-def replay(client: Client, account: str, after: int, idle: float = 1.5) -> list[common_pb2.ChangeEvent]:
+def replay(
+    client: Client, account: str, after: int, idle: float = 1.5
+) -> list[common_pb2.ChangeEvent]:
     """Every event after ``after`` that the feed gives before it goes quiet for ``idle`` seconds."""
     call = client.profile.WatchChanges(
         profile_pb2.WatchChangesRequest(account=account, after_seq=after)
@@ -79,11 +81,24 @@ def test_change_feed_replays_after_a_restart_without_gaps_or_duplicates(own_serv
     client = Client(own_server.target)
     try:
         for i in range(10):
-            link(client, account, f"r{i}", key("phone", f"+1555600{i:04d}"), key("email", f"f{i // 3}@x.com"), seconds=i)
-        link(client, account, "join", key("email", "f0@x.com"), key("email", "f3@x.com"), seconds=20)
-        client.identity.DeleteRecord(identity_pb2.DeleteRecordRequest(account=account, source="crm", record_id="r4"))
+            link(
+                client,
+                account,
+                f"r{i}",
+                key("phone", f"+1555600{i:04d}"),
+                key("email", f"f{i // 3}@x.com"),
+                seconds=i,
+            )
+        link(
+            client, account, "join", key("email", "f0@x.com"), key("email", "f3@x.com"), seconds=20
+        )
+        client.identity.DeleteRecord(
+            identity_pb2.DeleteRecordRequest(account=account, source="crm", record_id="r4")
+        )
         client.identity.SetContactPolicy(
-            identity_pb2.SetContactPolicyRequest(account=account, contact=key("email", "f0@x.com"), do_not_link=True)
+            identity_pb2.SetContactPolicyRequest(
+                account=account, contact=key("email", "f0@x.com"), do_not_link=True
+            )
         )
         before = replay(client, account, 0)
     finally:

@@ -363,7 +363,9 @@ def test_merge_keys_needs_two_contacts_and_a_retry_is_one_record(client, account
 
 def test_delete_record_splits_and_an_unknown_record_is_not_found(client, account):
     link(client, account, "r1", key("phone", "+15559000001"), key("email", "d@x.com"))
-    client.identity.DeleteRecord(ST.DeleteRecordRequest(account=account, source="crm", record_id="r1"))
+    client.identity.DeleteRecord(
+        ST.DeleteRecordRequest(account=account, source="crm", record_id="r1")
+    )
     assert resolve(client, account, key("phone", "+15559000001")).customer.contacts[0].value == (
         "+15559000001"
     )
@@ -460,4 +462,6 @@ def test_preview_of_a_lower_cap_counts_splits_and_changes_nothing(client, accoun
     assert preview.splits == 1
     assert list(preview.split_customer_pids) == [before.customer_pid]
     assert resolve(client, account, key("email", "hub@x.com")).customer == before
-    invalid_argument(client.identity.PreviewConfigChange, ST.PreviewConfigChangeRequest(account=account))
+    invalid_argument(
+        client.identity.PreviewConfigChange, ST.PreviewConfigChangeRequest(account=account)
+    )

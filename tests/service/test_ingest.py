@@ -23,7 +23,10 @@ def key(type_: str, value: str, source: str = "") -> common_pb2.ContactKey:
 
 def crm_record(i: int) -> identity_pb2.Record:
     """Row i of a CRM export: a phone, an email shared by two rows, sometimes a CRM id."""
-    contacts = [key("phone", f"+1 415 {i // 10000:03d} {i % 10000:04d}"), key("email", f"c{i // 2}@shop.com")]
+    contacts = [
+        key("phone", f"+1 415 {i // 10000:03d} {i % 10000:04d}"),
+        key("email", f"c{i // 2}@shop.com"),
+    ]
     if i % 3 == 0:
         contacts.append(key("id", f"CRM-{i}", "salesforce"))
     return identity_pb2.Record(
@@ -61,7 +64,12 @@ def test_fifty_thousand_records_are_acknowledged_after_commit(client, account):
         values = {c.value for c in answer.customer.contacts}
         assert f"+1415{i // 10000:03d}{i % 10000:04d}" in values
     pair = resolve(client, account, key("phone", "+1 415 000 0003")).customer
-    assert {c.value for c in pair.contacts} == {"+14150000002", "+14150000003", "c1@shop.com", "CRM-3"}
+    assert {c.value for c in pair.contacts} == {
+        "+14150000002",
+        "+14150000003",
+        "c1@shop.com",
+        "CRM-3",
+    }
     print(f"ingested {RECORDS} records in {elapsed:.1f} s ({RECORDS / elapsed:.0f}/s)")
 
 
@@ -126,11 +134,15 @@ def test_ingest_deletes_and_refused_records_are_reported(client, account):
             seq=5,
             records=[
                 identity_pb2.Record(
-                    source="s", record_id="a", contacts=[key("crm_id", "1"), key("email", "z@x.com")],
+                    source="s",
+                    record_id="a",
+                    contacts=[key("crm_id", "1"), key("email", "z@x.com")],
                     observed_at=Timestamp(seconds=BASE + 1),
                 ),
                 identity_pb2.Record(
-                    source="s", record_id="b", contacts=[key("crm_id", "2"), key("email", "z@x.com")],
+                    source="s",
+                    record_id="b",
+                    contacts=[key("crm_id", "2"), key("email", "z@x.com")],
                     observed_at=Timestamp(seconds=BASE + 10),
                 ),
             ],

@@ -68,20 +68,26 @@ def rejected(call, *args, code=grpc.StatusCode.INVALID_ARGUMENT, **kwargs) -> di
 def test_get_customer_returns_the_customer_and_follows_redirects(client, account):
     first = customer_of(client, account, key("phone", "+15551000001"))
     second = customer_of(client, account, key("email", "g@x.com"))
-    got = client.profile.GetCustomer(P.GetCustomerRequest(account=account, customer_pid=first.customer_pid))
+    got = client.profile.GetCustomer(
+        P.GetCustomerRequest(account=account, customer_pid=first.customer_pid)
+    )
     assert got.customer_pid == first.customer_pid and not got.redirected_from
 
     merged = link(client, account, "r1", key("phone", "+15551000001"), key("email", "g@x.com"))
     survivor = merged.customer.customer_pid
     gone = second.customer_pid if survivor == first.customer_pid else first.customer_pid
-    redirected = client.profile.GetCustomer(P.GetCustomerRequest(account=account, customer_pid=gone))
+    redirected = client.profile.GetCustomer(
+        P.GetCustomerRequest(account=account, customer_pid=gone)
+    )
     assert redirected.customer_pid == survivor
     assert redirected.redirected_from == gone
     assert len(redirected.contacts) == 2
 
 
 def test_get_customer_errors(client, account):
-    details = rejected(client.profile.GetCustomer, P.GetCustomerRequest(account=account, customer_pid="x"))
+    details = rejected(
+        client.profile.GetCustomer, P.GetCustomerRequest(account=account, customer_pid="x")
+    )
     assert details["idlink-error-field"] == "customer_pid"
     rejected(
         client.profile.GetCustomer,
@@ -95,7 +101,10 @@ def test_get_customer_errors(client, account):
 
 def test_schema_starts_with_the_system_fields(client, account):
     schema = client.profile.GetSchema(P.GetSchemaRequest(account=account))
-    assert [(f.name, f.system) for f in schema.fields] == [("first_name", True), ("phone_number", True)]
+    assert [(f.name, f.system) for f in schema.fields] == [
+        ("first_name", True),
+        ("phone_number", True),
+    ]
 
 
 def test_schema_fields_are_added_changed_and_removed(client, account):
@@ -147,18 +156,28 @@ def test_system_fields_cannot_be_removed(client, account):
 def test_schema_definitions_are_validated(client, account):
     details = rejected(put_fields, client, account, field("Bad Name", P.FIELD_TYPE_STRING))
     assert details["idlink-error-field"] == "schema.fields[0].name"
-    details = rejected(put_fields, client, account, field("ok", P.FIELD_TYPE_STRING), field("tier", P.FIELD_TYPE_ENUM))
+    details = rejected(
+        put_fields,
+        client,
+        account,
+        field("ok", P.FIELD_TYPE_STRING),
+        field("tier", P.FIELD_TYPE_ENUM),
+    )
     assert details["idlink-error-field"] == "schema.fields[1].enum_values"
     details = rejected(put_fields, client, account, field("untyped", P.FIELD_TYPE_UNSPECIFIED))
     assert details["idlink-error-field"] == "schema.fields[0].type"
     put_fields(client, account, field("age", P.FIELD_TYPE_INT))
     details = rejected(
-        put_fields, client, account, field("age", P.FIELD_TYPE_STRING), code=grpc.StatusCode.FAILED_PRECONDITION
+        put_fields,
+        client,
+        account,
+        field("age", P.FIELD_TYPE_STRING),
+        code=grpc.StatusCode.FAILED_PRECONDITION,
     )
     assert details["idlink-error-reason"] == "FIELD_TYPE_CHANGE"
 
 
-# -- profile updates ---------------------------------------------------------------------------------
+# -- profile updates ----------------------------
 
 
 def test_update_customer_sets_typed_attributes_labels_and_preferences(client, account):
@@ -197,7 +216,9 @@ def test_update_customer_sets_typed_attributes_labels_and_preferences(client, ac
     assert list(updated.labels) == ["VIP", "campaign-7"]
     assert updated.preferences.preferred_contact_pid == phone_pid
     assert updated.preferences.consents[0].status == common_pb2.CONSENT_STATUS_OPTED_OUT
-    got = client.profile.GetCustomer(P.GetCustomerRequest(account=account, customer_pid=customer.customer_pid))
+    got = client.profile.GetCustomer(
+        P.GetCustomerRequest(account=account, customer_pid=customer.customer_pid)
+    )
     assert got == updated
 
     # Labels added and removed; one attribute cleared by the mask; the rest stays.
@@ -244,7 +265,9 @@ def test_unknown_field_or_wrong_type_is_refused_naming_the_field(client, account
     assert details["idlink-error-field"] == "update_mask.paths[0]"
 
     # Nothing of the failed requests was written.
-    got = client.profile.GetCustomer(P.GetCustomerRequest(account=account, customer_pid=customer.customer_pid))
+    got = client.profile.GetCustomer(
+        P.GetCustomerRequest(account=account, customer_pid=customer.customer_pid)
+    )
     assert got.attributes["first_name"].string_value == "Petr"
     assert "age" not in got.attributes and not got.HasField("preferences")
 
@@ -270,7 +293,9 @@ def test_merged_profiles_keep_the_survivors_values_and_join_labels(client, accou
     edit_b.attributes["first_name"].string_value = "Bob"
     edit_b.attributes["phone_number"].string_value = "+15553000001"
     update(client, account, edit_b)
-    merged = link(client, account, "m", key("phone", "+15553000001"), key("email", "merge@x.com")).customer
+    merged = link(
+        client, account, "m", key("phone", "+15553000001"), key("email", "merge@x.com")
+    ).customer
     assert merged.customer_pid == a.customer_pid  # the oldest survives
     assert merged.attributes["first_name"].string_value == "Adam"
     assert merged.attributes["phone_number"].string_value == "+15553000001"

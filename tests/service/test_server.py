@@ -20,7 +20,12 @@ from .conftest import Client, ServerProcess, free_port
 def test_health_reports_serving_for_the_server_and_each_service(server):
     with grpc.insecure_channel(server.target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "idlink.v1.IdentityService", "idlink.v1.ProfileService", "idlink.v1.AdminService"):
+        for service in (
+            "",
+            "idlink.v1.IdentityService",
+            "idlink.v1.ProfileService",
+            "idlink.v1.AdminService",
+        ):
             answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -42,7 +47,9 @@ def test_reflection_lists_the_services(server):
 def test_reflection_gives_the_api_descriptors(server):
     with grpc.insecure_channel(server.target) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="idlink.v1.IdentityService")
+        request = reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="idlink.v1.IdentityService"
+        )
         (answer,) = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
     assert answer.file_descriptor_response.file_descriptor_proto
 

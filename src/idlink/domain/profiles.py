@@ -314,7 +314,10 @@ def check_value(spec: FieldSpec, value: Value, where: str) -> Value:
             reason="WRONG_TYPE",
         )
     if kind in (STRING, ENUM):
-        if not isinstance(data, str) or len(data.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES:
+        if (
+            not isinstance(data, str)
+            or len(data.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES
+        ):
             raise InvalidArgument(f"{where} is longer than {MAX_STRING_BYTES} bytes", field=where)
         _check_utf8(data, where)
         if kind == ENUM and data not in spec.enum_values:
@@ -324,7 +327,11 @@ def check_value(spec: FieldSpec, value: Value, where: str) -> Value:
                 reason="WRONG_TYPE",
             )
     elif kind in (INT, TIMESTAMP):
-        if isinstance(data, bool) or not isinstance(data, int) or not _INT64[0] <= data <= _INT64[1]:
+        if (
+            isinstance(data, bool)
+            or not isinstance(data, int)
+            or not _INT64[0] <= data <= _INT64[1]
+        ):
             raise InvalidArgument(f"{where} is out of range", field=where)
     elif kind == DOUBLE:
         if not isinstance(data, float | int) or not math.isfinite(data):
@@ -558,7 +565,9 @@ def update_customer(
                 changed.append("attributes")
 
         if update.labels is not None or added or removed:
-            new_labels = list(dict.fromkeys(labels)) if update.labels is not None else list(profile.labels)
+            new_labels = (
+                list(dict.fromkeys(labels)) if update.labels is not None else list(profile.labels)
+            )
             for label in added:
                 if label not in new_labels:
                     new_labels.append(label)

@@ -76,6 +76,11 @@ _CONSENT_TO_PROTO = {v: k for k, v in _CONSENT_TO_DOMAIN.items()}
 # -- scalars ------------------------------------------------------------------------
 
 
+def enum(value: int) -> Any:
+    """A domain status int as a proto enum value: the numbers are the same by design."""
+    return value
+
+
 def pid_str(pid: bytes) -> str:
     """A PID as a UUID string ("" for none)."""
     return str(uuid.UUID(bytes=pid)) if pid else ""
@@ -296,12 +301,14 @@ def customer(view: CustomerView) -> common_pb2.Customer:
 
 
 def suggestion(s: Suggestion) -> common_pb2.Suggestion:
-    return common_pb2.Suggestion(customer_pid=pid_str(s.customer_pid), reason=s.reason, score=s.score)
+    return common_pb2.Suggestion(
+        customer_pid=pid_str(s.customer_pid), reason=s.reason, score=s.score
+    )
 
 
 def resolution(answer: Resolution) -> identity_pb2.ResolveResponse:
     out = identity_pb2.ResolveResponse(
-        status=answer.status,
+        status=enum(answer.status),
         contact_pid=pid_str(answer.contact_pid),
         suggestions=[suggestion(s) for s in answer.suggestions],
         reason=answer.reason,
@@ -343,8 +350,8 @@ def explanation(result: Explanation) -> identity_pb2.ExplainLinkResponse:
     )
 
 
-def link_outcome(result: LinkResult) -> tuple[int, list[str]]:
-    return result.outcome, pid_strs(result.conflict_customer_pids)
+def link_outcome(result: LinkResult) -> tuple[Any, list[str]]:
+    return enum(result.outcome), pid_strs(result.conflict_customer_pids)
 
 
 def preview(result: Preview) -> identity_pb2.PreviewConfigChangeResponse:
@@ -395,7 +402,7 @@ def key_type(message: common_pb2.KeyType) -> KeyType:
 def key_type_message(value: KeyType) -> common_pb2.KeyType:
     return common_pb2.KeyType(
         name=value.name,
-        normalizer=value.normalizer,
+        normalizer=enum(value.normalizer),
         source_scoped=value.source_scoped,
         max_per_customer=value.max_per_customer,
         reassignable=value.reassignable,

@@ -1,4 +1,4 @@
-"""IdentityService: resolve, link, ingest, explain (SPEC 2, 3, 5). Thin: validate, convert, call, convert."""
+"""IdentityService: resolve, link, ingest, explain (SPEC 2, 3, 5). Thin servicer."""
 
 from __future__ import annotations
 
@@ -70,23 +70,33 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.ResolveResponse:
         return await self._resolve(request, actor(context))
 
-    async def _resolve(self, request: identity_pb2.ResolveRequest, who: str) -> identity_pb2.ResolveResponse:
+    async def _resolve(
+        self, request: identity_pb2.ResolveRequest, who: str
+    ) -> identity_pb2.ResolveResponse:
         account = convert.account(request.account)
         key = convert.required_contact(request, "contact")
         answer = await self.rt.call(
-            self.engine.resolve, account, key, create_if_missing=request.create_if_missing, actor=who
+            self.engine.resolve,
+            account,
+            key,
+            create_if_missing=request.create_if_missing,
+            actor=who,
         )
         return convert.resolution(answer)
 
     @guard_stream("StreamResolve")
     async def StreamResolve(
-        self, request_iterator: AsyncIterator[identity_pb2.ResolveRequest], context: aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[identity_pb2.ResolveRequest],
+        context: aio.ServicerContext,
     ) -> AsyncIterator[identity_pb2.ResolveResponse]:
         who = actor(context)
         pending: asyncio.Queue[asyncio.Future[identity_pb2.ResolveResponse] | None]
         pending = asyncio.Queue(maxsize=STREAM_RESOLVE_WINDOW)
 
-        async def one(index: int, request: identity_pb2.ResolveRequest) -> identity_pb2.ResolveResponse:
+        async def one(
+            index: int, request: identity_pb2.ResolveRequest
+        ) -> identity_pb2.ResolveResponse:
             try:
                 return await self._resolve(request, who)
             except IdlinkError as exc:
@@ -205,10 +215,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     @guard_stream("Ingest")
     async def Ingest(
-        self, request_iterator: AsyncIterator[identity_pb2.IngestRequest], context: aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[identity_pb2.IngestRequest],
+        context: aio.ServicerContext,
     ) -> AsyncIterator[identity_pb2.IngestAck]:
         who = actor(context)
-        queue: asyncio.Queue[_Batch | IdlinkError | _End] = asyncio.Queue(maxsize=INGEST_QUEUE_BATCHES)
+        queue: asyncio.Queue[_Batch | IdlinkError | _End] = asyncio.Queue(
+            maxsize=INGEST_QUEUE_BATCHES
+        )
 
         async def read() -> None:
             last_seq = 0
@@ -396,7 +410,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             events=[convert.change_event(e) for e in page]
         )
         if len(later) > size:
-            response.next_page_token = convert.page_token("history", page[-1].seq.to_bytes(8, "big"))
+            response.next_page_token = convert.page_token(
+                "history", page[-1].seq.to_bytes(8, "big")
+            )
         return response
 
     @guard_unary("PreviewConfigChange")
@@ -417,4 +433,3 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             self.engine.preview, account, key_type=key_type, policy=policy, examples=examples
         )
         return convert.preview(result)
-

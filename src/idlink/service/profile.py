@@ -95,7 +95,9 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         who = actor(context)
 
         async def produce() -> common_pb2.Customer:
-            view = await self.rt.call(profiles.update_customer, self.engine, account, pid, update, who)
+            view = await self.rt.call(
+                profiles.update_customer, self.engine, account, pid, update, who
+            )
             return convert.customer(view)
 
         return await self.rt.idempotent("UpdateCustomer", account, request.request_id, produce)
@@ -121,7 +123,9 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         put: list[tuple[str, profiles.FieldSpec]] = []
         remove: list[str] = []
         replace = False
-        paths = list(request.update_mask.paths) or [f"fields.{f.name}" for f in request.schema.fields]
+        paths = list(request.update_mask.paths) or [
+            f"fields.{f.name}" for f in request.schema.fields
+        ]
         for j, path in enumerate(paths):
             head, _, name = path.partition(".")
             if path == "fields":
@@ -144,7 +148,12 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
 
         async def produce() -> profile_pb2.Schema:
             schema = await self.rt.call(
-                profiles.update_schema, self.engine, account, put=put, remove=remove, replace=replace
+                profiles.update_schema,
+                self.engine,
+                account,
+                put=put,
+                remove=remove,
+                replace=replace,
             )
             return convert.schema(account, schema)
 
@@ -162,7 +171,9 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         if request.engagement_id:
             engagement_id = convert.parse_pid(request.engagement_id, "engagement_id")
         elif request.request_id:
-            engagement_id = uuid.uuid5(_ENGAGEMENT_NAMESPACE, f"{account}\0{request.request_id}").bytes
+            engagement_id = uuid.uuid5(
+                _ENGAGEMENT_NAMESPACE, f"{account}\0{request.request_id}"
+            ).bytes
         else:
             engagement_id = b""
         if len(request.attributes) > MAX_ENGAGEMENT_ATTRIBUTES:

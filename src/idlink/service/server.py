@@ -84,7 +84,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -197,7 +199,9 @@ class CallInterceptor(aio.ServerInterceptor):
 
     @staticmethod
     async def _refuse(method: str, context: aio.ServicerContext, gate: _Gate) -> None:
-        log.warning("load shed", extra={"method": method, "active": gate.active, "limit": gate.limit})
+        log.warning(
+            "load shed", extra={"method": method, "active": gate.active, "limit": gate.limit}
+        )
         await context.abort(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"server busy: more than {gate.limit} calls in flight; retry with backoff",

@@ -76,7 +76,9 @@ def _is_abort(exc: BaseException) -> bool:
     return isinstance(exc, aio.AbortError)
 
 
-def guard_unary(method: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
+def guard_unary(
+    method: str,
+) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
     """Map errors of a unary (or client-streaming) handler to statuses."""
 
     def wrap(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -103,7 +105,9 @@ def guard_stream(
     """Map errors of a server-streaming (or bidi) handler to statuses."""
 
     def wrap(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterator[T]]:
-        async def handler(self: Any, request: Any, context: aio.ServicerContext) -> AsyncIterator[T]:
+        async def handler(
+            self: Any, request: Any, context: aio.ServicerContext
+        ) -> AsyncIterator[T]:
             try:
                 async for item in fn(self, request, context):
                     yield item
