@@ -229,6 +229,22 @@ def test_contact_pid_is_keyed_blake2b_made_a_uuid_v8(native_impl: SimpleNamespac
     assert as_uuid.variant == uuid.RFC_4122
 
 
+@pytest.mark.parametrize(
+    "size", [0, 1, 119, 120, 121, 127, 128, 129, 248, 249, 250, 255, 256, 257, 600]
+)
+def test_contact_pid_at_hash_block_boundaries(native_impl: SimpleNamespace, size: int) -> None:
+    # "email" + 2 separators = 7 bytes, so these sizes put the data at 127-129,
+    # 255-257, ... bytes: either side of BLAKE2b's 128-byte blocks.
+    for cleaned in ("x" * size, "\u00e9" * (size // 2)):
+        data = b"email\0\0" + cleaned.encode()
+        raw = bytearray(
+            hashlib.blake2b(data, digest_size=16, key=SECRET, person=b"idlink-contact").digest()
+        )
+        raw[6] = (raw[6] & 0x0F) | 0x80
+        raw[8] = (raw[8] & 0x3F) | 0x80
+        assert native_impl.contacts.contact_pid(SECRET, "email", "", cleaned) == bytes(raw)
+
+
 def test_contact_pids_differ_by_account_type_source_and_value(native_impl: SimpleNamespace) -> None:
     pid = native_impl.contacts.contact_pid
     other_account = bytes(reversed(SECRET))
