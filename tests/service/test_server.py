@@ -113,3 +113,45 @@ def test_plaintext_is_refused_off_loopback(tmp_path):
     assert result.returncode == 2
     assert "loopback" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_several_worker_processes_share_one_store(tmp_path, account):
+    from idlink.v1 import common_pb2, identity_pb2
+
+    workers = ServerProcess(tmp_path / "data", "--workers", "2").start()
+    try:
+        contacts = [common_pb2.ContactKey(type="email", value=f"w{i}@x.com") for i in range(8)]
+        for contact in contacts:  # a new connection each time: either process may answer
+            client = Client(workers.target)
+            try:
+                client.identity.Resolve(
+                    identity_pb2.ResolveRequest(
+                        account=account, contact=contact, create_if_missing=True
+                    )
+                )
+            finally:
+                client.close()
+        for contact in contacts:
+            client = Client(workers.target)
+            try:
+                answer = client.identity.Resolve(
+                    identity_pb2.ResolveRequest(account=account, contact=contact)
+                )
+                assert answer.status == identity_pb2.RESOLVE_STATUS_FOUND
+            finally:
+                client.close()
+        client = Client(workers.target)
+        try:
+            call = client.profile.WatchChanges(
+                profile_pb2.WatchChangesRequest(account=account), timeout=3
+            )
+            seqs = []
+            with pytest.raises(grpc.RpcError):
+                for response in call:
+                    seqs.extend(e.seq for e in response.events)
+            assert seqs == list(range(1, 9))
+        finally:
+            client.close()
+    finally:
+        assert workers.stop() == 0
+    assert workers.log().count('"msg": "serving"') == 2

@@ -400,7 +400,11 @@ def _native_implementations() -> dict[str, str]:
 
 def _serve_worker(data_dir: str, listen: str, options: dict[str, Any]) -> None:
     configure_logging(options.pop("log_level", "INFO"))
-    asyncio.run(serve(data_dir, listen, **options))
+    try:
+        asyncio.run(serve(data_dir, listen, **options))
+    except Exception as exc:
+        log.error("worker failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        raise SystemExit(1) from None
 
 
 def run_server(
@@ -434,6 +438,8 @@ def _run_workers(
     """Several processes on one port (SO_REUSEPORT) over one multi-process store (SPEC 9)."""
     if split_listen(listen)[1] == 0:
         raise ValueError("several workers need a fixed port")
+    # The key file is created here, once: workers starting together would race for it.
+    load_master_secret(data_dir)
     context = multiprocessing.get_context("spawn")  # LMDB is opened after the process starts
     worker_options = dict(
         options, map_size=map_size or None, multi_process=True, reuse_port=True, log_level=log_level
