@@ -116,4 +116,8 @@ def test_prefix_first_digits_analysis() -> None:
     assert phone_table.prefix_first_digits("(?:0|90)(\\d{3})?") == 0b10_0000_0001
     assert phone_table.prefix_first_digits("([24-9]\\d{6})$|0") == 0b11_1111_0101
     assert phone_table.prefix_first_digits("0?(?:(11)15)?") == phone_table.ALL_DIGITS
-    assert phone_table.prefix_first_digits("(?=1)1") == phone_table.ALL_DIGITS  # not analysed
+    assert phone_table.prefix_first_digits("[^0-8]") == 0b10_0000_0000
+    assert phone_table.prefix_first_digits("[^\\D]") == phone_table.ALL_DIGITS
+    # Constructs not analysed count as "any digit": never an under-estimate.
+    assert phone_table.prefix_first_digits("[^\\s]") == phone_table.ALL_DIGITS
+    assert phone_table.prefix_first_digits("(?=1)1") == phone_table.ALL_DIGITS

@@ -135,12 +135,10 @@ cdef object _possible_number = phone_table.possible_number
 
 
 cdef int _load_table() except -1:
+    # The arrays start zeroed and are only ever set to the same values, so two
+    # threads loading at once do no harm.
     global _table_ready
     cdef int code
-    for code in range(1000):
-        _LENGTH_MASK[code] = 0
-        _PREFIX_FIRST[code] = 0
-        _FLAGS[code] = 0
     for code, entry in phone_table.table().items():
         if not 0 < code < 1000:
             raise ValueError(f"unexpected country calling code {code}")

@@ -82,10 +82,12 @@ def _digit_set(items: Any) -> int:
             for d in range(10):
                 if lo <= 0x30 + d <= hi:
                     mask |= 1 << d
+        elif op is sre_constants.CATEGORY and av is sre_constants.CATEGORY_DIGIT:
+            mask = ALL_DIGITS
         elif op is sre_constants.CATEGORY and av is sre_constants.CATEGORY_NOT_DIGIT:
             pass
-        else:  # \d, \w and anything not analysed here: assume every digit
-            mask = ALL_DIGITS
+        else:  # not analysed here (\w, \s, ...): any digit, negated or not
+            return ALL_DIGITS
     return ALL_DIGITS & ~mask if negate else mask
 
 
