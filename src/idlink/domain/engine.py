@@ -149,7 +149,9 @@ class IdentityEngine:
                 _Session(self, txn, updated, actor).rebuild_account()
             return key_type
 
-        return self.store.write(run)
+        result = self.store.write(run)
+        self._notify()
+        return result
 
     def set_account_policy(self, account: str, policy: AccountPolicy, actor: str = "") -> AccountPolicy:
         def run(txn: Txn) -> AccountPolicy:
@@ -161,7 +163,9 @@ class IdentityEngine:
                 _Session(self, txn, updated, actor).rebuild_account()
             return policy
 
-        return self.store.write(run)
+        result = self.store.write(run)
+        self._notify()
+        return result
 
     # -- records ---------------------------------------------------------------------
 
@@ -366,7 +370,8 @@ class IdentityEngine:
             if key_type is not None:
                 existing = config.key_types.get(key_type.name)
                 if existing is not None and existing.identity_changed(key_type):
-                    raise customer_rules.type_in_use(key_type.name)
+                    if _type_in_use(reader.txn, config, key_type.name):
+                        raise customer_rules.type_in_use(key_type.name)
                 changed = changed.with_key_type(key_type)
             if policy is not None:
                 changed = changed.with_policy(policy)

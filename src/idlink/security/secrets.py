@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 MASTER_SECRET_FILE = "master.key"
@@ -25,16 +26,25 @@ def load_master_secret(data_dir: str | os.PathLike[str]) -> bytes:
         return value
     path = Path(data_dir) / MASTER_SECRET_FILE
     path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        value = path.read_bytes()
-        if len(value) != MASTER_SECRET_BYTES:
-            raise ValueError(f"{path} is damaged: expected {MASTER_SECRET_BYTES} bytes") from None
-        return value
-    value = secrets.token_bytes(MASTER_SECRET_BYTES)
-    with os.fdopen(fd, "wb") as out:
-        out.write(value)
-        out.flush()
-        os.fsync(out.fileno())
+    if not path.exists():
+        # Written whole to a temporary file, then linked into place: a process
+        # starting at the same moment sees no file or the whole key, never part
+        # of it, and exactly one of the racing keys wins.
+        value = secrets.token_bytes(MASTER_SECRET_BYTES)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".master.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(value)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(temporary, 0o600)
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(temporary)
+    value = path.read_bytes()
+    if len(value) != MASTER_SECRET_BYTES:
+        raise ValueError(f"{path} is damaged: expected {MASTER_SECRET_BYTES} bytes")
     return value
