@@ -18,6 +18,19 @@ from benchmarks import bench_engine, bench_native
 from benchmarks.report import Entry, write
 
 
+def _batch_against_engine(entries: list[Entry]) -> list[Entry]:
+    """BatchResolve beside the engine-level resolve rate measured in this run."""
+    from benchmarks.bench_grpc import BATCH_NAME
+    from benchmarks.report import entry
+
+    batch = next((e for e in entries if e.name == BATCH_NAME), None)
+    engine = next((e for e in entries if e.name.startswith("engine resolve")), None)
+    if batch is None or engine is None:
+        return []
+    return [entry(BATCH_NAME + ", against the engine", batch.value, batch.unit,
+                  "engine-level resolve, no network", engine.value, target=0.7)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="small sizes, a check that all runs")
@@ -43,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"grpc benchmarks unavailable: {exc}", file=sys.stderr)
         else:
             entries += bench_grpc.bench_grpc(smoke=smoke, repeats=repeats)
+            entries += _batch_against_engine(entries)
     name = "smoke" if smoke else "latest"
     json_path, md_path = write(entries, name)
     print(md_path.read_text())

@@ -41,6 +41,8 @@ from idlink.domain.views import (
     Explanation,
     Resolution,
     View,
+    has_policies,
+    policy_count_key,
 )
 from idlink.store.txn import (
     AccountState,
@@ -97,7 +99,7 @@ class IdentityEngine:
         self._master = master_secret
         self._clock = clock
         self._secrets: dict[str, bytes] = {}
-        self._configs: dict[str, tuple[bytes, AccountConfig]] = {}
+        self._configs: dict[str, tuple[int, AccountConfig]] = {}
         self._changed = threading.Condition()
 
     # -- accounts and configuration ------------------------------------------------
@@ -116,15 +118,14 @@ class IdentityEngine:
                 return None
             account_id = txn.create_account_id(account)
             config = AccountConfig(account, account_id)
-            txn.put_account(_account_state(config, self._clock()))
+            _put_account(txn, config, self._clock())
             return config
-        state = txn.get_account(account_id)
-        raw = state.SerializeToString()
+        version = txn.counter(_config_version_key(account_id))
         cached = self._configs.get(account)
-        if cached is not None and cached[0] == raw:
+        if cached is not None and cached[0] == version:
             return cached[1]
-        config = _account_config(state)
-        self._configs[account] = (raw, config)
+        config = _account_config(txn.get_account(account_id))
+        self._configs[account] = (version, config)
         return config
 
     def account_config(self, account: str) -> AccountConfig:
@@ -144,7 +145,7 @@ class IdentityEngine:
                 if _type_in_use(txn, config, key_type.name):
                     raise customer_rules.type_in_use(key_type.name)
             updated = config.with_key_type(key_type)
-            txn.put_account(_account_state(updated, self._clock()))
+            _put_account(txn, updated, self._clock())
             if existing is not None and existing != key_type:
                 _Session(self, txn, updated, actor).rebuild_account()
             return key_type
@@ -158,7 +159,7 @@ class IdentityEngine:
             config = self._config(txn, account, create=True)
             assert config is not None
             updated = config.with_policy(policy)
-            txn.put_account(_account_state(updated, self._clock()))
+            _put_account(txn, updated, self._clock())
             if updated.policy != config.policy:
                 _Session(self, txn, updated, actor).rebuild_account()
             return policy
@@ -247,10 +248,16 @@ class IdentityEngine:
                 return prepared.pid
             policy.set_by = actor
             policy.set_at_us = self._clock()
+            existed = txn.get_policy(prefix, prepared.pid) is not None
             if policy.do_not_link or policy.never_isolate:
                 txn.put_policy(prefix, prepared.pid, policy)
+                if not existed:
+                    txn.next_counter(policy_count_key(prefix))
             else:
                 txn.delete_policy(prefix, prepared.pid)
+                if existed:
+                    remaining = txn.counter(policy_count_key(prefix)) - 1
+                    txn.put_meta(b"counter:" + policy_count_key(prefix), codec.u64(remaining))
             session = _Session(self, txn, config, actor)
             contact = txn.get_contact(prefix, prepared.pid)
             if contact is not None:
@@ -500,6 +507,7 @@ class _Session:
         self.actor = actor
         self.now = engine._clock()
         self.graph: LinkGraph | None = None
+        self.has_policies = has_policies(txn, self.prefix)
         self.contacts: dict[bytes, ContactState] = {}
         self.pending: dict[bytes, tuple[RecordState, StepResult]] = {}
 
@@ -539,7 +547,7 @@ class _Session:
         contact = self.contact(pid)
         assert contact is not None
         key_type = self.config.key_types.get(contact.type) or KeyType(contact.type)
-        policy = self.txn.get_policy(self.prefix, pid)
+        policy = self.txn.get_policy(self.prefix, pid) if self.has_policies else None
         usable = (
             not contact.invalid_reason
             and not key_type.is_blocked(contact.value)
@@ -938,6 +946,16 @@ def _check_record(record: RecordInput, field: str) -> None:
 
 def _type_in_use(txn: Txn, config: AccountConfig, name: str) -> bool:
     return any(c.type == name for _, c in txn.iter_contacts(_prefix(config)))
+
+
+def _config_version_key(account_id: int) -> bytes:
+    return b"config-version:" + codec.account_prefix(account_id)
+
+
+def _put_account(txn: Txn, config: AccountConfig, now: int) -> None:
+    """Store an account's configuration; readers see a new version and reload it."""
+    txn.put_account(_account_state(config, now))
+    txn.next_counter(_config_version_key(config.account_id))
 
 
 def _account_state(config: AccountConfig, now: int) -> AccountState:

@@ -77,6 +77,15 @@ class Explanation:
     reasons: list[str] = field(default_factory=list)
 
 
+def policy_count_key(prefix: bytes) -> bytes:
+    return b"policies:" + prefix
+
+
+def has_policies(txn: Txn, prefix: bytes) -> bool:
+    """Whether any contact of the account has a policy: most accounts have none."""
+    return txn.counter(policy_count_key(prefix)) > 0
+
+
 class View:
     """Reads over one transaction of one account."""
 
@@ -84,6 +93,7 @@ class View:
         self.txn = txn
         self.config = config
         self.prefix = codec.account_prefix(config.account_id)
+        self._has_policies: bool | None = None
 
     # -- contacts -----------------------------------------------------------------
 
@@ -94,7 +104,9 @@ class View:
         key_type = self.config.key_types.get(contact.type)
         if key_type is not None and key_type.is_blocked(contact.value):
             return BLOCKED
-        policy = self.txn.get_policy(self.prefix, pid)
+        if self._has_policies is None:
+            self._has_policies = has_policies(self.txn, self.prefix)
+        policy = self.txn.get_policy(self.prefix, pid) if self._has_policies else None
         if policy is not None and policy.do_not_link:
             return "DO_NOT_LINK"
         if contact.isolated:

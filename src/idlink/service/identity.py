@@ -75,13 +75,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.ResolveResponse:
         account = convert.account(request.account)
         key = convert.required_contact(request, "contact")
-        answer = await self.rt.call(
-            self.engine.resolve,
-            account,
-            key,
-            create_if_missing=request.create_if_missing,
-            actor=who,
-        )
+        if request.create_if_missing:  # may write: wait for the writer off the loop
+            answer = await self.rt.call(
+                self.engine.resolve, account, key, create_if_missing=True, actor=who
+            )
+        else:
+            answer = self.rt.read(self.engine.resolve, account, key, actor=who)
         return convert.resolution(answer)
 
     @guard_stream("StreamResolve")
@@ -152,7 +151,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 answers.append(convert.resolution(answer))
             return answers
 
-        return identity_pb2.BatchResolveResponse(responses=await self.rt.call(run))
+        if request.create_if_missing:  # may write: wait for the writer off the loop
+            return identity_pb2.BatchResolveResponse(responses=await self.rt.call(run))
+        return identity_pb2.BatchResolveResponse(responses=self.rt.read(run))
 
     # -- records --------------------------------------------------------------------
 

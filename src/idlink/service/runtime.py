@@ -106,6 +106,16 @@ class Runtime:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
+    def read(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a short engine read on the event loop thread itself.
+
+        Reads are tens of microseconds over memory-mapped pages and never wait
+        on the writer. py-lmdb releases the GIL around every LMDB call, so the
+        same read on a pool thread hands the GIL back and forth with every
+        other busy thread: inline it costs a third of that under load.
+        """
+        return fn(*args, **kwargs)
+
     async def idempotent(
         self, method: str, account: str, request_id: str, produce: Callable[[], Awaitable[M]]
     ) -> M:
