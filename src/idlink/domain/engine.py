@@ -797,19 +797,25 @@ class _Session:
         changes = customer_rules.reconcile(self, graph.components())
         for node in graph.nodes:
             contact = self.contacts[node.pid]
-            updated = ContactState()
-            updated.CopyFrom(contact)
-            updated.customer_pid = changes.customer_of[node.pid]
-            updated.connections = node.connections
-            updated.isolated = node.isolated
-            updated.isolated_at = node.isolated_at
-            updated.isolated_connections = node.isolated_connections
-            updated.moved_at = node.moved_at
-            if updated != contact:
-                if updated.isolated != contact.isolated:
-                    self.txn.set_isolated(self.prefix, node.pid, updated.isolated)
-                self.txn.put_contact(self.prefix, node.pid, updated)
-                self.contacts[node.pid] = updated
+            customer = changes.customer_of[node.pid]
+            if (
+                contact.customer_pid == customer
+                and contact.connections == node.connections
+                and contact.isolated == node.isolated
+                and contact.isolated_at == node.isolated_at
+                and contact.isolated_connections == node.isolated_connections
+                and contact.moved_at == node.moved_at
+            ):
+                continue
+            if contact.isolated != node.isolated:
+                self.txn.set_isolated(self.prefix, node.pid, node.isolated)
+            contact.customer_pid = customer
+            contact.connections = node.connections
+            contact.isolated = node.isolated
+            contact.isolated_at = node.isolated_at
+            contact.isolated_connections = node.isolated_connections
+            contact.moved_at = node.moved_at
+            self.txn.put_contact(self.prefix, node.pid, contact)
 
     def emit(
         self,

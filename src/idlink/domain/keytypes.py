@@ -16,6 +16,7 @@ NORMALIZERS = {NORMALIZER_TRIM: "trim", NORMALIZER_PHONE: "phone", NORMALIZER_EM
 DEFAULT_MAX_CONTACTS = 100
 DEFAULT_ISOLATE_MIN_CONNECTIONS = 20
 MAX_KEY_TYPES = 64
+_MAX_CACHED_VERDICTS = 1 << 16
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 # Withheld caller ids ("anonymous", "restricted") clean to nothing and are
@@ -59,11 +60,20 @@ class KeyType:
     def _compiled(self) -> list[re.Pattern[str]]:
         return [re.compile(p) for p in self.blocked_patterns]
 
+    @cached_property
+    def _verdicts(self) -> dict[str, bool]:
+        return {}
+
     def is_blocked(self, cleaned: str) -> bool:
         """Whether a cleaned value is one of this type's placeholders."""
-        if cleaned in self.blocked_values:
-            return True
-        return any(p.search(cleaned) for p in self._compiled)
+        verdicts = self._verdicts
+        found = verdicts.get(cleaned)
+        if found is None:
+            found = cleaned in self.blocked_values or any(p.search(cleaned) for p in self._compiled)
+            if len(verdicts) >= _MAX_CACHED_VERDICTS:
+                verdicts.clear()
+            verdicts[cleaned] = found
+        return found
 
     def identity_changed(self, other: KeyType) -> bool:
         """Whether replacing self by other would change contact PIDs or values."""
