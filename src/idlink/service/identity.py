@@ -26,7 +26,6 @@ INGEST_QUEUE_BATCHES = 4
 # Queued batches are committed together, up to this many records per write.
 INGEST_GROUP_RECORDS = 20_000
 # Resolves of one StreamResolve in flight at once (answers still go out in order).
-STREAM_RESOLVE_WINDOW = 16
 DEFAULT_HISTORY_PAGE = 100
 MAX_HISTORY_PAGE = 1000
 DEFAULT_EXAMPLES = 5
@@ -90,40 +89,15 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         context: aio.ServicerContext,
     ) -> AsyncIterator[identity_pb2.ResolveResponse]:
         who = actor(context)
-        pending: asyncio.Queue[asyncio.Future[identity_pb2.ResolveResponse] | None]
-        pending = asyncio.Queue(maxsize=STREAM_RESOLVE_WINDOW)
-
-        async def one(
-            index: int, request: identity_pb2.ResolveRequest
-        ) -> identity_pb2.ResolveResponse:
+        # Answers come back in request order: each is resolved before the next
+        # request is read (reads run inline; a create waits for the writer).
+        index = 0
+        async for request in request_iterator:
             try:
-                return await self._resolve(request, who)
+                yield await self._resolve(request, who)
             except IdlinkError as exc:
                 raise _located(exc, f"request {index}") from None
-
-        async def read() -> None:
-            try:
-                index = 0
-                async for request in request_iterator:
-                    await pending.put(asyncio.ensure_future(one(index, request)))
-                    index += 1
-            finally:
-                await pending.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while True:
-                future = await pending.get()
-                if future is None:
-                    break
-                yield await future
-            await reader
-        finally:
-            reader.cancel()
-            while not pending.empty():
-                left = pending.get_nowait()
-                if left is not None:
-                    left.cancel()
+            index += 1
 
     @guard_unary("BatchResolve")
     async def BatchResolve(
