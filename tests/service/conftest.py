@@ -4,6 +4,10 @@ The server runs as ``python -m idlink.service.server`` on a free loopback port
 over a store in a temporary folder; the fixture waits (bounded) until the
 health service says SERVING and stops the process by its PID at the end:
 SIGTERM, then SIGKILL if it does not exit in time.
+
+Authentication is always on. :class:`Client` sends, on every call, an admin
+key of the account the request names, created in the server's store the first
+time that account is seen (as ``idlink keys create`` does while a server runs).
 """
 
 from __future__ import annotations
@@ -14,9 +18,13 @@ import socket
 import subprocess
 import sys
 import time
+import collections
+import itertools
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -26,6 +34,22 @@ from idlink.v1 import admin_pb2_grpc, identity_pb2_grpc, profile_pb2_grpc
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
+
+# Data folder of each running test server, by target, so a Client finds where to make keys.
+DATA_BY_TARGET: dict[str, Path] = {}
+_TOKENS: dict[tuple[str, str], str] = {}
+_TOKENS_LOCK = threading.Lock()
+
+
+def admin_token(data: Path, account: str, role: str = "admin") -> str:
+    """A key of ``role`` for ``account`` in the store of ``data`` (made once per test run)."""
+    from idlink.security.apikeys import create_key
+
+    with _TOKENS_LOCK:
+        key = (f"{data}|{role}", account)
+        if key not in _TOKENS:
+            _TOKENS[key] = create_key(data, account, role)
+        return _TOKENS[key]
 
 
 def free_port() -> int:
@@ -69,6 +93,7 @@ class ServerProcess:
             env=dict(os.environ),
         )
         log.close()
+        DATA_BY_TARGET[self.target] = self.data
         self.wait_serving()
         return self
 
@@ -112,17 +137,89 @@ class ServerProcess:
             return ""
 
 
+class _Details(
+    collections.namedtuple(
+        "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+def _account_of(request: Any) -> str:
+    account = getattr(request, "account", "")
+    if not account and hasattr(request, "schema"):
+        account = request.schema.account
+    return str(account)
+
+
+class AdminKeyInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <admin key of the request's account>`` to every call."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+
+    def _details(self, details: grpc.ClientCallDetails, request: Any) -> grpc.ClientCallDetails:
+        # A request without an account still authenticates (it is then refused as malformed).
+        account = (_account_of(request) if request is not None else "") or "acct-default"
+        metadata = list(details.metadata or ())
+        if not any(k == "authorization" for k, _ in metadata):
+            metadata.append(("authorization", f"Bearer {admin_token(self.data, account)}"))
+        return _Details(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    @staticmethod
+    def _peek(requests: Any) -> tuple[Any, Any]:
+        iterator = iter(requests)
+        try:
+            first = next(iterator)
+        except StopIteration:
+            return None, iter(())
+        return first, itertools.chain([first], iterator)
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details, request), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details, request), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        first, requests = self._peek(requests)
+        return continuation(self._details(details, first), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        first, requests = self._peek(requests)
+        return continuation(self._details(details, first), requests)
+
+
 class Client:
-    """Stubs of the three services over one channel."""
+    """Stubs of the three services over one channel, authenticated as each account's admin."""
 
     def __init__(self, target: str) -> None:
-        self.channel = grpc.insecure_channel(target)
+        self.raw_channel = grpc.insecure_channel(target)
+        data = DATA_BY_TARGET.get(target)
+        self.channel = (
+            grpc.intercept_channel(self.raw_channel, AdminKeyInterceptor(data))
+            if data is not None
+            else self.raw_channel
+        )
         self.identity = identity_pb2_grpc.IdentityServiceStub(self.channel)
         self.profile = profile_pb2_grpc.ProfileServiceStub(self.channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
 
     def close(self) -> None:
-        self.channel.close()
+        self.raw_channel.close()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from grpc import aio
 from idlink.domain.errors import InvalidArgument
 from idlink.service import convert
 from idlink.service.runtime import Runtime, actor
+from idlink.service.security_admin import SecurityAdminMixin
 from idlink.service.status import guard_unary
 from idlink.v1 import admin_pb2, admin_pb2_grpc, common_pb2
 
@@ -15,7 +16,7 @@ DEFAULT_ISOLATED_PAGE = 100
 MAX_ISOLATED_PAGE = 1000
 
 
-class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+class AdminServicer(SecurityAdminMixin, admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.engine = runtime.engine

@@ -29,6 +29,7 @@ from idlink.domain.keytypes import (
     KeyType,
 )
 from idlink.domain.views import ContactView, CustomerView, Explanation, Resolution, Suggestion
+from idlink.security import masking, roles
 from idlink.store.txn import ChangeEvent, EngagementState
 from idlink.v1 import common_pb2, identity_pb2, profile_pb2
 
@@ -193,10 +194,12 @@ def record_input(message: Any, field: str, now: int) -> RecordInput:
 
 
 def contact(view: ContactView) -> common_pb2.Contact:
+    # The one place contact values leave the service: masked for roles without PII (SPEC 8).
+    value = masking.mask_contact(view.type, view.value) if roles.masked() else view.value
     return common_pb2.Contact(
         contact_pid=pid_str(view.pid),
         type=view.type,
-        value=view.value,
+        value=value,
         source=view.source,
         linkable=view.linkable,
         reason=view.reason,
@@ -290,7 +293,12 @@ def customer(view: CustomerView) -> common_pb2.Customer:
         labels=list(view.profile.labels),
         split_from=pid_str(view.split_from),
     )
+    masked, pii = roles.masked(), roles.pii_fields()
     for name, value in profiles.decode_attributes(view.profile.attributes).items():
+        if masked and name in pii:
+            value = _masked_value(value)
+            if value is None:
+                continue
         out.attributes[name].CopyFrom(attribute_value(value))
     prefs = profiles.decode_preferences(view.profile.preferences)
     if prefs:
@@ -298,6 +306,16 @@ def customer(view: CustomerView) -> common_pb2.Customer:
     if view.created_at_us:
         out.create_time.CopyFrom(timestamp(view.created_at_us))
     return out
+
+
+def _masked_value(value: profiles.Value) -> profiles.Value | None:
+    """A PII attribute as a role without PII access sees it (None: left out)."""
+    kind, data = value
+    if kind == profiles.STRING:
+        return kind, masking.mask_text(data)
+    if kind == profiles.STRING_LIST:
+        return kind, [masking.mask_text(item) for item in data]
+    return None
 
 
 def suggestion(s: Suggestion) -> common_pb2.Suggestion:
@@ -370,14 +388,18 @@ def preview(result: Preview) -> identity_pb2.PreviewConfigChangeResponse:
 
 
 def engagement(state: EngagementState) -> profile_pb2.Engagement:
+    summary, attributes = state.summary, dict(state.attributes)
+    if roles.masked():  # free text may name anyone: masked for roles without PII
+        summary = masking.mask_text(summary)
+        attributes = {k: masking.mask_text(v) for k, v in attributes.items()}
     return profile_pb2.Engagement(
         engagement_id=pid_str(state.engagement_id),
         contact_pid=pid_str(state.contact_pid),
         occurred_at=timestamp(state.occurred_at_us),
         channel=state.channel,
         direction=state.direction,
-        summary=state.summary,
-        attributes=dict(state.attributes),
+        summary=summary,
+        attributes=attributes,
         pinned_customer_pid=pid_str(state.pinned_customer_pid),
         record_time=timestamp(state.recorded_at_us),
     )

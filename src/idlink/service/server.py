@@ -42,10 +42,14 @@ from grpc_reflection.v1alpha import reflection
 
 from idlink.domain.engine import IdentityEngine
 from idlink.security.secrets import load_master_secret
+from idlink.domain.retention import apply_retention
+from idlink.security.audit import AnomalyDetector, AuditLog
 from idlink.service.admin import AdminServicer
+from idlink.service.auth import AuthInterceptor
 from idlink.service.identity import IdentityServicer
 from idlink.service.profile import ProfileServicer
 from idlink.service.runtime import ChangeNotifier, Runtime
+from idlink.service.security_admin import Security
 from idlink.store.env import Store
 from idlink.v1 import (
     admin_pb2,
@@ -64,6 +68,7 @@ DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_MAX_CONCURRENT_CALLS = 512
 DEFAULT_MAX_STREAMS = 256
 DEFAULT_THREADS = 32
+DEFAULT_RETENTION_INTERVAL = 3600.0
 MAX_MESSAGE_BYTES = 16 << 20
 
 SERVICE_NAMES = (
@@ -307,6 +312,7 @@ async def serve(
     tls_key: str | None = None,
     tls_client_ca: str | None = None,
     handle_signals: bool = True,
+    retention_interval: float = DEFAULT_RETENTION_INTERVAL,
 ) -> None:
     """Run the server until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully.
 
@@ -328,12 +334,19 @@ async def serve(
     executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="idlink-call")
     notifier: ChangeNotifier | None = None
     server: aio.Server | None = None
+    audit = AuditLog(store)
+    sweeper: asyncio.Task[None] | None = None
     try:
         engine = IdentityEngine(store, load_master_secret(data_dir))
         notifier = ChangeNotifier(engine, loop)
         runtime = Runtime(engine, executor, notifier)
+        detector = AnomalyDetector(store, audit)
+        audit.start()
         server = aio.server(
-            interceptors=[CallInterceptor(max_concurrent_calls, max_streams)],
+            interceptors=[
+                CallInterceptor(max_concurrent_calls, max_streams),
+                AuthInterceptor(store, audit, detector),
+            ],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
@@ -344,7 +357,9 @@ async def serve(
         )
         identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(runtime), server)
         profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(runtime), server)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(runtime), server)
+        admin = AdminServicer(runtime)
+        admin.security = Security(audit, detector)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -358,6 +373,8 @@ async def serve(
             raise OSError(f"cannot listen on {listen}")
         await server.start()
         notifier.start()
+        if retention_interval > 0:
+            sweeper = asyncio.create_task(_retention_sweeps(engine, executor, retention_interval))
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -380,13 +397,40 @@ async def serve(
         await server.stop(grace)
         server = None
     finally:
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         if server is not None:
             await server.stop(None)
         if notifier is not None:
             await loop.run_in_executor(None, notifier.stop)
         executor.shutdown(wait=True)
+        audit.stop()
         store.close()
         log.info("stopped")
+
+
+async def _retention_sweeps(
+    engine: IdentityEngine, executor: concurrent.futures.Executor, interval: float
+) -> None:
+    """Apply every account's retention limits (SPEC 8) every ``interval`` seconds."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            result = await loop.run_in_executor(executor, apply_retention, engine)
+        except Exception as exc:  # a failed sweep is retried at the next interval
+            log.error("retention sweep failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            continue
+        if result.engagements_deleted or result.customers_erased:
+            log.info(
+                "retention sweep",
+                extra={
+                    "engagements_deleted": result.engagements_deleted,
+                    "customers_erased": result.customers_erased,
+                },
+            )
 
 
 def _native_implementations() -> dict[str, str]:
@@ -479,6 +523,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tls-key")
     parser.add_argument("--tls-client-ca")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--retention-interval",
+        type=float,
+        default=DEFAULT_RETENTION_INTERVAL,
+        help="seconds between retention sweeps (0: off)",
+    )
     args = parser.parse_args(argv)
     return run_server(
         args.data,
@@ -492,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        retention_interval=args.retention_interval,
     )
 
 

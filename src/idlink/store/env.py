@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 
@@ -86,7 +86,13 @@ class Store:
         map_size: int | None = None,
         multi_process: bool = False,
         durable: bool = True,
+        cipher: Any = None,
     ) -> None:
+        """Open (or create) the store in folder ``path``.
+
+        Values are sealed with ``cipher`` (SPEC 8); by default the data keys of
+        the folder (``idlink.security.crypto``, created on first use).
+        """
         self.path = os.path.realpath(os.fspath(path))
         self.multi_process = multi_process
         os.makedirs(self.path, mode=0o700, exist_ok=True)
@@ -114,6 +120,16 @@ class Store:
         except lmdb.Error as exc:
             self._forget_path()
             raise StoreError(f"cannot open store: {exc}") from None
+        if cipher is None:
+            from idlink.security.crypto import Cipher
+
+            try:
+                cipher = Cipher.for_data_dir(self.path)
+            except (OSError, ValueError) as exc:
+                self._env.close()
+                self._forget_path()
+                raise StoreError(f"cannot read the data keys: {exc}") from None
+        self.cipher = cipher
         self._gate = _ReaderGate()
         self._failed: BaseException | None = None
         self._queue: queue.Queue[tuple[Callable[[Txn], object], concurrent.futures.Future[object]] | None]
@@ -168,7 +184,7 @@ class Store:
         with self._gate.reading():
             try:
                 with self._env.begin(write=False) as raw:
-                    yield Txn(raw, self._dbs, writable=False)
+                    yield Txn(raw, self._dbs, writable=False, cipher=self.cipher)
             except lmdb.Error as exc:
                 raise StoreError(f"store read failed: {exc}") from None
 
@@ -229,7 +245,7 @@ class Store:
         while True:
             raw = self._env.begin(write=True)
             try:
-                result = fn(Txn(raw, self._dbs, writable=True))
+                result = fn(Txn(raw, self._dbs, writable=True, cipher=self.cipher))
             except lmdb.MapFullError:
                 raw.abort()
                 self._grow_or_fail()

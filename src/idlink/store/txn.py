@@ -2,12 +2,19 @@
 
 The domain layer sees only these methods and the store messages; it never
 sees LMDB itself.
+
+Encryption at rest (SPEC 8) happens here: given the store's cipher, contact
+values, profile attributes and preferences, and engagement free text are
+sealed when written and opened when read, so the domain always sees clear
+values and the disk never does. LMDB keys hold only PIDs and keyed hashes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+import json
 
 import lmdb
 
@@ -32,6 +39,8 @@ SUBDATABASES: dict[str, bool] = {
     "pins": False,
     "isolated": False,
     "national": False,
+    "api_keys": False,
+    "audit": False,
 }
 
 ContactState = pb.ContactState
@@ -43,15 +52,23 @@ AccountState = pb.AccountState
 KeyTypeState = pb.KeyTypeState
 EngagementState = pb.EngagementState
 Profile = pb.Profile
+ApiKeyState = pb.ApiKeyState
+AuditEventState = pb.AuditEventState
+SecurityPolicyState = pb.SecurityPolicyState
+
+_PREFERENCES_AAD = b"\0preferences"
 
 
 class Txn:
     """One transaction: typed getters and (when writable) setters."""
 
-    def __init__(self, raw: lmdb.Transaction, dbs: dict[str, Any], *, writable: bool) -> None:
+    def __init__(
+        self, raw: lmdb.Transaction, dbs: dict[str, Any], *, writable: bool, cipher: Any = None
+    ) -> None:
         self._raw = raw
         self._dbs = dbs
         self.writable = writable
+        self.cipher = cipher
 
     # -- helpers -------------------------------------------------------------
 
@@ -112,6 +129,10 @@ class Txn:
         self._put("meta", b"account:" + name.encode(), account_id.to_bytes(4, "big"))
         return account_id
 
+    def iter_account_names(self) -> Iterator[str]:
+        for key, _ in self._scan("meta", b"account:"):
+            yield key[len(b"account:") :].decode()
+
     def get_account(self, account_id: int) -> AccountState | None:
         return self._decode(AccountState, self._get("accounts", codec.account_prefix(account_id)))
 
@@ -120,18 +141,37 @@ class Txn:
 
     # -- contacts and policies ----------------------------------------------------
 
+    def _open_contact(self, key: bytes, contact: ContactState | None) -> ContactState | None:
+        if contact is not None and contact.sealed_value:
+            contact.value = self.cipher.open(contact.sealed_value, key).decode()
+            contact.sealed_value = b""
+        return contact
+
+    def _sealed_contact(self, key: bytes, contact: ContactState) -> bytes:
+        if self.cipher is None or not contact.value:
+            return contact.SerializeToString()
+        value = contact.value
+        contact.sealed_value = self.cipher.seal(value.encode(), key)
+        contact.value = ""
+        try:
+            return contact.SerializeToString()
+        finally:
+            contact.value = value
+            contact.sealed_value = b""
+
     def get_contact(self, prefix: bytes, pid: bytes) -> ContactState | None:
-        return self._decode(ContactState, self._get("contacts", prefix + pid))
+        key = prefix + pid
+        return self._open_contact(key, self._decode(ContactState, self._get("contacts", key)))
 
     def put_contact(self, prefix: bytes, pid: bytes, contact: ContactState) -> None:
-        self._put("contacts", prefix + pid, contact.SerializeToString())
+        self._put("contacts", prefix + pid, self._sealed_contact(prefix + pid, contact))
 
     def delete_contact(self, prefix: bytes, pid: bytes) -> None:
         self._delete("contacts", prefix + pid)
 
     def iter_contacts(self, prefix: bytes) -> Iterator[tuple[bytes, ContactState]]:
         for key, value in self._scan("contacts", prefix):
-            yield key[len(prefix) :], self._decode(ContactState, value)
+            yield key[len(prefix) :], self._open_contact(key, self._decode(ContactState, value))
 
     def get_policy(self, prefix: bytes, pid: bytes) -> ContactPolicyState | None:
         return self._decode(ContactPolicyState, self._get("policies", prefix + pid))
@@ -207,30 +247,65 @@ class Txn:
 
     # -- national numbers (suggestions for phones without a country code) -----------
 
+    def _national_key(self, prefix: bytes, national: str) -> bytes:
+        # Phone digits never go into a key: a keyed hash stands in for them (SPEC 2.3, 8).
+        if self.cipher is None:
+            return national.encode() + b"\0"
+        return self.cipher.index_hash(prefix, national)
+
     def index_national(self, prefix: bytes, national: str, pid: bytes) -> None:
-        self._put("national", prefix + national.encode() + b"\0" + pid, b"")
+        self._put("national", prefix + self._national_key(prefix, national) + pid, b"")
 
     def unindex_national(self, prefix: bytes, national: str, pid: bytes) -> None:
-        self._delete("national", prefix + national.encode() + b"\0" + pid)
+        self._delete("national", prefix + self._national_key(prefix, national) + pid)
 
     def pids_with_national(self, prefix: bytes, national: str) -> list[bytes]:
-        start = prefix + national.encode() + b"\0"
+        start = prefix + self._national_key(prefix, national)
         return [key[len(start) :] for key, _ in self._scan("national", start)]
 
     # -- customers, redirects, history, change feed -------------------------------------
 
+    def _open_customer(self, key: bytes, customer: CustomerState | None) -> CustomerState | None:
+        if customer is None or self.cipher is None:
+            return customer
+        profile = customer.profile
+        for name, value in list(profile.attributes.items()):
+            if self.cipher.is_sealed(value):
+                profile.attributes[name] = self.cipher.open(value, key + b"\0" + name.encode())
+        if self.cipher.is_sealed(profile.preferences):
+            profile.preferences = self.cipher.open(profile.preferences, key + _PREFERENCES_AAD)
+        return customer
+
+    def _sealed_customer(self, key: bytes, customer: CustomerState) -> bytes:
+        profile = customer.profile
+        if self.cipher is None or not (profile.attributes or profile.preferences):
+            return customer.SerializeToString()
+        clear = dict(profile.attributes)
+        preferences = profile.preferences
+        for name, value in clear.items():
+            profile.attributes[name] = self.cipher.seal(value, key + b"\0" + name.encode())
+        if preferences:
+            profile.preferences = self.cipher.seal(preferences, key + _PREFERENCES_AAD)
+        try:
+            return customer.SerializeToString()
+        finally:
+            for name, value in clear.items():
+                profile.attributes[name] = value
+            profile.preferences = preferences
+
     def get_customer(self, prefix: bytes, pid: bytes) -> CustomerState | None:
-        return self._decode(CustomerState, self._get("customers", prefix + pid))
+        key = prefix + pid
+        return self._open_customer(key, self._decode(CustomerState, self._get("customers", key)))
 
     def put_customer(self, prefix: bytes, pid: bytes, customer: CustomerState) -> None:
-        self._put("customers", prefix + pid, customer.SerializeToString())
+        self._put("customers", prefix + pid, self._sealed_customer(prefix + pid, customer))
 
     def delete_customer(self, prefix: bytes, pid: bytes) -> None:
         self._delete("customers", prefix + pid)
 
     def iter_customers(self, prefix: bytes) -> Iterator[tuple[bytes, CustomerState]]:
         for key, value in self._scan("customers", prefix):
-            yield key[len(prefix) :], self._decode(CustomerState, value)
+            yield key[len(prefix) :], self._open_customer(key, self._decode(CustomerState, value))
 
     def get_redirect(self, prefix: bytes, pid: bytes) -> bytes | None:
         return self._get("redirects", prefix + pid)
@@ -258,25 +333,59 @@ class Txn:
 
     # -- engagements and pins ---------------------------------------------------------
 
+    def _open_engagement(self, prefix: bytes, engagement: EngagementState | None) -> Any:
+        if engagement is not None and engagement.sealed_text:
+            aad = prefix + engagement.engagement_id
+            text = json.loads(self.cipher.open(engagement.sealed_text, aad))
+            engagement.summary = text["summary"]
+            engagement.attributes.update(text["attributes"])
+            engagement.sealed_text = b""
+        return engagement
+
+    def _sealed_engagement(self, prefix: bytes, engagement: EngagementState) -> bytes:
+        if self.cipher is None:
+            return engagement.SerializeToString()
+        summary, attributes = engagement.summary, dict(engagement.attributes)
+        if not summary and not attributes:
+            return engagement.SerializeToString()
+        text = json.dumps({"summary": summary, "attributes": attributes}, ensure_ascii=False)
+        engagement.sealed_text = self.cipher.seal(text.encode(), prefix + engagement.engagement_id)
+        engagement.summary = ""
+        engagement.attributes.clear()
+        try:
+            return engagement.SerializeToString()
+        finally:
+            engagement.summary = summary
+            engagement.attributes.update(attributes)
+            engagement.sealed_text = b""
+
     def put_engagement(self, prefix: bytes, engagement: EngagementState) -> None:
+        if self.cipher is not None:
+            self.cipher.prepare_engagement(self, prefix, engagement)
         key = (
             prefix
             + engagement.contact_pid
             + codec.time_key(engagement.occurred_at_us)
             + engagement.engagement_id
         )
-        self._put("engagements", key, engagement.SerializeToString())
+        self._put("engagements", key, self._sealed_engagement(prefix, engagement))
         self._put("engagement_ids", prefix + engagement.engagement_id, key[len(prefix) :])
 
     def get_engagement(self, prefix: bytes, engagement_id: bytes) -> EngagementState | None:
         location = self._get("engagement_ids", prefix + engagement_id)
         if location is None:
             return None
-        return self._decode(EngagementState, self._get("engagements", prefix + location))
+        found = self._decode(EngagementState, self._get("engagements", prefix + location))
+        return self._open_engagement(prefix, found)
 
     def engagements_of(self, prefix: bytes, contact_pid: bytes) -> Iterator[EngagementState]:
         for _, value in self._scan("engagements", prefix + contact_pid):
-            yield self._decode(EngagementState, value)
+            yield self._open_engagement(prefix, self._decode(EngagementState, value))
+
+    def iter_engagements(self, prefix: bytes) -> Iterator[EngagementState]:
+        """Every engagement of an account (retention sweeps)."""
+        for _, value in self._scan("engagements", prefix):
+            yield self._open_engagement(prefix, self._decode(EngagementState, value))
 
     def delete_engagement(self, prefix: bytes, engagement: EngagementState) -> None:
         key = (
@@ -298,3 +407,78 @@ class Txn:
         start = prefix + customer_pid
         return [key[len(start) :] for key, _ in self._scan("pins", start)]
 
+
+    # -- history and redirects (erasure) ---------------------------------------------------
+
+    def delete_history(self, prefix: bytes, customer_pid: bytes) -> None:
+        for key, _ in list(self._scan("history", prefix + customer_pid)):
+            self._delete("history", key)
+
+    def delete_redirect(self, prefix: bytes, pid: bytes) -> None:
+        self._delete("redirects", prefix + pid)
+
+    # -- API keys (SPEC 8): keyed by the SHA-256 of the token, never the token -------------
+
+    def get_api_key(self, token_hash: bytes) -> ApiKeyState | None:
+        return self._decode(ApiKeyState, self._get("api_keys", token_hash))
+
+    def put_api_key(self, token_hash: bytes, key: ApiKeyState) -> None:
+        self._put("api_keys", token_hash, key.SerializeToString())
+
+    def iter_api_keys(self) -> Iterator[tuple[bytes, ApiKeyState]]:
+        for key, value in self._scan("api_keys", b""):
+            yield key, self._decode(ApiKeyState, value)
+
+    # -- audit log (SPEC 8) ----------------------------------------------------------------
+
+    def append_audit(self, prefix: bytes, event: AuditEventState) -> None:
+        self._put("audit", prefix + codec.u64(event.seq), event.SerializeToString())
+
+    def audit_after(self, prefix: bytes, seq: int) -> Iterator[AuditEventState]:
+        for _, value in self._scan("audit", prefix, prefix + codec.u64(seq + 1)):
+            yield self._decode(AuditEventState, value)
+
+    # -- key rotation: seal again under the current data key ---------------------------------
+
+    def reseal(self, db: str, after: bytes, limit: int) -> tuple[int, bytes | None]:
+        """Seal again, under the current key, up to ``limit`` values of ``db`` after key ``after``.
+
+        Returns how many were sealed again and the last key looked at (None at the end).
+        """
+        cursor = self._raw.cursor(db=self._dbs[db])
+        found = cursor.set_range(after + b"\0") if after else cursor.first()
+        changed = seen = 0
+        last: bytes | None = None
+        while found and seen < limit:
+            key, value = bytes(cursor.key()), bytes(cursor.value())
+            last, seen = key, seen + 1
+            if self._reseal_one(db, key, value):
+                changed += 1
+            found = cursor.next()
+        return changed, (last if found else None)
+
+    def _reseal_one(self, db: str, key: bytes, value: bytes) -> bool:
+        cipher = self.cipher
+        if db == "contacts":
+            contact = self._decode(ContactState, value)
+            if not cipher.needs_reseal(contact.sealed_value):
+                return False
+            self._put(db, key, self._sealed_contact(key, self._open_contact(key, contact)))
+            return True
+        if db == "customers":
+            customer = self._decode(CustomerState, value)
+            profile = customer.profile
+            old = [v for v in profile.attributes.values() if cipher.needs_reseal(v)]
+            if not old and not cipher.needs_reseal(profile.preferences):
+                return False
+            self._put(db, key, self._sealed_customer(key, self._open_customer(key, customer)))
+            return True
+        if db == "engagements":
+            engagement = self._decode(EngagementState, value)
+            if not cipher.needs_reseal(engagement.sealed_text):
+                return False
+            prefix = key[:4]
+            opened = self._open_engagement(prefix, engagement)
+            self._put(db, key, self._sealed_engagement(prefix, opened))
+            return True
+        raise ValueError(f"nothing sealed in {db}")

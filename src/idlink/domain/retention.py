@@ -1,0 +1,81 @@
+"""Retention (SPEC 8): per-account limits on engagement age and customer inactivity.
+
+A sweep deletes engagements that occurred longer ago than the account's
+engagement limit, and erases customers (:mod:`erasure`) whose last change is
+older than the inactive-customer limit. It works in batches of write
+transactions so that a large account never holds the writer for long. The
+server runs it on an interval; admins run it on demand.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from idlink.domain.engine import IdentityEngine, _prefix
+from idlink.domain.erasure import erase_in
+from idlink.security.policy import load_policy
+from idlink.store.txn import Txn
+
+BATCH = 500
+
+
+@dataclass(slots=True)
+class RetentionResult:
+    engagements_deleted: int = 0
+    customers_erased: int = 0
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def apply_retention(
+    engine: IdentityEngine, account: str | None = None, *, now_us: int | None = None
+) -> RetentionResult:
+    """Apply the retention limits of one account (or of every account)."""
+    now = now_us if now_us is not None else _now_us()
+    if account is None:
+        with engine.store.read() as txn:
+            accounts = list(txn.iter_account_names())
+    else:
+        accounts = [account]
+    total = RetentionResult()
+    for name in accounts:
+        while True:
+            step = engine.store.write(lambda txn, name=name: _sweep_batch(engine, txn, name, now))
+            total.engagements_deleted += step.engagements_deleted
+            total.customers_erased += step.customers_erased
+            if step.engagements_deleted + step.customers_erased < BATCH:
+                break
+    if total.customers_erased or total.engagements_deleted:
+        engine._notify()
+    return total
+
+
+def _sweep_batch(engine: IdentityEngine, txn: Txn, account: str, now: int) -> RetentionResult:
+    result = RetentionResult()
+    config = engine._config(txn, account, create=False)
+    if config is None:
+        return result
+    prefix = _prefix(config)
+    policy = load_policy(txn, prefix)
+    if policy.engagement_retention_seconds > 0:
+        limit = now - policy.engagement_retention_seconds * 1_000_000
+        old = [e for e in txn.iter_engagements(prefix) if e.occurred_at_us < limit][:BATCH]
+        for engagement in old:
+            if engagement.pinned_customer_pid:
+                txn.delete_pin(prefix, engagement.pinned_customer_pid, engagement.engagement_id)
+            txn.delete_engagement(prefix, engagement)
+        result.engagements_deleted = len(old)
+    if policy.inactive_customer_retention_seconds > 0 and result.engagements_deleted < BATCH:
+        limit = now - policy.inactive_customer_retention_seconds * 1_000_000
+        stale = [
+            (pid, customer)
+            for pid, customer in txn.iter_customers(prefix)
+            if max(customer.created_at_us, customer.updated_at_us) < limit
+        ][: BATCH - result.engagements_deleted]
+        for pid, customer in stale:
+            erase_in(engine, txn, config, pid, customer, "retention")
+        result.customers_erased = len(stale)
+    return result

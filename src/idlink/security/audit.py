@@ -1,0 +1,204 @@
+"""The audit log and anomaly detection (SPEC 8).
+
+Every read of customer data and every change is appended: who (the key id,
+never the token), when, what (the RPC and the customer PIDs) and the outcome.
+Events are buffered for a fraction of a second and written in one write
+transaction per batch, so that reads do not each pay for a durable commit;
+``flush()`` writes what is buffered (the admin listing calls it first).
+
+Audit events hold PIDs, never contact values, so erasing a customer leaves
+nothing in the audit log that names the erased values.
+
+Anomaly detection: each key's distinct customers read in a sliding window are
+counted in memory; a key above its account's threshold is flagged in the store
+(so every server process refuses it) and an ``anomaly`` event is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from idlink.security import apikeys
+from idlink.security.policy import load_policy
+from idlink.store import codec
+from idlink.store.txn import AuditEventState
+
+log = logging.getLogger("idlink.audit")
+
+FLUSH_SECONDS = 0.2
+MAX_BUFFERED = 10_000
+
+
+@dataclass(slots=True)
+class PendingEvent:
+    account: str
+    key_id: str
+    role: str
+    method: str
+    customer_pids: list[bytes]
+    outcome: str
+    detail: str = ""
+    at_us: int = field(default_factory=lambda: time.time_ns() // 1000)
+
+
+class AuditLog:
+    """Buffers audit events and appends them to the store in batches."""
+
+    def __init__(self, store: Any, flush_seconds: float = FLUSH_SECONDS) -> None:
+        self.store = store
+        self.flush_seconds = flush_seconds
+        self._buffer: list[PendingEvent] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="idlink-audit", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self.flush()
+
+    def append(self, event: PendingEvent) -> None:
+        with self._lock:
+            if len(self._buffer) >= MAX_BUFFERED:
+                log.warning("audit buffer full: writing now")
+                flush_now = True
+            else:
+                flush_now = False
+            self._buffer.append(event)
+        if flush_now:
+            self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_seconds):
+            try:
+                self.flush()
+            except Exception:  # the store failed: the server's health will show it
+                log.exception("audit flush failed")
+
+    def flush(self) -> None:
+        """Write every buffered event (in one write transaction)."""
+        with self._flush_lock:
+            with self._lock:
+                events, self._buffer = self._buffer, []
+            if events:
+                self.store.write(lambda txn: write_events(txn, events))
+
+
+def write_events(txn: Any, events: Iterable[PendingEvent]) -> None:
+    """Append events; events of an account that does not exist (nothing to read) are dropped."""
+    prefixes: dict[str, bytes | None] = {}
+    for event in events:
+        if event.account not in prefixes:
+            account_id = txn.account_id(event.account)
+            prefixes[event.account] = None if account_id is None else codec.account_prefix(account_id)
+        prefix = prefixes[event.account]
+        if prefix is None:
+            continue
+        txn.append_audit(
+            prefix,
+            AuditEventState(
+                seq=txn.next_counter(b"audit:" + prefix),
+                at_us=event.at_us,
+                key_id=event.key_id,
+                role=event.role,
+                method=event.method,
+                customer_pids=event.customer_pids,
+                outcome=event.outcome,
+                detail=event.detail,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    start_us: int = 0
+    end_us: int = 0
+    key_id: str = ""
+    customer_pid: bytes = b""
+
+
+def list_events(
+    txn: Any, prefix: bytes, flt: AuditFilter, after_seq: int, limit: int
+) -> tuple[list[AuditEventState], int]:
+    """Up to ``limit`` events after ``after_seq`` that pass the filter, and the last seq read."""
+    out: list[AuditEventState] = []
+    last = after_seq
+    for event in txn.audit_after(prefix, after_seq):
+        last = event.seq
+        if flt.start_us and event.at_us < flt.start_us:
+            continue
+        if flt.end_us and event.at_us >= flt.end_us:
+            continue
+        if flt.key_id and event.key_id != flt.key_id:
+            continue
+        if flt.customer_pid and flt.customer_pid not in event.customer_pids:
+            continue
+        out.append(event)
+        if len(out) >= limit:
+            break
+    return out, last
+
+
+class AnomalyDetector:
+    """Distinct customers read per key in a sliding window; flags keys over the threshold."""
+
+    def __init__(self, store: Any, audit: AuditLog, clock: Any = time.monotonic) -> None:
+        self.store = store
+        self.audit = audit
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[deque[tuple[float, bytes]], dict[bytes, int]]] = {}
+
+    def observe(
+        self, key_id: str, customer_pids: Iterable[bytes], max_customers: int, window_seconds: int
+    ) -> str:
+        """Count reads; a non-empty reason when they took the key over its threshold."""
+        now = self.clock()
+        with self._lock:
+            window, counts = self._seen.setdefault(key_id, (deque(), {}))
+            for pid in customer_pids:
+                if pid:
+                    window.append((now, pid))
+                    counts[pid] = counts.get(pid, 0) + 1
+            limit = now - window_seconds
+            while window and window[0][0] < limit:
+                _, old = window.popleft()
+                counts[old] -= 1
+                if not counts[old]:
+                    del counts[old]
+            distinct = len(counts)
+            if distinct <= max_customers:
+                return ""
+            window.clear()
+            counts.clear()
+        return (
+            f"read {distinct} distinct customers in {window_seconds} s "
+            f"(threshold {max_customers})"
+        )
+
+    def flag(self, account: str, key_id: str, role: str, reason: str) -> None:
+        """Flag a key in the store (every process then throttles it) and audit it."""
+        self.store.write(lambda txn: apikeys.set_flag(txn, account, key_id, reason))
+        self.audit.append(PendingEvent(account, key_id, role, "anomaly", [], "FLAGGED", reason))
+        log.warning("API key flagged", extra={"key_id": key_id, "reason": reason})
+
+    def forget(self, key_id: str) -> None:
+        with self._lock:
+            self._seen.pop(key_id, None)
+
+
+def thresholds(txn: Any, prefix: bytes | None) -> tuple[int, int]:
+    """The account's anomaly threshold and window (defaults for an unknown account)."""
+    policy = load_policy(txn, prefix or b"\0\0\0\0")
+    return policy.anomaly_max_customers, policy.anomaly_window_seconds

@@ -1,0 +1,212 @@
+"""Encryption at rest (SPEC 8): an AEAD under a versioned data key.
+
+Sealed values look like ``MAGIC | key id (1 byte) | nonce (12 bytes) | AES-256-GCM
+ciphertext and tag``. The associated data binds a value to where it is stored
+(its LMDB key), so a sealed value copied under another key does not open.
+
+The keys live in ``DATA/data.keys`` (JSON, mode 0600), or in the file named by
+``$IDLINK_DATA_KEYS_FILE``: every version ever made (old ones stay readable),
+which one is current, and a separate index key for the keyed hashes that stand
+in for values inside LMDB keys (it never rotates, or lookups would break).
+
+Several processes share the file: a process notices a new current version
+within :data:`RELOAD_SECONDS` (and at once when it meets an unknown key id), so
+``idlink rotate-key`` can add a version while servers run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from idlink.domain.errors import StoreError
+
+KEY_FILE = "data.keys"
+ENV_VAR = "IDLINK_DATA_KEYS_FILE"
+MAGIC = b"\xa7"
+NONCE_BYTES = 12
+KEY_BYTES = 32
+HEADER_BYTES = 1 + 1 + NONCE_BYTES
+RELOAD_SECONDS = 0.5
+MAX_VERSIONS = 255
+
+
+def key_file_path(data_dir: str | os.PathLike[str]) -> Path:
+    """Where the data keys of a data folder live."""
+    configured = os.environ.get(ENV_VAR)
+    return Path(configured) if configured else Path(data_dir) / KEY_FILE
+
+
+def _write_private(path: Path, data: bytes, *, replace: bool) -> None:
+    """Write a whole file with mode 0600, atomically (a reader never sees part of it)."""
+    path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".keys.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, 0o600)
+        if replace:
+            os.replace(temporary, path)
+            temporary = ""
+        else:
+            try:
+                os.link(temporary, path)  # exactly one of several racing creators wins
+            except FileExistsError:
+                pass
+    finally:
+        if temporary:
+            os.unlink(temporary)
+
+
+def _new_file() -> dict[str, Any]:
+    return {
+        "index_key": secrets.token_hex(KEY_BYTES),
+        "current": 1,
+        "keys": {"1": secrets.token_hex(KEY_BYTES)},
+        "retired": [],
+    }
+
+
+def load_key_file(path: Path) -> dict[str, Any]:
+    """The key file's content, created on first use."""
+    if not path.exists():
+        _write_private(path, json.dumps(_new_file()).encode(), replace=False)
+    data: dict[str, Any] = json.loads(path.read_bytes())
+    return data
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def add_key_version(path: Path) -> int:
+    """Add a new data key version and make it current; its number."""
+    with _locked(path):
+        data = load_key_file(path)
+        version = max(int(v) for v in data["keys"]) + 1
+        if version > MAX_VERSIONS:
+            raise ValueError(f"{path} already holds {MAX_VERSIONS} key versions")
+        data["keys"][str(version)] = secrets.token_hex(KEY_BYTES)
+        data["current"] = version
+        _write_private(path, json.dumps(data).encode(), replace=True)
+    return version
+
+
+def retire_versions(path: Path, versions: list[int]) -> None:
+    """Mark versions as retired: nothing is sealed under them any more (kept to open stragglers)."""
+    with _locked(path):
+        data = load_key_file(path)
+        data["retired"] = sorted(set(data.get("retired", [])) | set(versions))
+        _write_private(path, json.dumps(data).encode(), replace=True)
+
+
+class Cipher:
+    """Seals and opens stored values under the data keys of one key file. Thread-safe."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._stamp: tuple[int, int] | None = None
+        self._aeads: dict[int, AESGCM] = {}
+        self.current = 0
+        self._index_key = b""
+        self.reload()
+
+    @classmethod
+    def for_data_dir(cls, data_dir: str | os.PathLike[str]) -> Cipher:
+        return cls(key_file_path(data_dir))
+
+    def reload(self) -> None:
+        """Read the key file again."""
+        with self._lock:
+            data = load_key_file(self.path)
+            stat = self.path.stat()
+            self._stamp = (stat.st_mtime_ns, stat.st_ino)
+            self._aeads = {int(v): AESGCM(bytes.fromhex(k)) for v, k in data["keys"].items()}
+            self.current = int(data["current"])
+            self._index_key = bytes.fromhex(data["index_key"])
+            self._checked = time.monotonic()
+
+    def _maybe_reload(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < RELOAD_SECONDS:
+            return
+        self._checked = now
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return
+        if (stat.st_mtime_ns, stat.st_ino) != self._stamp:
+            self.reload()
+
+    # -- values ----------------------------------------------------------------------
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        """Encrypt under the current key version."""
+        self._maybe_reload()
+        version = self.current
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._aeads[version].encrypt(nonce, plaintext, aad)
+        return MAGIC + bytes((version,)) + nonce + sealed
+
+    def open(self, blob: bytes, aad: bytes) -> bytes:
+        """Decrypt a sealed value (any version still in the key file)."""
+        if len(blob) < HEADER_BYTES + 16 or blob[:1] != MAGIC:
+            raise StoreError("a stored value is not sealed as expected")
+        version = blob[1]
+        aead = self._aeads.get(version)
+        if aead is None:
+            self.reload()  # another process may have added the version
+            aead = self._aeads.get(version)
+            if aead is None:
+                raise StoreError(f"data key version {version} is not in {self.path}")
+        try:
+            return aead.decrypt(blob[2:HEADER_BYTES], blob[HEADER_BYTES:], aad)
+        except InvalidTag:
+            raise StoreError("a stored value failed its integrity check") from None
+
+    @staticmethod
+    def is_sealed(blob: bytes) -> bool:
+        return len(blob) >= HEADER_BYTES + 16 and blob[:1] == MAGIC
+
+    def needs_reseal(self, blob: bytes) -> bool:
+        """True for a sealed value under an older version than the current one."""
+        self._maybe_reload()
+        return self.is_sealed(blob) and blob[1] != self.current
+
+    def index_hash(self, prefix: bytes, text: str) -> bytes:
+        """A keyed hash that stands in for a value inside an LMDB key (16 bytes)."""
+        return hmac.new(self._index_key, prefix + text.encode(), hashlib.sha256).digest()[:16]
+
+    # -- hooks the store calls ---------------------------------------------------------
+
+    def prepare_engagement(self, txn: Any, prefix: bytes, engagement: Any) -> None:
+        """Redact an engagement's free text when its account asks (before it is sealed)."""
+        from idlink.security.redaction import redact_engagement
+
+        redact_engagement(txn, prefix, engagement)

@@ -1,0 +1,121 @@
+"""Roles and the minimum role of every RPC (SPEC 8).
+
+``reader`` < ``writer`` < ``agent`` < ``admin``: each role may do everything the
+roles below it may. Roles below ``agent`` see PII masked.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+
+READER = 1
+WRITER = 2
+AGENT = 3
+ADMIN = 4
+
+ROLE_NAMES = {READER: "reader", WRITER: "writer", AGENT: "agent", ADMIN: "admin"}
+ROLES = {name: value for value, name in ROLE_NAMES.items()}
+
+# The roles that see contact values and PII fields in clear (SPEC 8).
+PII_CLEAR_ROLE = AGENT
+
+_IDENTITY = "/idlink.v1.IdentityService/"
+_PROFILE = "/idlink.v1.ProfileService/"
+_ADMIN = "/idlink.v1.AdminService/"
+
+# Full method name -> minimum role. A method not in this table is refused:
+# a new RPC must be given its role here before anyone can call it.
+MINIMUM_ROLE: dict[str, int] = {
+    _IDENTITY + "Resolve": READER,
+    _IDENTITY + "StreamResolve": READER,
+    _IDENTITY + "BatchResolve": READER,
+    _IDENTITY + "ExplainLink": READER,
+    _IDENTITY + "GetCustomerHistory": READER,
+    _IDENTITY + "Link": WRITER,
+    _IDENTITY + "Ingest": WRITER,
+    _IDENTITY + "DeleteRecord": WRITER,
+    _IDENTITY + "MergeKeys": AGENT,
+    _IDENTITY + "SetContactPolicy": AGENT,
+    _IDENTITY + "PreviewConfigChange": ADMIN,
+    _PROFILE + "GetCustomer": READER,
+    _PROFILE + "GetSchema": READER,
+    _PROFILE + "ListJourney": READER,
+    _PROFILE + "WatchChanges": READER,
+    _PROFILE + "RecordEngagement": WRITER,
+    _PROFILE + "UpdateCustomer": AGENT,
+    _PROFILE + "RelinkEngagement": AGENT,
+    _PROFILE + "UpdateSchema": ADMIN,
+    _ADMIN + "PutKeyType": ADMIN,
+    _ADMIN + "ListKeyTypes": ADMIN,
+    _ADMIN + "SetAccountPolicy": ADMIN,
+    _ADMIN + "GetAccountPolicy": ADMIN,
+    _ADMIN + "ListIsolatedContacts": ADMIN,
+    _ADMIN + "CreateApiKey": ADMIN,
+    _ADMIN + "ListApiKeys": ADMIN,
+    _ADMIN + "RevokeApiKey": ADMIN,
+    _ADMIN + "ClearKeyFlag": ADMIN,
+    _ADMIN + "ListAuditEvents": ADMIN,
+    _ADMIN + "SetSecurityPolicy": ADMIN,
+    _ADMIN + "GetSecurityPolicy": ADMIN,
+    _ADMIN + "EraseCustomer": ADMIN,
+    _ADMIN + "ExportCustomer": ADMIN,
+    _ADMIN + "ApplyRetention": ADMIN,
+}
+
+# Reads that return customer data: audited one by one, counted by anomaly
+# detection and refused while the caller's key is flagged (SPEC 8).
+CUSTOMER_READS = frozenset(
+    {
+        _IDENTITY + "Resolve",
+        _IDENTITY + "StreamResolve",
+        _IDENTITY + "BatchResolve",
+        _PROFILE + "GetCustomer",
+        _PROFILE + "ListJourney",
+        _ADMIN + "ExportCustomer",
+    }
+)
+
+
+def role_value(name: str) -> int:
+    """The role of a name (``reader``, ``writer``, ``agent``, ``admin``); ValueError otherwise."""
+    try:
+        return ROLES[name]
+    except KeyError:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {name!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key (by its id, never the token), its account and role."""
+
+    key_id: str
+    account: str
+    role: int
+    pii_fields: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def sees_pii(self) -> bool:
+        return self.role >= PII_CLEAR_ROLE
+
+    @property
+    def role_name(self) -> str:
+        return ROLE_NAMES.get(self.role, "")
+
+
+# The caller of the call being served; set by the auth interceptor, read by
+# the response conversion (masking) and the audit.
+CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "idlink_caller", default=None
+)
+
+
+def masked() -> bool:
+    """True when the current caller must see PII masked."""
+    caller = CALLER.get()
+    return caller is not None and not caller.sees_pii
+
+
+def pii_fields() -> frozenset[str]:
+    caller = CALLER.get()
+    return caller.pii_fields if caller is not None else frozenset()

@@ -1,0 +1,274 @@
+"""AdminService RPCs of SPEC 8: API keys, audit, security policy, erasure, export, retention.
+
+Thin, like every servicer: validate, convert, call the security and domain
+modules, convert back. Mixed into :class:`idlink.service.admin.AdminServicer`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from grpc import aio
+
+from idlink.domain import erasure, retention
+from idlink.domain.errors import InvalidArgument
+from idlink.security import apikeys
+from idlink.security.audit import AnomalyDetector, AuditFilter, AuditLog, list_events
+from idlink.security.policy import load_policy, store_policy, with_defaults
+from idlink.security.roles import CALLER, ROLE_NAMES
+from idlink.service import convert
+from idlink.service.status import guard_unary
+from idlink.store import codec
+from idlink.store.txn import ApiKeyState, SecurityPolicyState
+from idlink.v1 import admin_pb2
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+MAX_REGION_CHARS = 2
+
+
+@dataclass(slots=True)
+class Security:
+    """The security machinery of one server: audit log and anomaly detector."""
+
+    audit: AuditLog
+    detector: AnomalyDetector
+
+
+def api_key_message(state: ApiKeyState) -> admin_pb2.ApiKey:
+    out = admin_pb2.ApiKey(
+        key_id=state.key_id,
+        account=state.account,
+        role=state.role,  # type: ignore[arg-type]
+        description=state.description,
+        created_by=state.created_by,
+        flagged=bool(state.flagged_at_us),
+        flag_reason=state.flag_reason,
+    )
+    out.create_time.CopyFrom(convert.timestamp(state.created_at_us))
+    if state.revoked_at_us:
+        out.revoke_time.CopyFrom(convert.timestamp(state.revoked_at_us))
+    return out
+
+
+def policy_message(state: SecurityPolicyState) -> admin_pb2.SecurityPolicy:
+    return admin_pb2.SecurityPolicy(
+        redact_free_text=state.redact_free_text,
+        default_region=state.default_region,
+        anomaly_max_customers=state.anomaly_max_customers,
+        anomaly_window_seconds=state.anomaly_window_seconds,
+        engagement_retention_seconds=state.engagement_retention_seconds,
+        inactive_customer_retention_seconds=state.inactive_customer_retention_seconds,
+    )
+
+
+def _who() -> str:
+    caller = CALLER.get()
+    return caller.key_id if caller is not None else ""
+
+
+class SecurityAdminMixin:
+    """The SPEC 8 part of AdminService."""
+
+    rt: Any
+    engine: Any
+    security: Security
+
+    def _prefix(self, txn: Any, account: str) -> bytes | None:
+        account_id = txn.account_id(account)
+        return None if account_id is None else codec.account_prefix(account_id)
+
+    @guard_unary("CreateApiKey")
+    async def CreateApiKey(
+        self, request: admin_pb2.CreateApiKeyRequest, context: aio.ServicerContext
+    ) -> admin_pb2.CreateApiKeyResponse:
+        account = convert.account(request.account)
+        role = ROLE_NAMES.get(request.role)
+        if role is None:
+            raise InvalidArgument("role is required", field="role")
+        who = _who()
+
+        def run(txn: Any) -> tuple[str, ApiKeyState]:
+            return apikeys.add_key(
+                txn, account, role, description=request.description, created_by=who
+            )
+
+        token, state = await self.rt.call(self.engine.store.write, run)
+        return admin_pb2.CreateApiKeyResponse(key=api_key_message(state), token=token)
+
+    @guard_unary("ListApiKeys")
+    async def ListApiKeys(
+        self, request: admin_pb2.ListApiKeysRequest, context: aio.ServicerContext
+    ) -> admin_pb2.ListApiKeysResponse:
+        account = convert.account(request.account)
+        size = convert.page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
+        after = convert.read_page_token("api_keys", request.page_token).decode(errors="replace")
+
+        def read() -> list[ApiKeyState]:
+            with self.engine.store.read() as txn:
+                return apikeys.list_keys(txn, account)
+
+        keys = [k for k in await self.rt.call(read) if k.key_id > after]
+        page = keys[:size]
+        response = admin_pb2.ListApiKeysResponse(keys=[api_key_message(k) for k in page])
+        if len(keys) > size:
+            response.next_page_token = convert.page_token("api_keys", page[-1].key_id.encode())
+        return response
+
+    @guard_unary("RevokeApiKey")
+    async def RevokeApiKey(
+        self, request: admin_pb2.RevokeApiKeyRequest, context: aio.ServicerContext
+    ) -> admin_pb2.ApiKey:
+        account = convert.account(request.account)
+        state = await self.rt.call(
+            self.engine.store.write, lambda txn: apikeys.revoke(txn, account, request.key_id)
+        )
+        self.security.detector.forget(request.key_id)
+        return api_key_message(state)
+
+    @guard_unary("ClearKeyFlag")
+    async def ClearKeyFlag(
+        self, request: admin_pb2.ClearKeyFlagRequest, context: aio.ServicerContext
+    ) -> admin_pb2.ApiKey:
+        account = convert.account(request.account)
+        state = await self.rt.call(
+            self.engine.store.write, lambda txn: apikeys.set_flag(txn, account, request.key_id, "")
+        )
+        self.security.detector.forget(request.key_id)
+        return api_key_message(state)
+
+    @guard_unary("ListAuditEvents")
+    async def ListAuditEvents(
+        self, request: admin_pb2.ListAuditEventsRequest, context: aio.ServicerContext
+    ) -> admin_pb2.ListAuditEventsResponse:
+        account = convert.account(request.account)
+        size = convert.page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
+        token = convert.read_page_token("audit", request.page_token)
+        if token and len(token) != 8:
+            raise InvalidArgument("page_token is not a token this service gave", field="page_token")
+        after = codec.read_u64(token) if token else 0
+        flt = AuditFilter(
+            start_us=convert.optional_us(request, "start_time", "start_time", 0),
+            end_us=convert.optional_us(request, "end_time", "end_time", 0),
+            key_id=request.key_id,
+            customer_pid=(
+                convert.parse_pid(request.customer_pid, "customer_pid")
+                if request.customer_pid
+                else b""
+            ),
+        )
+
+        def read() -> tuple[list[Any], int, bool]:
+            self.security.audit.flush()
+            with self.engine.store.read() as txn:
+                prefix = self._prefix(txn, account)
+                if prefix is None:
+                    return [], 0, False
+                events, last = list_events(txn, prefix, flt, after, size + 1)
+            more = len(events) > size
+            if more:
+                last = events[size - 1].seq
+            return events[:size], last, more
+
+        events, last, more = await self.rt.call(read)
+        response = admin_pb2.ListAuditEventsResponse()
+        for event in events:
+            response.events.add(
+                seq=event.seq,
+                time=convert.timestamp(event.at_us),
+                key_id=event.key_id,
+                role=event.role,
+                method=event.method,
+                customer_pids=convert.pid_strs(event.customer_pids),
+                outcome=event.outcome,
+                detail=event.detail,
+            )
+        if more:
+            response.next_page_token = convert.page_token("audit", codec.u64(last))
+        return response
+
+    @guard_unary("SetSecurityPolicy")
+    async def SetSecurityPolicy(
+        self, request: admin_pb2.SetSecurityPolicyRequest, context: aio.ServicerContext
+    ) -> admin_pb2.SecurityPolicy:
+        account = convert.account(request.account)
+        given = request.policy
+        region = given.default_region.upper()
+        if region and (len(region) != MAX_REGION_CHARS or not region.isalpha()):
+            raise InvalidArgument(
+                "policy.default_region must be a two-letter region", field="policy.default_region"
+            )
+        for name in ("engagement_retention_seconds", "inactive_customer_retention_seconds"):
+            if getattr(given, name) < 0:
+                raise InvalidArgument(f"policy.{name} must not be negative", field=f"policy.{name}")
+        state = SecurityPolicyState(
+            redact_free_text=given.redact_free_text,
+            default_region=region,
+            anomaly_max_customers=given.anomaly_max_customers,
+            anomaly_window_seconds=given.anomaly_window_seconds,
+            engagement_retention_seconds=given.engagement_retention_seconds,
+            inactive_customer_retention_seconds=given.inactive_customer_retention_seconds,
+        )
+        engine = self.engine
+
+        def run(txn: Any) -> SecurityPolicyState:
+            config = engine._config(txn, account, create=True)
+            store_policy(txn, codec.account_prefix(config.account_id), state)
+            return with_defaults(state)
+
+        return policy_message(await self.rt.call(engine.store.write, run))
+
+    @guard_unary("GetSecurityPolicy")
+    async def GetSecurityPolicy(
+        self, request: admin_pb2.GetSecurityPolicyRequest, context: aio.ServicerContext
+    ) -> admin_pb2.SecurityPolicy:
+        account = convert.account(request.account)
+
+        def read() -> SecurityPolicyState:
+            with self.engine.store.read() as txn:
+                prefix = self._prefix(txn, account)
+                return with_defaults(SecurityPolicyState()) if prefix is None else load_policy(
+                    txn, prefix
+                )
+
+        return policy_message(await self.rt.call(read))
+
+    @guard_unary("EraseCustomer")
+    async def EraseCustomer(
+        self, request: admin_pb2.EraseCustomerRequest, context: aio.ServicerContext
+    ) -> admin_pb2.EraseCustomerResponse:
+        account = convert.account(request.account)
+        pid = convert.parse_pid(request.customer_pid, "customer_pid")
+        result = await self.rt.call(erasure.erase_customer, self.engine, account, pid, _who())
+        return admin_pb2.EraseCustomerResponse(
+            customer_pid=convert.pid_str(result.customer_pid),
+            contacts_erased=result.contacts,
+            records_deleted=result.records_deleted,
+            records_changed=result.records_changed,
+            engagements_erased=result.engagements,
+        )
+
+    @guard_unary("ExportCustomer")
+    async def ExportCustomer(
+        self, request: admin_pb2.ExportCustomerRequest, context: aio.ServicerContext
+    ) -> admin_pb2.ExportCustomerResponse:
+        account = convert.account(request.account)
+        pid = convert.parse_pid(request.customer_pid, "customer_pid")
+        data = await self.rt.call(erasure.export_customer, self.engine, account, pid)
+        return admin_pb2.ExportCustomerResponse(
+            customer_pid=data["customer_pid"],
+            json=json.dumps(data, ensure_ascii=False, sort_keys=True),
+        )
+
+    @guard_unary("ApplyRetention")
+    async def ApplyRetention(
+        self, request: admin_pb2.ApplyRetentionRequest, context: aio.ServicerContext
+    ) -> admin_pb2.ApplyRetentionResponse:
+        account = convert.account(request.account)
+        result = await self.rt.call(retention.apply_retention, self.engine, account)
+        return admin_pb2.ApplyRetentionResponse(
+            engagements_deleted=result.engagements_deleted,
+            customers_erased=result.customers_erased,
+        )
