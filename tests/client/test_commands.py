@@ -177,3 +177,12 @@ def test_resolve_invalid_contact_or_request_exits_2(server, token, account):
     assert unknown.returncode == 2
     assert "INVALID_ARGUMENT" in unknown.stderr
     assert "contact.type" in unknown.stderr
+
+
+def test_a_refused_token_exits_1(server, account):
+    resolved = resolve(server, "idl_not-a-key", account, "email", "a@x.com")
+    assert resolved.returncode == 1
+    assert "UNAUTHENTICATED" in resolved.stderr
+    ingested = ingest(server, "idl_not-a-key", account, EXAMPLE)
+    assert ingested.returncode == 1
+    assert "refused the token (UNAUTHENTICATED)" in ingested.stderr
