@@ -14,7 +14,16 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 def _serve(args: argparse.Namespace) -> int:
     from idlink.service.server import run_server
 
-    return run_server(args.data, args.listen, workers=args.workers, map_size=args.map_size)
+    return run_server(
+        args.data,
+        args.listen,
+        workers=args.workers,
+        map_size=args.map_size,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        retention_interval=args.retention_interval,
+    )
 
 
 def _keys_create(args: argparse.Namespace) -> int:
@@ -22,6 +31,18 @@ def _keys_create(args: argparse.Namespace) -> int:
 
     token = create_key(args.data, args.account, args.role)
     print(token)
+    return 0
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    from idlink.security.crypto import rotate_key
+
+    counts = rotate_key(args.data, batch=args.batch_size)
+    print(
+        f"data key version {counts['version']} is current; sealed again: "
+        f"{counts['contacts']} contacts, {counts['customers']} customers, "
+        f"{counts['engagements']} engagements"
+    )
     return 0
 
 
@@ -49,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
     serve.add_argument("--workers", type=int, default=1, help="server processes sharing the store")
     serve.add_argument("--map-size", type=int, default=0, help="LMDB map size in bytes (0: default)")
+    serve.add_argument("--tls-cert", help="PEM certificate chain (TLS)")
+    serve.add_argument("--tls-key", help="PEM private key (TLS)")
+    serve.add_argument("--tls-client-ca", help="PEM CA of client certificates (mutual TLS)")
+    serve.add_argument(
+        "--retention-interval", type=float, default=3600.0, help="seconds between retention sweeps"
+    )
     serve.set_defaults(run=_serve)
 
     keys = commands.add_parser("keys", help="API keys")
@@ -58,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--account", required=True)
     create.add_argument("--role", required=True, choices=["reader", "writer", "agent", "admin"])
     create.set_defaults(run=_keys_create)
+
+    rotate = commands.add_parser(
+        "rotate-key", help="add a data key version and seal stored values again (servers may run)"
+    )
+    rotate.add_argument("--data", default=DEFAULT_DATA)
+    rotate.add_argument("--batch-size", type=int, default=500, help="values per write transaction")
+    rotate.set_defaults(run=_rotate_key)
 
     ingest = commands.add_parser("ingest", help="stream a CSV or JSON Lines file of records")
     ingest.add_argument("--target", default=DEFAULT_LISTEN)

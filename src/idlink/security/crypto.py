@@ -210,3 +210,34 @@ class Cipher:
         from idlink.security.redaction import redact_engagement
 
         redact_engagement(txn, prefix, engagement)
+
+
+def rotate_key(
+    data_dir: str | os.PathLike[str], *, batch: int = 500, settle_seconds: float | None = None
+) -> dict[str, int]:
+    """Add a data key version and seal every stored value again under it (``idlink rotate-key``).
+
+    Servers on the folder keep serving: they start sealing under the new
+    version within :data:`RELOAD_SECONDS` (this waits a little longer before
+    it starts), and every version stays readable. Values are sealed again in
+    batches of ``batch`` per write transaction, so the writer is never held
+    long. At the end the older versions are marked retired.
+    """
+    from idlink.store.env import Store
+
+    path = key_file_path(data_dir)
+    old_versions = [int(v) for v in load_key_file(path)["keys"]]
+    version = add_key_version(path)
+    time.sleep(RELOAD_SECONDS * 2 + 0.2 if settle_seconds is None else settle_seconds)
+    counts = {"version": version}
+    with Store(data_dir, multi_process=True) as store:
+        for db in ("contacts", "customers", "engagements"):
+            after: bytes | None = b""
+            total = 0
+            while after is not None:
+                start = after
+                changed, after = store.write(lambda txn, s=start, d=db: txn.reseal(d, s, batch))
+                total += changed
+            counts[db] = total
+    retire_versions(path, old_versions)
+    return counts
