@@ -136,7 +136,8 @@ def ingest_file(
         parts.append(f"{deletions} deleted")
     print(
         f"ingested {committed} records from {path.name} in {seconds:.2f} s "
-        f"({committed / seconds:.0f} records/s, {last_seq} batches): {', '.join(parts)}"
+        f"({committed / seconds:.0f} records/s, {last_seq} batch{'es' * (last_seq != 1)}): "
+        f"{', '.join(parts)}"
     )
     for item in refused:
         outcome = common_pb2.RecordOutcome.Name(item.outcome).removeprefix("RECORD_OUTCOME_")
