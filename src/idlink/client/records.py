@@ -294,7 +294,9 @@ def _json_record(data: Any) -> identity_pb2.Record:
         deleted = False
     if not isinstance(deleted, bool):
         raise ValueError(f"deleted must be true or false, not {deleted!r}")
-    raw_contacts = data.get("contacts") or []
+    raw_contacts = data.get("contacts")
+    if raw_contacts is None:
+        raw_contacts = []
     if not isinstance(raw_contacts, list):
         raise ValueError("contacts must be a list of {type, value, source} objects")
     contacts: list[common_pb2.ContactKey] = []
