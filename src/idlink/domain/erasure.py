@@ -4,7 +4,8 @@ Erasure removes every contact of the customer with everything that names it:
 its records (a record that names other contacts too keeps them, and their
 customers are worked out again), connections, index entries, national-number
 index entries, policies, engagements (on its contacts or pinned to it), pins,
-the profile and the customer's history. What remains is a tombstone: the
+the profile and the customer's history; the change feed keeps its events
+without the erased contact PIDs. What remains is a tombstone: the
 customer PID, so that a lookup answers ``NOT_FOUND`` with reason ``ERASED``,
 and an ``erased`` event in the change feed.
 
@@ -134,6 +135,8 @@ def erase_in(
         txn.delete_contact(prefix, pid)
     txn.delete_customer(prefix, target)
     txn.delete_history(prefix, target)
+    # The change feed and other customers' histories keep their events, without these contacts.
+    txn.scrub_contacts(prefix, erased)
     session = _Session(engine, txn, config, actor)
     txn.put_meta(_tombstone_key(prefix, target), codec.u64(session.now))
     if others:

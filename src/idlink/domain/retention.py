@@ -46,7 +46,7 @@ def apply_retention(
             step = engine.store.write(lambda txn, name=name: _sweep_batch(engine, txn, name, now))
             total.engagements_deleted += step.engagements_deleted
             total.customers_erased += step.customers_erased
-            if step.engagements_deleted + step.customers_erased < BATCH:
+            if step.engagements_deleted + step.customers_erased == 0:
                 break
     if total.customers_erased or total.engagements_deleted:
         engine._notify()
@@ -75,7 +75,10 @@ def _sweep_batch(engine: IdentityEngine, txn: Txn, account: str, now: int) -> Re
             for pid, customer in txn.iter_customers(prefix)
             if max(customer.created_at_us, customer.updated_at_us) < limit
         ][: BATCH - result.engagements_deleted]
-        for pid, customer in stale:
-            erase_in(engine, txn, config, pid, customer, "retention")
-        result.customers_erased = len(stale)
+        for pid, _ in stale:
+            # Read again: erasing one customer may have changed another one in this batch.
+            customer = txn.get_customer(prefix, pid)
+            if customer is not None:
+                erase_in(engine, txn, config, pid, customer, "retention")
+                result.customers_erased += 1
     return result

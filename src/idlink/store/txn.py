@@ -414,6 +414,26 @@ class Txn:
         for key, _ in list(self._scan("history", prefix + customer_pid)):
             self._delete("history", key)
 
+    def scrub_contacts(self, prefix: bytes, pids: set[bytes]) -> int:
+        """Remove contact PIDs from every change event and history entry of an account (erasure)."""
+        changed = 0
+        for db in ("changes", "history"):
+            for key, value in list(self._scan(db, prefix)):
+                event = self._decode(ChangeEvent, value)
+                added = [p for p in event.contacts_added if p not in pids]
+                removed = [p for p in event.contacts_removed if p not in pids]
+                if len(added) == len(event.contacts_added) and len(removed) == len(
+                    event.contacts_removed
+                ):
+                    continue
+                del event.contacts_added[:]
+                event.contacts_added.extend(added)
+                del event.contacts_removed[:]
+                event.contacts_removed.extend(removed)
+                self._put(db, key, event.SerializeToString())
+                changed += 1
+        return changed
+
     def delete_redirect(self, prefix: bytes, pid: bytes) -> None:
         self._delete("redirects", prefix + pid)
 
