@@ -6,7 +6,7 @@ DATA ?= ./var/idlink
 LISTEN ?= 127.0.0.1:50051
 PYTEST_ARGS ?=
 
-.PHONY: all build serve test test-pure lint bench bench-smoke clean
+.PHONY: all build serve test test-pure lint bench bench-smoke crash-test load-test clean
 
 all: build
 
@@ -44,6 +44,16 @@ bench: build $(VENV)/.bench-installed
 
 bench-smoke: build $(VENV)/.bench-installed
 	$(PY) -m benchmarks.run --smoke
+
+# Reliability runs (docs/operations.md): at least 20 kill -9 during ingest; a
+# longer load run. Both print their figures.
+KILLS ?= 20
+LOAD_SECONDS ?= 60
+crash-test: build
+	$(PY) -m tests.reliability.crash --kills $(KILLS)
+
+load-test: build
+	$(PY) -m tests.reliability.load --seconds $(LOAD_SECONDS)
 
 lint: build
 	$(PY) -m pip install -q -e '.[dev]'

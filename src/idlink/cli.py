@@ -1,9 +1,11 @@
-"""The ``idlink`` command: serve, keys, ingest, resolve (SPEC 10)."""
+"""The ``idlink`` command: serve, keys, ingest, resolve, backup, check (SPEC 10)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +25,8 @@ def _serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         retention_interval=args.retention_interval,
+        health_interval=args.health_interval,
+        min_free_bytes=args.min_free_disk,
     )
 
 
@@ -60,6 +64,73 @@ def _resolve(args: argparse.Namespace) -> int:
     )
 
 
+# The LMDB files; everything else in a data folder (master.key, the data keys) is a key file.
+_STORE_FILES = {"data.mdb", "lock.mdb"}
+
+
+def _existing_store(data: str) -> str:
+    if not os.path.isfile(os.path.join(data, "data.mdb")):
+        raise ValueError(f"no idlink store in {data}")
+    return data
+
+
+def _backup(args: argparse.Namespace) -> int:
+    """Copy the store with LMDB's consistent (compacting) copy, then the key files."""
+    from idlink.domain.errors import IdlinkError
+    from idlink.store.env import Store
+
+    try:
+        data = _existing_store(args.data)
+        if os.path.exists(args.dest) and os.listdir(args.dest):
+            raise ValueError(f"{args.dest} is not empty")
+        # A second process may open the store while a server writes to it (LMDB
+        # locking); the copy is one read transaction, a snapshot of one moment.
+        with Store(data, multi_process=True) as store:
+            store.backup(args.dest, compact=True)
+        # Keys are copied after the snapshot: keys are only ever added, so every
+        # key the copy needs is in them.
+        copied = ["data.mdb"]
+        for name in sorted(os.listdir(data)):
+            path = os.path.join(data, name)
+            if name not in _STORE_FILES and os.path.isfile(path):
+                shutil.copy2(path, os.path.join(args.dest, name))
+                copied.append(name)
+    except (OSError, ValueError, IdlinkError) as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"backup of {data} written to {args.dest}: {', '.join(copied)}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Check every account's invariants; exit status 1 when there is any problem."""
+    from idlink.domain.check import check_store
+    from idlink.domain.engine import IdentityEngine
+    from idlink.domain.errors import IdlinkError
+    from idlink.security.secrets import load_master_secret
+    from idlink.store.env import Store
+
+    try:
+        data = _existing_store(args.data)
+        with Store(data, multi_process=True) as store:
+            reports = check_store(IdentityEngine(store, load_master_secret(data)))
+    except (OSError, ValueError, IdlinkError) as exc:
+        print(f"check failed: {exc}", file=sys.stderr)
+        return 2
+    problems = 0
+    for report in reports:
+        state = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+        print(
+            f"account {report.account}: {report.contacts} contacts, {report.customers} customers, "
+            f"{report.records} records: {state}"
+        )
+        for problem in report.problems:
+            print(f"  {problem}")
+        problems += len(report.problems)
+    print("store ok" if not problems else f"store has {problems} problem(s)")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="idlink", description="Customer identity service.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
@@ -70,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
     serve.add_argument("--workers", type=int, default=1, help="server processes sharing the store")
     serve.add_argument("--map-size", type=int, default=0, help="LMDB map size in bytes (0: default)")
+    serve.add_argument(
+        "--health-interval", type=float, default=2.0, help="seconds between store health probes"
+    )
+    serve.add_argument(
+        "--min-free-disk",
+        type=int,
+        default=16 << 20,
+        help="bytes of free disk below which health is NOT_SERVING",
+    )
     serve.add_argument("--tls-cert", help="PEM certificate chain (TLS)")
     serve.add_argument("--tls-key", help="PEM private key (TLS)")
     serve.add_argument("--tls-client-ca", help="PEM CA of client certificates (mutual TLS)")
@@ -110,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("type")
     resolve.add_argument("value")
     resolve.set_defaults(run=_resolve)
+    backup = commands.add_parser("backup", help="copy the store consistently, also while it serves")
+    backup.add_argument("--data", default=DEFAULT_DATA, help="store folder")
+    backup.add_argument("dest", help="new or empty folder for the copy")
+    backup.set_defaults(run=_backup)
+
+    check = commands.add_parser(
+        "check", help="verify a store's invariants (exit status 1 on problems)"
+    )
+    check.add_argument("--data", default=DEFAULT_DATA, help="store folder")
+    check.set_defaults(run=_check)
     return parser
 
 

@@ -27,6 +27,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -41,6 +42,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from idlink.domain.engine import IdentityEngine
+from idlink.domain.errors import IdlinkError
 from idlink.security.secrets import load_master_secret
 from idlink.domain.retention import apply_retention
 from idlink.security.audit import AnomalyDetector, AuditLog
@@ -70,6 +72,10 @@ DEFAULT_MAX_STREAMS = 256
 DEFAULT_THREADS = 32
 DEFAULT_RETENTION_INTERVAL = 3600.0
 MAX_MESSAGE_BYTES = 16 << 20
+DEFAULT_HEALTH_INTERVAL = 2.0
+# Below this much free disk the store is reported NOT_SERVING: LMDB can still
+# reuse free pages for small writes, but the next batch that grows the file fails.
+DEFAULT_MIN_FREE_BYTES = 16 << 20
 
 SERVICE_NAMES = (
     identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
@@ -312,6 +318,8 @@ async def serve(
     tls_key: str | None = None,
     tls_client_ca: str | None = None,
     handle_signals: bool = True,
+    health_interval: float = DEFAULT_HEALTH_INTERVAL,
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
     retention_interval: float = DEFAULT_RETENTION_INTERVAL,
 ) -> None:
     """Run the server until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully.
@@ -334,6 +342,7 @@ async def serve(
     executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="idlink-call")
     notifier: ChangeNotifier | None = None
     server: aio.Server | None = None
+    health_watch: asyncio.Task[None] | None = None
     audit = AuditLog(store)
     sweeper: asyncio.Task[None] | None = None
     try:
@@ -377,6 +386,12 @@ async def serve(
             sweeper = asyncio.create_task(_retention_sweeps(engine, executor, retention_interval))
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if health_interval > 0:
+            health_watch = asyncio.create_task(
+                _watch_store_health(
+                    StoreHealth(store, min_free_bytes), health_servicer, health_interval
+                )
+            )
         log.info(
             "serving",
             extra={
@@ -392,11 +407,13 @@ async def serve(
             ready(port)
         await stop.wait()
         log.info("shutting down", extra={"grace_seconds": grace})
+        await _cancel(health_watch)
         await health_servicer.enter_graceful_shutdown()
         runtime.stopping.set()
         await server.stop(grace)
         server = None
     finally:
+        await _cancel(health_watch)
         if sweeper is not None:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -431,6 +448,78 @@ async def _retention_sweeps(
                     "customers_erased": result.customers_erased,
                 },
             )
+
+
+class StoreHealth:
+    """Whether the store can be written now (SPEC 9 health), and recovery after a failed write.
+
+    A failed commit stops the store's writer (design.md): the probe reopens the
+    store, then checks the free disk space and commits a tiny write. ``None``
+    means "cannot tell yet" (the writer is busy with a long write).
+    """
+
+    PROBE_KEY = b"health-probe"
+
+    def __init__(self, store: Store, min_free_bytes: int, timeout: float = 10.0) -> None:
+        self.store = store
+        self.min_free_bytes = min_free_bytes
+        self.timeout = timeout
+
+    def probe(self) -> tuple[bool | None, str]:
+        """(writable, why not) after trying to recover a failed store."""
+        if not self.store.healthy:
+            try:
+                self.store.reopen()
+            except IdlinkError as exc:
+                return False, exc.message
+        try:
+            free = shutil.disk_usage(self.store.path).free
+        except OSError as exc:
+            return False, f"cannot stat the store's disk: {exc}"
+        if free < self.min_free_bytes:
+            return False, f"{free} bytes free on the store's disk (at least {self.min_free_bytes})"
+        try:
+            future = self.store.submit(
+                lambda txn: txn.put_meta(self.PROBE_KEY, time.time_ns().to_bytes(8, "big"))
+            )
+            future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            return None, "the writer is busy"
+        except IdlinkError as exc:
+            return False, exc.message
+        return True, ""
+
+
+async def _watch_store_health(
+    store_health: StoreHealth, health_servicer: health.aio.HealthServicer, interval: float
+) -> None:
+    """Probe the store every ``interval`` seconds; health follows the probe."""
+    loop = asyncio.get_running_loop()
+    serving = True
+    while True:
+        await asyncio.sleep(interval)
+        writable, reason = await loop.run_in_executor(None, store_health.probe)
+        if writable is None or writable == serving:
+            continue
+        serving = writable
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, status)
+        if serving:
+            log.warning("store writable again: SERVING")
+        else:
+            log.error("store cannot be written: NOT_SERVING", extra={"reason": reason})
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _native_implementations() -> dict[str, str]:
@@ -524,6 +613,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tls-client-ca")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
+        "--health-interval",
+        type=float,
+        default=DEFAULT_HEALTH_INTERVAL,
+        help="seconds between store health probes (0: off)",
+    )
+    parser.add_argument(
+        "--min-free-disk",
+        type=int,
+        default=DEFAULT_MIN_FREE_BYTES,
+        help="bytes of free disk below which health is NOT_SERVING",
+    )
+    parser.add_argument(
         "--retention-interval",
         type=float,
         default=DEFAULT_RETENTION_INTERVAL,
@@ -542,6 +643,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        health_interval=args.health_interval,
+        min_free_bytes=args.min_free_disk,
         retention_interval=args.retention_interval,
     )
 

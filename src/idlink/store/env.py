@@ -176,6 +176,51 @@ class Store:
     def healthy(self) -> bool:
         return self._failed is None and self._writer.is_alive()
 
+    def reopen(self) -> None:
+        """Open the environment again after a failed write stopped the writer (design.md).
+
+        Waits until no read transaction of this process is open; queued writes
+        have already failed. Raises StoreError when the store cannot be opened.
+        """
+        if self.healthy:
+            return
+        if not hasattr(self, "_reopen_args"):
+            self._reopen_args: tuple[int, dict[str, bool]] | None = None
+        with self._gate.exclusive():
+            # Kept across attempts: once closed, the old environment cannot say them.
+            if self._reopen_args is None:
+                self._reopen_args = (self._env.info()["map_size"], self._env.flags())
+                self._env.close()
+            map_size, flags = self._reopen_args
+            try:
+                self._env = lmdb.open(
+                    self.path,
+                    map_size=map_size,
+                    max_dbs=len(SUBDATABASES) + 1,
+                    max_readers=512,
+                    sync=flags["sync"],
+                    metasync=flags["metasync"],
+                    subdir=True,
+                    lock=True,
+                )
+                self._dbs = {
+                    name: self._env.open_db(name.encode(), dupsort=dupsort)
+                    for name, dupsort in SUBDATABASES.items()
+                }
+            except lmdb.Error as exc:
+                raise StoreError(f"cannot reopen store: {exc}") from None
+            self._reopen_args = None
+            self._env.reader_check()
+            # Writes queued after the writer stopped were never run: fail them.
+            self._fail_pending(StoreError("the store failed a write and was reopened; retry"))
+            self._queue = queue.Queue()
+            self._failed = None
+            self._writer = threading.Thread(
+                target=self._run_writer, name="idlink-writer", daemon=True
+            )
+            self._writer.start()
+        log.warning("store reopened after a failed write")
+
     # -- transactions --------------------------------------------------------
 
     @contextmanager
