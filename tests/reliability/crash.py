@@ -219,7 +219,9 @@ def run(
             acked = new_acked
             if not killer.fired.is_set():
                 if ended != "OK":
-                    raise AssertionError(f"stream failed without a kill: {ended}\n{server.log()[-3000:]}")
+                    raise AssertionError(
+                        f"stream failed without a kill: {ended}\n{server.log()[-3000:]}"
+                    )
                 continue
             report.kills += 1
             report.kills_after_send += int(killer.after_send)

@@ -282,7 +282,9 @@ def record_message(record: RecordShape) -> identity_pb2.Record:
     return message
 
 
-def ingest_request(account: str, seq: int, records: Sequence[RecordShape]) -> identity_pb2.IngestRequest:
+def ingest_request(
+    account: str, seq: int, records: Sequence[RecordShape]
+) -> identity_pb2.IngestRequest:
     return identity_pb2.IngestRequest(
         account=account, seq=seq, records=[record_message(r) for r in records]
     )
