@@ -1,4 +1,4 @@
-"""Encryption at rest, key rotation under a running server, erasure that leaves no trace (SPEC 8)."""
+"""Encryption at rest, key rotation with a server running, erasure that leaves no trace (SPEC 8)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from idlink.security.crypto import KEY_FILE, load_key_file, rotate_key
 from idlink.security.secrets import load_master_secret
 from idlink.store.env import Store
 from idlink.v1 import admin_pb2, common_pb2, identity_pb2, profile_pb2
-
 from tests.service.conftest import ServerProcess
 
 from .conftest import Stubs, auth, key, link
@@ -38,7 +37,13 @@ def raw_bytes(folder: Path) -> bytes:
 
 def needles(phone: str, email: str) -> list[bytes]:
     digits = "".join(ch for ch in phone if ch.isdigit())
-    national = digits[3:] if phone.startswith("+420") else digits[2:] if phone.startswith("+44") else digits[1:]
+    national = (
+        digits[3:]
+        if phone.startswith("+420")
+        else digits[2:]
+        if phone.startswith("+44")
+        else digits[1:]
+    )
     return [digits.encode(), national.encode(), email.encode(), email.split("@")[0].encode()]
 
 
@@ -47,7 +52,9 @@ def fill(engine: IdentityEngine, account: str) -> list[bytes]:
     for i, (phone, email, _) in enumerate(PEOPLE):
         result = engine.link(
             account,
-            RecordInput("crm", f"r{i}", [ContactKey("phone", phone), ContactKey("email", email)], 1_000 + i),
+            RecordInput(
+                "crm", f"r{i}", [ContactKey("phone", phone), ContactKey("email", email)], 1_000 + i
+            ),
         )
         engine.record_engagement(
             account,
@@ -91,7 +98,9 @@ def test_rotation_with_the_server_running_keeps_every_value_readable(running):
     try:
         pids = []
         for i, (phone, email, name) in enumerate(PEOPLE):
-            customer = link(stubs, token, account, f"r{i}", key("phone", phone), key("email", email)).customer
+            customer = link(
+                stubs, token, account, f"r{i}", key("phone", phone), key("email", email)
+            ).customer
             pids.append(customer.customer_pid)
             update = profile_pb2.UpdateCustomerRequest(
                 account=account,
@@ -102,7 +111,10 @@ def test_rotation_with_the_server_running_keeps_every_value_readable(running):
             stubs.profile.UpdateCustomer(update, metadata=auth(token))
             stubs.profile.RecordEngagement(
                 profile_pb2.RecordEngagementRequest(
-                    account=account, contact=key("email", email), channel="chat", summary=f"hello {name}"
+                    account=account,
+                    contact=key("email", email),
+                    channel="chat",
+                    summary=f"hello {name}",
                 ),
                 metadata=auth(token),
             )
@@ -129,14 +141,16 @@ def test_rotation_with_the_server_running_keeps_every_value_readable(running):
         keys = load_key_file(running.data / KEY_FILE)
         assert keys["current"] == 2 and keys["retired"] == [1]
 
-        for pid, (phone, email, name) in zip(pids, PEOPLE, strict=True):
+        for pid, (_, email, name) in zip(pids, PEOPLE, strict=True):
             got = stubs.profile.GetCustomer(
-                profile_pb2.GetCustomerRequest(account=account, customer_pid=pid), metadata=auth(token)
+                profile_pb2.GetCustomerRequest(account=account, customer_pid=pid),
+                metadata=auth(token),
             )
             assert email in {c.value for c in got.contacts}
             assert got.attributes["first_name"].string_value == name
             journey = stubs.profile.ListJourney(
-                profile_pb2.ListJourneyRequest(account=account, customer_pid=pid), metadata=auth(token)
+                profile_pb2.ListJourneyRequest(account=account, customer_pid=pid),
+                metadata=auth(token),
             )
             assert [e.summary for e in journey.engagements] == [f"hello {name}"]
         for email in written:
@@ -165,17 +179,25 @@ def test_erasure_leaves_no_trace_in_a_compacted_copy(tmp_path):
         engine.link(
             "acme",
             RecordInput(
-                "crm", "shared", [ContactKey("email", PEOPLE[0][1]), ContactKey("id", "T-9", "zendesk")], 5_000
+                "crm",
+                "shared",
+                [ContactKey("email", PEOPLE[0][1]), ContactKey("id", "T-9", "zendesk")],
+                5_000,
             ),
         )
         victim = engine.get_customer("acme", customers[0])
         with store._env.begin() as raw:
             sealed = [
-                bytes(raw.get(b"\0\0\0\1" + c.pid, db=store._dbs["contacts"])) for c in victim.contacts
+                bytes(raw.get(b"\0\0\0\1" + c.pid, db=store._dbs["contacts"]))
+                for c in victim.contacts
             ]
         exported = export_customer(engine, "acme", customers[0])
         json.dumps(exported)
-        assert {c["value"] for c in exported["contacts"]} >= {"+420777123456", "alena.nova@example.cz", "T-9"}
+        assert {c["value"] for c in exported["contacts"]} >= {
+            "+420777123456",
+            "alena.nova@example.cz",
+            "T-9",
+        }
         assert exported["engagements"] and exported["records"]
 
         result = erase_customer(engine, "acme", customers[0], "dpo")
@@ -205,7 +227,9 @@ def test_erasure_through_the_api(running):
     token = create_key(running.data, account, "admin")
     stubs = Stubs(running.target)
     try:
-        customer = link(stubs, token, account, "r1", key("phone", "+15550009999"), key("email", "gone@x.com")).customer
+        customer = link(
+            stubs, token, account, "r1", key("phone", "+15550009999"), key("email", "gone@x.com")
+        ).customer
         erased = stubs.admin.EraseCustomer(
             admin_pb2.EraseCustomerRequest(account=account, customer_pid=customer.customer_pid),
             metadata=auth(token),

@@ -1,4 +1,4 @@
-"""Audit log, anomaly throttling, free-text redaction, retention, keys made from the command line."""
+"""Audit log, anomaly throttling, free-text redaction, retention, keys made on the command line."""
 
 from __future__ import annotations
 
@@ -28,18 +28,24 @@ def test_reads_and_changes_are_audited_by_key_id_with_filters_and_paging(stubs, 
             identity_pb2.ResolveRequest(account=account, contact=key("email", "aud@x.com")),
             metadata=auth(tokens["reader"]),
         )
-    keys = stubs.admin.ListApiKeys(admin_pb2.ListApiKeysRequest(account=account), metadata=auth(tokens["admin"]))
+    keys = stubs.admin.ListApiKeys(
+        admin_pb2.ListApiKeysRequest(account=account), metadata=auth(tokens["admin"])
+    )
     reader_id = next(k.key_id for k in keys.keys if k.role == admin_pb2.ROLE_READER)
     everything = audit(stubs, tokens["admin"], account)
     methods = [e.method.rsplit("/", 1)[-1] for e in everything.events]
     assert "Link" in methods and methods.count("Resolve") == 3
     reads = audit(stubs, tokens["admin"], account, key_id=reader_id)
     assert [e.outcome for e in reads.events] == ["OK"] * 3
-    assert all(e.customer_pids == [customer.customer_pid] and e.role == "reader" for e in reads.events)
+    assert all(
+        e.customer_pids == [customer.customer_pid] and e.role == "reader" for e in reads.events
+    )
     assert all(tokens["reader"] not in str(e) for e in everything.events)
     first = audit(stubs, tokens["admin"], account, key_id=reader_id, page_size=2)
     assert len(first.events) == 2 and first.next_page_token
-    rest = audit(stubs, tokens["admin"], account, key_id=reader_id, page_token=first.next_page_token)
+    rest = audit(
+        stubs, tokens["admin"], account, key_id=reader_id, page_token=first.next_page_token
+    )
     assert [e.seq for e in [*first.events, *rest.events]] == [e.seq for e in reads.events]
     by_customer = audit(stubs, tokens["admin"], account, customer_pid=customer.customer_pid)
     assert len(by_customer.events) >= 4
@@ -48,7 +54,9 @@ def test_reads_and_changes_are_audited_by_key_id_with_filters_and_paging(stubs, 
     assert not stubs.admin.ListAuditEvents(later, metadata=auth(tokens["admin"])).events
 
 
-def test_a_key_reading_too_many_customers_is_flagged_and_throttled_until_cleared(stubs, account, tokens):
+def test_a_key_reading_too_many_customers_is_flagged_and_throttled_until_cleared(
+    stubs, account, tokens
+):
     stubs.admin.SetSecurityPolicy(
         admin_pb2.SetSecurityPolicyRequest(
             account=account,
@@ -73,23 +81,32 @@ def test_a_key_reading_too_many_customers_is_flagged_and_throttled_until_cleared
     assert "anomaly" in caught.value.details() and "threshold 3" in caught.value.details()
     flagged = [e for e in audit(stubs, tokens["admin"], account).events if e.outcome == "FLAGGED"]
     assert len(flagged) == 1 and "4 distinct customers" in flagged[0].detail
-    keys = stubs.admin.ListApiKeys(admin_pb2.ListApiKeysRequest(account=account), metadata=auth(tokens["admin"]))
+    keys = stubs.admin.ListApiKeys(
+        admin_pb2.ListApiKeysRequest(account=account), metadata=auth(tokens["admin"])
+    )
     reader = next(k for k in keys.keys if k.role == admin_pb2.ROLE_READER)
     assert reader.flagged
     cleared = stubs.admin.ClearKeyFlag(
-        admin_pb2.ClearKeyFlagRequest(account=account, key_id=reader.key_id), metadata=auth(tokens["admin"])
+        admin_pb2.ClearKeyFlagRequest(account=account, key_id=reader.key_id),
+        metadata=auth(tokens["admin"]),
     )
     assert not cleared.flagged
     assert read(4).status == identity_pb2.RESOLVE_STATUS_FOUND
 
 
 def test_engagement_text_is_redacted_when_the_account_asks(stubs, account, tokens):
-    text = "Call back on +1 415 555 2671 or mail jan.k@example.com; card 4111 1111 1111 1111, ref 12345"
+    text = (
+        "Call back on +1 415 555 2671 or mail jan.k@example.com; "
+        "card 4111 1111 1111 1111, ref 12345"
+    )
 
     def record():
         return stubs.profile.RecordEngagement(
             profile_pb2.RecordEngagementRequest(
-                account=account, contact=key("email", "red@x.com"), channel="chat", summary=text,
+                account=account,
+                contact=key("email", "red@x.com"),
+                channel="chat",
+                summary=text,
                 attributes={"note": "paid with 5500 0000 0000 0004"},
             ),
             metadata=auth(tokens["agent"]),
@@ -167,9 +184,23 @@ def test_retention_erases_inactive_customers(stubs, account, tokens):
 
 def test_keys_create_works_while_the_server_runs(secure_server, stubs, account):
     made = subprocess.run(
-        [sys.executable, "-m", "idlink.cli", "keys", "create", "--data", str(secure_server.data),
-         "--account", account, "--role", "writer"],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            sys.executable,
+            "-m",
+            "idlink.cli",
+            "keys",
+            "create",
+            "--data",
+            str(secure_server.data),
+            "--account",
+            account,
+            "--role",
+            "writer",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     token = made.stdout.strip()
     assert token.startswith("idl_")

@@ -131,7 +131,9 @@ def test_own_account_never_shows_the_other_accounts_data(stubs, two_accounts):
     with pytest.raises(grpc.RpcError):
         for response in feed:
             events.extend(response.events)
-    assert events and all(customer_pid not in (e.customer_pid, *e.other_customer_pids) for e in events)
+    assert events and all(
+        customer_pid not in (e.customer_pid, *e.other_customer_pids) for e in events
+    )
     audit = stubs.admin.ListAuditEvents(admin_pb2.ListAuditEventsRequest(account=b), metadata=md)
     # B's own failed attempts name the PID B sent; nothing B was served names it.
     assert all(customer_pid not in e.customer_pids for e in audit.events if e.outcome == "OK")

@@ -18,7 +18,7 @@ SOME_PID = "00000000-0000-4000-8000-000000000001"
 
 def calls(stubs, account, customer_pid):
     """One request per RPC: (full method name, function of metadata)."""
-    I, P, A = stubs.identity, stubs.profile, stubs.admin  # noqa: N806
+    I, P, A = stubs.identity, stubs.profile, stubs.admin  # noqa: E741
     phone = key("phone", "+15550001111")
     email = key("email", "matrix@x.com")
 
@@ -50,10 +50,14 @@ def calls(stubs, account, customer_pid):
             )
         ),
         "IdentityService/BatchResolve": lambda md: I.BatchResolve(
-            identity_pb2.BatchResolveRequest(account=account, contacts=[phone]), metadata=md, timeout=10
+            identity_pb2.BatchResolveRequest(account=account, contacts=[phone]),
+            metadata=md,
+            timeout=10,
         ),
         "IdentityService/Link": lambda md: I.Link(
-            identity_pb2.LinkRequest(account=account, source="crm", record_id="m1", contacts=[phone]),
+            identity_pb2.LinkRequest(
+                account=account, source="crm", record_id="m1", contacts=[phone]
+            ),
             metadata=md,
             timeout=10,
         ),
@@ -161,10 +165,14 @@ def calls(stubs, account, customer_pid):
             admin_pb2.ListApiKeysRequest(account=account), metadata=md, timeout=10
         ),
         "AdminService/RevokeApiKey": lambda md: A.RevokeApiKey(
-            admin_pb2.RevokeApiKeyRequest(account=account, key_id="key_none"), metadata=md, timeout=10
+            admin_pb2.RevokeApiKeyRequest(account=account, key_id="key_none"),
+            metadata=md,
+            timeout=10,
         ),
         "AdminService/ClearKeyFlag": lambda md: A.ClearKeyFlag(
-            admin_pb2.ClearKeyFlagRequest(account=account, key_id="key_none"), metadata=md, timeout=10
+            admin_pb2.ClearKeyFlagRequest(account=account, key_id="key_none"),
+            metadata=md,
+            timeout=10,
         ),
         "AdminService/ListAuditEvents": lambda md: A.ListAuditEvents(
             admin_pb2.ListAuditEventsRequest(account=account), metadata=md, timeout=10
@@ -202,7 +210,9 @@ def status_of(call, metadata) -> grpc.StatusCode:
 
 
 def test_every_rpc_has_a_minimum_role_and_a_test_call(stubs, account):
-    from idlink.v1 import admin_pb2 as a, identity_pb2 as i, profile_pb2 as p
+    from idlink.v1 import admin_pb2 as a
+    from idlink.v1 import identity_pb2 as i
+    from idlink.v1 import profile_pb2 as p
 
     served = {
         f"/{s.full_name}/{m.name}"
@@ -215,7 +225,9 @@ def test_every_rpc_has_a_minimum_role_and_a_test_call(stubs, account):
 
 
 def test_role_by_rpc_matrix(stubs, account, tokens):
-    customer_pid = link(stubs, tokens["admin"], account, "seed", key("phone", "+15550001111")).customer.customer_pid
+    customer_pid = link(
+        stubs, tokens["admin"], account, "seed", key("phone", "+15550001111")
+    ).customer.customer_pid
     revoked = stubs.admin.CreateApiKey(
         admin_pb2.CreateApiKeyRequest(account=account, role=admin_pb2.ROLE_ADMIN),
         metadata=auth(tokens["admin"]),
@@ -238,7 +250,11 @@ def test_role_by_rpc_matrix(stubs, account, tokens):
             got = status_of(call, auth(token))
             if caller in ROLE_NAMES:
                 allowed = ROLES[caller] >= minimum
-                ok = (got not in AUTH_ERRORS) if allowed else got == grpc.StatusCode.PERMISSION_DENIED
+                ok = (
+                    (got not in AUTH_ERRORS)
+                    if allowed
+                    else got == grpc.StatusCode.PERMISSION_DENIED
+                )
             else:
                 ok = got == grpc.StatusCode.UNAUTHENTICATED
             if not ok:
@@ -250,13 +266,17 @@ def test_health_and_reflection_need_no_token(secure_server):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     with grpc.insecure_channel(secure_server.target) as channel:
-        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
     assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_revocation_takes_effect_on_the_next_call(stubs, account, tokens):
     made = stubs.admin.CreateApiKey(
-        admin_pb2.CreateApiKeyRequest(account=account, role=admin_pb2.ROLE_READER, description="bot"),
+        admin_pb2.CreateApiKeyRequest(
+            account=account, role=admin_pb2.ROLE_READER, description="bot"
+        ),
         metadata=auth(tokens["admin"]),
     )
     request = identity_pb2.ResolveRequest(account=account, contact=key("email", "r@x.com"))
@@ -277,8 +297,17 @@ def test_revocation_takes_effect_on_the_next_call(stubs, account, tokens):
 
 
 def test_reader_and_writer_see_pii_masked_agent_and_admin_in_clear(stubs, account, tokens):
-    link(stubs, tokens["admin"], account, "r1", key("phone", "+15551234567"), key("email", "John.Smith@company.com"))
-    request = identity_pb2.ResolveRequest(account=account, contact=key("email", "john.smith@company.com"))
+    link(
+        stubs,
+        tokens["admin"],
+        account,
+        "r1",
+        key("phone", "+15551234567"),
+        key("email", "John.Smith@company.com"),
+    )
+    request = identity_pb2.ResolveRequest(
+        account=account, contact=key("email", "john.smith@company.com")
+    )
     for role, expected in (
         ("reader", {"+1555*****67", "j***@company.com"}),
         ("writer", {"+1555*****67", "j***@company.com"}),

@@ -21,7 +21,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from idlink.security.apikeys import create_key
 from idlink.v1 import identity_pb2, identity_pb2_grpc
-
 from tests.service.conftest import free_port
 
 from .conftest import auth, key
@@ -102,8 +101,18 @@ def start(data: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
     log_path = data.parent / f"{data.name}-server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "idlink.service.server", "--data", str(data),
-             "--listen", f"127.0.0.1:{port}", "--grace", "2", *args],
+            [
+                sys.executable,
+                "-m",
+                "idlink.service.server",
+                "--data",
+                str(data),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--grace",
+                "2",
+                *args,
+            ],
             stdout=log,
             stderr=log,
         )
@@ -136,7 +145,11 @@ def healthy(channel: grpc.Channel) -> bool:
 def test_tls_serves_a_client_that_trusts_the_ca(tmp_path, pki):
     files, paths = pki
     process, port = start(
-        tmp_path / "data", "--tls-cert", str(paths["server_cert"]), "--tls-key", str(paths["server_key"])
+        tmp_path / "data",
+        "--tls-cert",
+        str(paths["server_cert"]),
+        "--tls-key",
+        str(paths["server_key"]),
     )
     try:
         token = create_key(tmp_path / "data", "tls", "reader")
@@ -159,9 +172,12 @@ def test_mutual_tls_refuses_clients_without_a_certificate_of_its_ca(tmp_path, pk
     files, paths = pki
     process, port = start(
         tmp_path / "data",
-        "--tls-cert", str(paths["server_cert"]),
-        "--tls-key", str(paths["server_key"]),
-        "--tls-client-ca", str(paths["ca"]),
+        "--tls-cert",
+        str(paths["server_cert"]),
+        "--tls-key",
+        str(paths["server_key"]),
+        "--tls-client-ca",
+        str(paths["ca"]),
     )
     target = f"localhost:{port}"
     try:
@@ -183,16 +199,36 @@ def test_mutual_tls_refuses_clients_without_a_certificate_of_its_ca(tmp_path, pk
 def test_plaintext_off_loopback_is_refused_at_start_but_tls_may_listen_anywhere(tmp_path, pki):
     _, paths = pki
     refused = subprocess.run(
-        [sys.executable, "-m", "idlink.service.server", "--data", str(tmp_path / "a"),
-         "--listen", f"0.0.0.0:{free_port()}"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "idlink.service.server",
+            "--data",
+            str(tmp_path / "a"),
+            "--listen",
+            f"0.0.0.0:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert refused.returncode != 0 and "loopback" in refused.stderr
     process = subprocess.Popen(
-        [sys.executable, "-m", "idlink.service.server", "--data", str(tmp_path / "b"),
-         "--listen", f"0.0.0.0:{free_port()}", "--tls-cert", str(paths["server_cert"]),
-         "--tls-key", str(paths["server_key"])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "idlink.service.server",
+            "--data",
+            str(tmp_path / "b"),
+            "--listen",
+            f"0.0.0.0:{free_port()}",
+            "--tls-cert",
+            str(paths["server_cert"]),
+            "--tls-key",
+            str(paths["server_key"]),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(1.5)

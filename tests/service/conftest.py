@@ -12,15 +12,15 @@ time that account is seen (as ``idlink keys create`` does while a server runs).
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
-import collections
-import itertools
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,7 +139,8 @@ class ServerProcess:
 
 class _Details(
     collections.namedtuple(
-        "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+        "_Details",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
     ),
     grpc.ClientCallDetails,
 ):

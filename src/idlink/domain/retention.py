@@ -9,6 +9,7 @@ server runs it on an interval; admins run it on demand.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -43,7 +44,9 @@ def apply_retention(
     total = RetentionResult()
     for name in accounts:
         while True:
-            step = engine.store.write(lambda txn, name=name: _sweep_batch(engine, txn, name, now))
+            step = engine.store.write(
+                functools.partial(_sweep_batch, engine, account=name, now=now)
+            )
             total.engagements_deleted += step.engagements_deleted
             total.customers_erased += step.customers_erased
             if step.engagements_deleted + step.customers_erased == 0:
@@ -53,7 +56,7 @@ def apply_retention(
     return total
 
 
-def _sweep_batch(engine: IdentityEngine, txn: Txn, account: str, now: int) -> RetentionResult:
+def _sweep_batch(engine: IdentityEngine, txn: Txn, *, account: str, now: int) -> RetentionResult:
     result = RetentionResult()
     config = engine._config(txn, account, create=False)
     if config is None:

@@ -101,7 +101,9 @@ def write_events(txn: Any, events: Iterable[PendingEvent]) -> None:
     for event in events:
         if event.account not in prefixes:
             account_id = txn.account_id(event.account)
-            prefixes[event.account] = None if account_id is None else codec.account_prefix(account_id)
+            prefixes[event.account] = (
+                None if account_id is None else codec.account_prefix(account_id)
+            )
         prefix = prefixes[event.account]
         if prefix is None:
             continue
@@ -183,8 +185,7 @@ class AnomalyDetector:
             window.clear()
             counts.clear()
         return (
-            f"read {distinct} distinct customers in {window_seconds} s "
-            f"(threshold {max_customers})"
+            f"read {distinct} distinct customers in {window_seconds} s (threshold {max_customers})"
         )
 
     def flag(self, account: str, key_id: str, role: str, reason: str) -> None:

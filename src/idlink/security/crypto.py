@@ -16,7 +16,9 @@ within :data:`RELOAD_SECONDS` (and at once when it meets an unknown key id), so
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
 import hashlib
 import hmac
 import json
@@ -65,10 +67,8 @@ def _write_private(path: Path, data: bytes, *, replace: bool) -> None:
             os.replace(temporary, path)
             temporary = ""
         else:
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.link(temporary, path)  # exactly one of several racing creators wins
-            except FileExistsError:
-                pass
     finally:
         if temporary:
             os.unlink(temporary)
@@ -212,6 +212,11 @@ class Cipher:
         redact_engagement(txn, prefix, engagement)
 
 
+def _reseal(txn: Any, *, db: str, after: bytes, batch: int) -> tuple[int, bytes | None]:
+    result: tuple[int, bytes | None] = txn.reseal(db, after, batch)
+    return result
+
+
 def rotate_key(
     data_dir: str | os.PathLike[str], *, batch: int = 500, settle_seconds: float | None = None
 ) -> dict[str, int]:
@@ -235,8 +240,8 @@ def rotate_key(
             after: bytes | None = b""
             total = 0
             while after is not None:
-                start = after
-                changed, after = store.write(lambda txn, s=start, d=db: txn.reseal(d, s, batch))
+                step = functools.partial(_reseal, db=db, after=after, batch=batch)
+                changed, after = store.write(step)
                 total += changed
             counts[db] = total
     retire_versions(path, old_versions)

@@ -43,7 +43,9 @@ def _cards(text: str) -> str:
 def _phones(text: str, region: str) -> str:
     spans = [
         (m.start, m.end)
-        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE)
+        for m in phonenumbers.PhoneNumberMatcher(
+            text, region, leniency=phonenumbers.Leniency.POSSIBLE
+        )
     ]
     for start, end in reversed(spans):
         text = text[:start] + "[PHONE]" + text[end:]

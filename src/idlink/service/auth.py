@@ -21,6 +21,7 @@ variable for masking (``service/convert.py``) and the call is audited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import uuid
@@ -125,10 +126,8 @@ def customer_pids(message: Any) -> list[bytes]:
 
 def _add_pid(out: list[bytes], text: str) -> None:
     if text:
-        try:
+        with contextlib.suppress(ValueError):
             out.append(uuid.UUID(text).bytes)
-        except ValueError:
-            pass
 
 
 @dataclass(slots=True)
@@ -215,9 +214,19 @@ class AuthInterceptor(aio.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED, "this API key is not for the account named"
             )
 
-    def _audit_denied(self, principal: Principal, method: str, outcome: str, detail: str = "") -> None:
+    def _audit_denied(
+        self, principal: Principal, method: str, outcome: str, detail: str = ""
+    ) -> None:
         self.audit.append(
-            PendingEvent(principal.account, principal.key_id, principal.role_name, method, [], outcome, detail)
+            PendingEvent(
+                principal.account,
+                principal.key_id,
+                principal.role_name,
+                method,
+                [],
+                outcome,
+                detail,
+            )
         )
 
     # -- after the call -----------------------------------------------------------------

@@ -229,8 +229,10 @@ class SecurityAdminMixin:
         def read() -> SecurityPolicyState:
             with self.engine.store.read() as txn:
                 prefix = self._prefix(txn, account)
-                return with_defaults(SecurityPolicyState()) if prefix is None else load_policy(
-                    txn, prefix
+                return (
+                    with_defaults(SecurityPolicyState())
+                    if prefix is None
+                    else load_policy(txn, prefix)
                 )
 
         return policy_message(await self.rt.call(read))
