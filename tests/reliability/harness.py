@@ -61,13 +61,15 @@ def make_token(data: Path, account: str, role: str = "admin") -> str | None:
 class Server:
     """One ``idlink serve`` subprocess over one data folder, restartable."""
 
-    def __init__(self, data: Path, *extra_args: str, port: int = 0) -> None:
+    def __init__(
+        self, data: Path, *extra_args: str, port: int = 0, log_dir: Path | None = None
+    ) -> None:
         self.data = data
         self.extra_args = extra_args
         self.fixed_port = port
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = data.parent / f"{data.name}-server.log"
+        self.log_path = (log_dir or data.parent) / f"{data.name}-server.log"
 
     @property
     def target(self) -> str:
