@@ -42,7 +42,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from idlink.domain.engine import IdentityEngine
-from idlink.domain.errors import IdlinkError
+from idlink.domain.errors import IdlinkError, InvalidArgument
 from idlink.security.secrets import load_master_secret
 from idlink.domain.retention import apply_retention
 from idlink.security.audit import AnomalyDetector, AuditLog
@@ -51,6 +51,7 @@ from idlink.service.auth import AuthInterceptor
 from idlink.service.identity import IdentityServicer
 from idlink.service.profile import ProfileServicer
 from idlink.service.runtime import ChangeNotifier, Runtime
+from idlink.service.status import error_metadata
 from idlink.service.security_admin import Security
 from idlink.store.env import Store
 from idlink.v1 import (
@@ -172,27 +173,28 @@ class CallInterceptor(aio.ServerInterceptor):
         if handler is None or details.method.startswith(_EXEMPT_PREFIXES):
             return handler
         method = details.method
+        parse = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap(handler.unary_unary, method, self.calls),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap(handler.unary_stream, method, self.streams),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap(handler.stream_unary, method, self.streams),
-                request_deserializer=handler.request_deserializer,
+                self._wrap(handler.stream_unary, method, self.streams, streaming_requests=True),
+                request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap(handler.stream_stream, method, self.streams),
-            request_deserializer=handler.request_deserializer,
+            self._wrap(handler.stream_stream, method, self.streams, streaming_requests=True),
+            request_deserializer=parse,
             response_serializer=handler.response_serializer,
         )
 
@@ -218,7 +220,14 @@ class CallInterceptor(aio.ServerInterceptor):
             f"server busy: more than {gate.limit} calls in flight; retry with backoff",
         )
 
-    def _wrap(self, behavior: Callable[..., Any], method: str, gate: _Gate) -> Callable[..., Any]:
+    def _wrap(
+        self,
+        behavior: Callable[..., Any],
+        method: str,
+        gate: _Gate,
+        *,
+        streaming_requests: bool = False,
+    ) -> Callable[..., Any]:
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: aio.ServicerContext) -> Any:
@@ -227,6 +236,7 @@ class CallInterceptor(aio.ServerInterceptor):
                     await self._refuse(method, context, gate)
                 outcome = "OK"
                 try:
+                    request = await _parsed(request, context, streaming_requests)
                     async for item in behavior(request, context):
                         yield item
                 except asyncio.CancelledError:
@@ -247,6 +257,7 @@ class CallInterceptor(aio.ServerInterceptor):
                 await self._refuse(method, context, gate)
             outcome = "OK"
             try:
+                request = await _parsed(request, context, streaming_requests)
                 return await behavior(request, context)
             except asyncio.CancelledError:
                 outcome = "CANCELLED"
@@ -259,6 +270,52 @@ class CallInterceptor(aio.ServerInterceptor):
                 self._log(method, context, started, outcome)
 
         return unary
+
+
+class _Malformed:
+    """Stands for request bytes that are not a valid message of the method's type."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A deserializer that returns ``_Malformed`` instead of raising.
+
+    gRPC answers a deserializer's exception with UNKNOWN and logs a traceback;
+    malformed bytes are the caller's fault, so they get INVALID_ARGUMENT.
+    """
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return _Malformed(type(exc).__name__)
+
+    return parse
+
+
+_MALFORMED_MESSAGE = "the request is not a valid message of this method's type"
+
+
+async def _parsed(request: Any, context: aio.ServicerContext, streaming: bool) -> Any:
+    if not streaming:
+        if isinstance(request, _Malformed):
+            context.set_trailing_metadata(
+                error_metadata(InvalidArgument(_MALFORMED_MESSAGE, reason="MALFORMED_REQUEST"))
+            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _MALFORMED_MESSAGE)
+        return request
+
+    async def checked() -> Any:
+        async for message in request:
+            if isinstance(message, _Malformed):
+                raise InvalidArgument(_MALFORMED_MESSAGE, reason="MALFORMED_REQUEST")
+            yield message
+
+    return checked()
 
 
 # -- addresses -----------------------------------------------------------------------------
