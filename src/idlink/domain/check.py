@@ -109,16 +109,16 @@ def check_account(engine: IdentityEngine, account: str) -> AccountReport:
                         f"and {_pid(customer_pid)}"
                     )
                 owner[pid] = customer_pid
-                contact = contacts.get(pid)
-                if contact is None:
+                member = contacts.get(pid)
+                if member is None:
                     report.add(f"customer {_pid(customer_pid)}: contact {_pid(pid)} does not exist")
                     continue
-                if contact.customer_pid != customer_pid:
+                if member.customer_pid != customer_pid:
                     report.add(
                         f"customer {_pid(customer_pid)}: contact {_pid(pid)} points to "
-                        f"{_pid(contact.customer_pid)}"
+                        f"{_pid(member.customer_pid)}"
                     )
-                types[contact.type] += 1
+                types[member.type] += 1
             for name, count in sorted(types.items()):
                 key_type = config.key_types.get(name)
                 limit = key_type.max_per_customer if key_type is not None else 0
@@ -145,16 +145,16 @@ def check_account(engine: IdentityEngine, account: str) -> AccountReport:
             if keys is None:
                 keys = set(txn.record_keys_of(prefix, pid))
             for canonical in sorted(keys):
-                record = txn.get_record_by_canonical(prefix, canonical)
+                indexed_record = txn.get_record_by_canonical(prefix, canonical)
                 source, record_id = codec.split_canonical_key(canonical)[1:]
-                if record is None:
+                if indexed_record is None:
                     report.add(
                         f"contact {_pid(pid)}: indexed record {source!r}/{record_id!r} "
                         "does not exist"
                     )
                 elif (
-                    pid not in record.contact_pids
-                    or record.observed_at_us != (codec.split_canonical_key(canonical)[0])
+                    pid not in indexed_record.contact_pids
+                    or indexed_record.observed_at_us != codec.split_canonical_key(canonical)[0]
                 ):
                     report.add(
                         f"contact {_pid(pid)}: stale index entry for record "

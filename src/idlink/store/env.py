@@ -185,13 +185,13 @@ class Store:
         if self.healthy:
             return
         if not hasattr(self, "_reopen_args"):
-            self._reopen_args: tuple[int, dict[str, bool]] | None = None
+            self._reopen_args: tuple[int, Any] | None = None
         with self._gate.exclusive():
             # Kept across attempts: once closed, the old environment cannot say them.
             if self._reopen_args is None:
                 self._reopen_args = (self._env.info()["map_size"], self._env.flags())
                 self._env.close()
-            map_size, flags = self._reopen_args
+            map_size, flags = self._reopen_args  # type: ignore[misc]
             try:
                 self._env = lmdb.open(
                     self.path,
