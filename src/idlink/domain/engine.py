@@ -510,6 +510,8 @@ class _Session:
         self.has_policies = has_policies(txn, self.prefix)
         self.contacts: dict[bytes, ContactState] = {}
         self.pending: dict[bytes, tuple[RecordState, StepResult]] = {}
+        # Contacts around records stored but not yet applied: replayed together.
+        self.deferred: set[bytes] = set()
 
     # -- contacts ---------------------------------------------------------------------
 
@@ -643,6 +645,16 @@ class _Session:
         for i in order:
             outcomes[i] = self._apply_one(records[i], prepared[i])
         self.flush()
+        if self.deferred:
+            # One replay for every record of the batch that needed one: a closed
+            # region replayed from nothing is canonical whatever was stored.
+            replayed = self.replay_region(self.deferred)
+            self.deferred = set()
+            for i in order:
+                record = records[i]
+                key = codec.canonical_key(record.observed_at_us, record.source, record.record_id)
+                if key in replayed and not record.deleted:
+                    outcomes[i] = (replayed[key].outcome, replayed[key].refused)
         results = []
         for i, record in enumerate(records):
             outcome, refused = outcomes[last[(record.source, record.record_id)]]
@@ -653,13 +665,12 @@ class _Session:
     def _apply_one(
         self, record: RecordInput, prepared: Sequence[PreparedContact]
     ) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """Apply one record of a batch now, or store it and defer it to the batch's replay."""
         key = codec.canonical_key(record.observed_at_us, record.source, record.record_id)
         stored = self.txn.get_record(self.prefix, record.source, record.record_id)
         if record.deleted:
-            if stored is None:
-                return APPLIED, []
-            self.flush()
-            self.delete_record(record.source, record.record_id)
+            if stored is not None:
+                self._remove_record(stored)
             return APPLIED, []
         pids = list(dict.fromkeys(p.pid for p in prepared))
         for p in prepared:
@@ -667,19 +678,15 @@ class _Session:
         if stored is not None:
             if stored.observed_at_us == record.observed_at_us and list(stored.contact_pids) == pids:
                 return stored.outcome, _refused_pairs(stored)
-            self.flush()
-            return self._replace(stored, record, key, pids)
-        graph = self._load(pids)
-        if not graph.is_newest(key, pids):
-            self.flush()
-            state = self._new_record_state(record, pids)
-            self._store_record(key, state, None)
-            results = self.replay_region(set(pids))
-            result = results[key]
+            self._remove_record(stored)
+        elif self._load(pids).is_newest(key, pids):
+            assert self.graph is not None
+            result = self.graph.apply(key, pids)
+            self.pending[key] = (self._new_record_state(record, pids), result)
             return result.outcome, result.refused
-        result = graph.apply(key, pids)
-        self.pending[key] = (self._new_record_state(record, pids), result)
-        return result.outcome, result.refused
+        self._store_record(key, self._new_record_state(record, pids), None)
+        self.deferred.update(pids)
+        return APPLIED, []  # replaced by the replay's outcome
 
     def _new_record_state(self, record: RecordInput, pids: list[bytes]) -> RecordState:
         return RecordState(
@@ -698,26 +705,21 @@ class _Session:
         for pid in record.contact_pids:
             self.txn.index_record(self.prefix, pid, key)
 
-    def _replace(
-        self, stored: RecordState, record: RecordInput, key: bytes, pids: list[bytes]
-    ) -> tuple[int, list[tuple[bytes, bytes]]]:
+    def _remove_record(self, stored: RecordState) -> None:
+        """Take a stored record's evidence out; its contacts join the batch's replay."""
         old_key = codec.canonical_key(stored.observed_at_us, stored.source, stored.record_id)
         for pid in stored.contact_pids:
             self.txn.unindex_record(self.prefix, pid, old_key)
-        self._store_record(key, self._new_record_state(record, pids), None)
-        results = self.replay_region(set(stored.contact_pids) | set(pids))
-        result = results[key]
-        return result.outcome, result.refused
+        self.txn.delete_record(self.prefix, stored.source, stored.record_id)
+        self.deferred.update(stored.contact_pids)
 
     def delete_record(self, source: str, record_id: str) -> None:
         stored = self.txn.get_record(self.prefix, source, record_id)
         if stored is None:
             return
-        old_key = codec.canonical_key(stored.observed_at_us, stored.source, stored.record_id)
-        for pid in stored.contact_pids:
-            self.txn.unindex_record(self.prefix, pid, old_key)
-        self.txn.delete_record(self.prefix, source, record_id)
-        self.replay_region(set(stored.contact_pids))
+        self._remove_record(stored)
+        self.replay_region(self.deferred)
+        self.deferred = set()
 
     # -- the replay path -------------------------------------------------------------------
 
