@@ -63,10 +63,16 @@ def bench_engine(records: int, resolves: int, repeats: int) -> list[Entry]:
         with tempfile.TemporaryDirectory() as folder:
             return raw_puts(folder, records, durable=True)
 
-    out.append(entry(f"engine ingest {records // 1000}k records ({contacts_per_record:.1f} contacts each)",
-                     median_rate(ingest_once, repeats), "records/s",
-                     "raw py-lmdb batched random put, durable", median_rate(raw_once, repeats),
-                     target=0.3))
+    out.append(
+        entry(
+            f"engine ingest {records // 1000}k records ({contacts_per_record:.1f} contacts each)",
+            median_rate(ingest_once, repeats),
+            "records/s",
+            "raw py-lmdb batched random put, durable",
+            median_rate(raw_once, repeats),
+            target=0.3,
+        )
+    )
 
     # Resolve of known contacts against raw random gets on a store of the same size.
     with tempfile.TemporaryDirectory() as folder, Store(folder, durable=False) as store:
@@ -98,6 +104,14 @@ def bench_engine(records: int, resolves: int, repeats: int) -> list[Entry]:
 
         get_rate = median_rate(gets, repeats)
         env.close()
-    out.append(entry("engine resolve (no network)", resolve_rate, "resolves/s",
-                     "raw py-lmdb random get, same key count", get_rate, target=0.3))
+    out.append(
+        entry(
+            "engine resolve (no network)",
+            resolve_rate,
+            "resolves/s",
+            "raw py-lmdb random get, same key count",
+            get_rate,
+            target=0.3,
+        )
+    )
     return out

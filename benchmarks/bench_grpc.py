@@ -60,7 +60,9 @@ def _process(args: list[str], target: str, log: Path):
                     break
                 except grpc.FutureTimeoutError:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}") from None
+                        raise RuntimeError(
+                            f"server did not start: {log.read_text()[-2000:]}"
+                        ) from None
             if args[1] == "idlink":
                 health = health_pb2_grpc.HealthStub(channel)
                 while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status != 1:
@@ -111,7 +113,9 @@ class _PeakMemory:
 # -- load generators ---------------------------------------------------------------------
 
 
-async def _unary_load(target: str, call, requests: list, seconds: float, metadata) -> tuple[float, list[float]]:
+async def _unary_load(
+    target: str, call, requests: list, seconds: float, metadata
+) -> tuple[float, list[float]]:
     """Run CONCURRENCY callers for ``seconds``; return (calls/s, latencies in ms)."""
     latencies: list[float] = []
     async with aio.insecure_channel(target) as channel:
@@ -185,13 +189,28 @@ def bench_grpc(*, smoke: bool, repeats: int) -> list[Entry]:
             with _PeakMemory(server.pid) as memory:
                 rate = _ingest(target, records, metadata)
             with tempfile.TemporaryDirectory() as raw:
-                floor = (len(records) / _timed(lambda: raw_puts(raw, len(records), durable=True)))
-            out.append(entry(f"Ingest over gRPC, {len(records) // 1000}k records, durable acks",
-                             rate, "records/s", "raw py-lmdb batched random put, durable", floor,
-                             target=0.3))
-            out.append(entry(f"peak RssAnon during the {len(records) // 1000}k-record ingest",
-                             memory.peak / 1024, "MiB", "target ceiling 512 MiB", 512,
-                             lower_is_better=True, target=1.0))
+                floor = len(records) / _timed(lambda: raw_puts(raw, len(records), durable=True))
+            out.append(
+                entry(
+                    f"Ingest over gRPC, {len(records) // 1000}k records, durable acks",
+                    rate,
+                    "records/s",
+                    "raw py-lmdb batched random put, durable",
+                    floor,
+                    target=0.3,
+                )
+            )
+            out.append(
+                entry(
+                    f"peak RssAnon during the {len(records) // 1000}k-record ingest",
+                    memory.peak / 1024,
+                    "MiB",
+                    "target ceiling 512 MiB",
+                    512,
+                    lower_is_better=True,
+                    target=1.0,
+                )
+            )
 
             out += _bulk_load(target, data, root, 5_000 if smoke else 200_000)
 
@@ -208,60 +227,182 @@ def bench_grpc(*, smoke: bool, repeats: int) -> list[Entry]:
             batch_reply_bytes = asyncio.run(_one_batch(target, batch, metadata)).ByteSize()
 
             def resolve_unary():
-                return asyncio.run(_unary_load(
-                    target, lambda ch: identity_pb2_grpc.IdentityServiceStub(ch).Resolve,
-                    resolve_requests, seconds, metadata))
+                return asyncio.run(
+                    _unary_load(
+                        target,
+                        lambda ch: identity_pb2_grpc.IdentityServiceStub(ch).Resolve,
+                        resolve_requests,
+                        seconds,
+                        metadata,
+                    )
+                )
 
             unary_rate, unary_lat = _median(resolve_unary, repeats)
-            stream_rate = _median(lambda: asyncio.run(_stream_load(
-                target, lambda ch: identity_pb2_grpc.IdentityServiceStub(ch).StreamResolve,
-                resolve_requests, 2_000 if smoke else 50_000, metadata)), repeats)
-            batch_rate = _median(lambda: asyncio.run(_unary_load(
-                target, lambda ch: identity_pb2_grpc.IdentityServiceStub(ch).BatchResolve,
-                [batch], seconds, metadata))[0] * 1000, repeats)
+            stream_rate = _median(
+                lambda: asyncio.run(
+                    _stream_load(
+                        target,
+                        lambda ch: identity_pb2_grpc.IdentityServiceStub(ch).StreamResolve,
+                        resolve_requests,
+                        2_000 if smoke else 50_000,
+                        metadata,
+                    )
+                ),
+                repeats,
+            )
+            batch_rate = _median(
+                lambda: (
+                    asyncio.run(
+                        _unary_load(
+                            target,
+                            lambda ch: identity_pb2_grpc.IdentityServiceStub(ch).BatchResolve,
+                            [batch],
+                            seconds,
+                            metadata,
+                        )
+                    )[0]
+                    * 1000
+                ),
+                repeats,
+            )
             workers_one = unary_rate
 
         echo_port = _free_port()
         echo_target = f"127.0.0.1:{echo_port}"
-        echo_args = ["-m", "benchmarks.echo_server", "--listen", echo_target,
-                     "--reply-bytes", str(reply_bytes), "--batch-reply-bytes", str(batch_reply_bytes)]
+        echo_args = [
+            "-m",
+            "benchmarks.echo_server",
+            "--listen",
+            echo_target,
+            "--reply-bytes",
+            str(reply_bytes),
+            "--batch-reply-bytes",
+            str(batch_reply_bytes),
+        ]
         echo_requests = [b"q" * request_bytes]
         batch_request = [b"q" * batch.ByteSize()]
         with _process(echo_args, echo_target, root / "echo.log"):
+
             def echo_unary():
-                return asyncio.run(_unary_load(
-                    echo_target, lambda ch: ch.unary_unary("/bench.Echo/Unary"),
-                    echo_requests, seconds, ()))
+                return asyncio.run(
+                    _unary_load(
+                        echo_target,
+                        lambda ch: ch.unary_unary("/bench.Echo/Unary"),
+                        echo_requests,
+                        seconds,
+                        (),
+                    )
+                )
 
             echo_rate, echo_lat = _median(echo_unary, repeats)
-            echo_stream = _median(lambda: asyncio.run(_stream_load(
-                echo_target, lambda ch: ch.stream_stream("/bench.Echo/Stream"),
-                echo_requests, 2_000 if smoke else 50_000, ())), repeats)
-            echo_batch = _median(lambda: asyncio.run(_unary_load(
-                echo_target, lambda ch: ch.unary_unary("/bench.Echo/Batch"),
-                batch_request, seconds, ()))[0] * 1000, repeats)
+            echo_stream = _median(
+                lambda: asyncio.run(
+                    _stream_load(
+                        echo_target,
+                        lambda ch: ch.stream_stream("/bench.Echo/Stream"),
+                        echo_requests,
+                        2_000 if smoke else 50_000,
+                        (),
+                    )
+                ),
+                repeats,
+            )
+            echo_batch = _median(
+                lambda: (
+                    asyncio.run(
+                        _unary_load(
+                            echo_target,
+                            lambda ch: ch.unary_unary("/bench.Echo/Batch"),
+                            batch_request,
+                            seconds,
+                            (),
+                        )
+                    )[0]
+                    * 1000
+                ),
+                repeats,
+            )
 
-        out.append(entry(f"Resolve unary, {CONCURRENCY} concurrent callers", unary_rate, "resolves/s",
-                         "bare echo unary, same sizes and server set-up", echo_rate, target=0.8))
-        out.append(entry(f"Resolve unary p50, {CONCURRENCY} concurrent callers", _p(unary_lat, 0.5), "ms",
-                         "bare echo p50", _p(echo_lat, 0.5), lower_is_better=True))
-        out.append(entry(f"Resolve unary p99, {CONCURRENCY} concurrent callers", _p(unary_lat, 0.99), "ms",
-                         "bare echo p99", _p(echo_lat, 0.99), lower_is_better=True, target=1 / 1.5))
-        out.append(entry("StreamResolve, one pipelined stream", stream_rate, "resolves/s",
-                         "bare echo bidi stream", echo_stream, target=0.7))
-        out.append(entry(BATCH_NAME, batch_rate, "resolves/s",
-                         "echo of 1,000-item batches (items/s)", echo_batch))
+        out.append(
+            entry(
+                f"Resolve unary, {CONCURRENCY} concurrent callers",
+                unary_rate,
+                "resolves/s",
+                "bare echo unary, same sizes and server set-up",
+                echo_rate,
+                target=0.8,
+            )
+        )
+        out.append(
+            entry(
+                f"Resolve unary p50, {CONCURRENCY} concurrent callers",
+                _p(unary_lat, 0.5),
+                "ms",
+                "bare echo p50",
+                _p(echo_lat, 0.5),
+                lower_is_better=True,
+            )
+        )
+        out.append(
+            entry(
+                f"Resolve unary p99, {CONCURRENCY} concurrent callers",
+                _p(unary_lat, 0.99),
+                "ms",
+                "bare echo p99",
+                _p(echo_lat, 0.99),
+                lower_is_better=True,
+                target=1 / 1.5,
+            )
+        )
+        out.append(
+            entry(
+                "StreamResolve, one pipelined stream",
+                stream_rate,
+                "resolves/s",
+                "bare echo bidi stream",
+                echo_stream,
+                target=0.7,
+            )
+        )
+        out.append(
+            entry(
+                BATCH_NAME,
+                batch_rate,
+                "resolves/s",
+                "echo of 1,000-item batches (items/s)",
+                echo_batch,
+            )
+        )
 
         # --workers 2 against --workers 1, on the same data.
         port2 = _free_port()
         target2 = f"127.0.0.1:{port2}"
-        with _process(["-m", "idlink", "serve", "--data", str(data), "--listen", target2,
-                       "--workers", "2"], target2, root / "workers.log"):
-            workers_two, _ = _median(lambda: asyncio.run(_unary_load(
-                target2, lambda ch: identity_pb2_grpc.IdentityServiceStub(ch).Resolve,
-                resolve_requests, seconds, metadata)), repeats)
-        out.append(entry("Resolve unary, --workers 2", workers_two, "resolves/s",
-                         "--workers 1, same load", workers_one))
+        with _process(
+            ["-m", "idlink", "serve", "--data", str(data), "--listen", target2, "--workers", "2"],
+            target2,
+            root / "workers.log",
+        ):
+            workers_two, _ = _median(
+                lambda: asyncio.run(
+                    _unary_load(
+                        target2,
+                        lambda ch: identity_pb2_grpc.IdentityServiceStub(ch).Resolve,
+                        resolve_requests,
+                        seconds,
+                        metadata,
+                    )
+                ),
+                repeats,
+            )
+        out.append(
+            entry(
+                "Resolve unary, --workers 2",
+                workers_two,
+                "resolves/s",
+                "--workers 1, same load",
+                workers_one,
+            )
+        )
     return out
 
 
@@ -280,8 +421,16 @@ def _bulk_load(target: str, data: Path, root: Path, count: int) -> list[Entry]:
         writer.writerow(["source", "record_id", "observed_at", "phone", "email", "id"])
         for r in records:
             values = {c.type: c.value for c in r.contacts}
-            writer.writerow([r.source, r.record_id, f"{r.observed_at_us / 1e6:.6f}",
-                             values["phone"], values["email"], values.get("id", "")])
+            writer.writerow(
+                [
+                    r.source,
+                    r.record_id,
+                    f"{r.observed_at_us / 1e6:.6f}",
+                    values["phone"],
+                    values["email"],
+                    values.get("id", ""),
+                ]
+            )
     account = "bulk"
     token = ""
     try:
@@ -290,8 +439,19 @@ def _bulk_load(target: str, data: Path, root: Path, count: int) -> list[Entry]:
         token = str(create_key(str(data), account, "admin"))
     except ImportError:
         pass
-    command = [sys.executable, "-m", "idlink", "ingest", "--target", target, "--account", account,
-               "--batch-size", "1000", str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "idlink",
+        "ingest",
+        "--target",
+        target,
+        "--account",
+        account,
+        "--batch-size",
+        "1000",
+        str(path),
+    ]
     if token:
         command[4:4] = ["--token", token]
     seconds = _timed(lambda: subprocess.run(command, check=True, capture_output=True, timeout=3600))
@@ -305,7 +465,9 @@ def _bulk_load(target: str, data: Path, root: Path, count: int) -> list[Entry]:
         for other in nodes[1:]:
             src.append(nodes[0])
             dst.append(other)
-    matrix = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(len(ids), len(ids))).tocsr()
+    matrix = coo_matrix(
+        (np.ones(len(src), np.int8), (src, dst)), shape=(len(ids), len(ids))
+    ).tocsr()
     scipy_rate = count / _timed(lambda: connected_components(matrix, directed=False))
     with tempfile.TemporaryDirectory() as raw:
         put_rate = count / _timed(lambda: raw_puts(raw, count, durable=True))
@@ -327,7 +489,8 @@ def _allow_bulk_reads(target: str, metadata) -> None:
     with grpc.insecure_channel(target) as channel:
         admin_pb2_grpc.AdminServiceStub(channel).SetSecurityPolicy(
             admin_pb2.SetSecurityPolicyRequest(
-                account=ACCOUNT, policy=admin_pb2.SecurityPolicy(anomaly_max_customers=1_000_000_000)
+                account=ACCOUNT,
+                policy=admin_pb2.SecurityPolicy(anomaly_max_customers=1_000_000_000),
             ),
             metadata=metadata,
             timeout=10,
@@ -346,12 +509,16 @@ def _key(key) -> common_pb2.ContactKey:
 
 async def _one_resolve(target: str, request, metadata):
     async with aio.insecure_channel(target) as channel:
-        return await identity_pb2_grpc.IdentityServiceStub(channel).Resolve(request, metadata=metadata)
+        return await identity_pb2_grpc.IdentityServiceStub(channel).Resolve(
+            request, metadata=metadata
+        )
 
 
 async def _one_batch(target: str, request, metadata):
     async with aio.insecure_channel(target) as channel:
-        return await identity_pb2_grpc.IdentityServiceStub(channel).BatchResolve(request, metadata=metadata)
+        return await identity_pb2_grpc.IdentityServiceStub(channel).BatchResolve(
+            request, metadata=metadata
+        )
 
 
 def _ingest(target: str, records, metadata) -> float:
@@ -365,9 +532,11 @@ def _ingest(target: str, records, metadata) -> float:
 
             async def send() -> None:
                 for seq, batch in enumerate(batches, start=1):
-                    await stream.write(identity_pb2.IngestRequest(
-                        account=ACCOUNT, seq=seq,
-                        records=[_record(r) for r in batch]))
+                    await stream.write(
+                        identity_pb2.IngestRequest(
+                            account=ACCOUNT, seq=seq, records=[_record(r) for r in batch]
+                        )
+                    )
                 await stream.done_writing()
 
             sender = asyncio.ensure_future(send())
@@ -383,8 +552,8 @@ def _ingest(target: str, records, metadata) -> float:
 
 
 def _record(r) -> identity_pb2.Record:
-    record = identity_pb2.Record(source=r.source, record_id=r.record_id,
-                                 contacts=[_key(c) for c in r.contacts])
+    record = identity_pb2.Record(
+        source=r.source, record_id=r.record_id, contacts=[_key(c) for c in r.contacts]
+    )
     record.observed_at.FromMicroseconds(r.observed_at_us)
     return record
-

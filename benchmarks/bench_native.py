@@ -27,17 +27,28 @@ def bench_union_find(edge_counts: list[int], repeats: int) -> list[Entry]:
         nodes = edges // 2
         src, dst = random_graph(nodes, edges)
         matrix = coo_matrix(
-            (np.ones(edges, dtype=np.int8), (np.frombuffer(src, np.uint32), np.frombuffer(dst, np.uint32))),
+            (
+                np.ones(edges, dtype=np.int8),
+                (np.frombuffer(src, np.uint32), np.frombuffer(dst, np.uint32)),
+            ),
             shape=(nodes, nodes),
         ).tocsr()
-        compiled = median_rate(lambda: (_unionfind_c.connected_components(nodes, src, dst), edges)[1], repeats)
+        compiled = median_rate(
+            lambda: (_unionfind_c.connected_components(nodes, src, dst), edges)[1], repeats
+        )
         floor = median_rate(
             lambda: (connected_components(matrix, directed=False), edges)[1], repeats
         )
         label = f"{edges / 1e6:g}M" if edges >= 1_000_000 else f"{edges // 1000}k"
         out.append(
-            entry(f"union-find {label} edges, compiled vs scipy", compiled, "edges/s",
-                  "scipy connected_components (prebuilt CSR)", floor, target=3.0)
+            entry(
+                f"union-find {label} edges, compiled vs scipy",
+                compiled,
+                "edges/s",
+                "scipy connected_components (prebuilt CSR)",
+                floor,
+                target=3.0,
+            )
         )
         py_edges = min(edges, 1_000_000)
         py_src, py_dst = src[:py_edges], dst[:py_edges]
@@ -45,8 +56,14 @@ def bench_union_find(edge_counts: list[int], repeats: int) -> list[Entry]:
             lambda: (_unionfind_py.connected_components(nodes, py_src, py_dst), py_edges)[1], 1
         )
         out.append(
-            entry(f"union-find {label} edges, compiled vs pure Python", compiled, "edges/s",
-                  "pure-Python twin", twin, target=25.0)
+            entry(
+                f"union-find {label} edges, compiled vs pure Python",
+                compiled,
+                "edges/s",
+                "pure-Python twin",
+                twin,
+                target=25.0,
+            )
         )
     return out
 
@@ -62,6 +79,7 @@ def bench_contacts(count: int, repeats: int) -> list[Entry]:
         ("phones", _contacts_c.NORMALIZER_PHONE, phones, 20.0),
         ("emails", _contacts_c.NORMALIZER_EMAIL, emails, 3.0),
     ):
+
         def compiled(values=values, normalizer=normalizer) -> int:
             for v in values:
                 _contacts_c.prepare(secret, normalizer, kind, "", v)
@@ -81,9 +99,23 @@ def bench_contacts(count: int, repeats: int) -> list[Entry]:
         _contacts_c.prepare(secret, normalizer, kind, "", values[0])
         _contacts_py.prepare(secret, normalizer, kind, "", values[0])
         c_rate = median_rate(compiled, repeats)
-        out.append(entry(f"clean+validate+hash {kind}, compiled vs pure Python", c_rate, "contacts/s",
-                         "pure-Python twin (phonenumbers for each phone)", median_rate(twin, repeats),
-                         target=target))
-        out.append(entry(f"clean+validate+hash {kind}, compiled vs bare hashlib", c_rate, "contacts/s",
-                         "bare keyed blake2b, no clean-up", median_rate(bare, repeats)))
+        out.append(
+            entry(
+                f"clean+validate+hash {kind}, compiled vs pure Python",
+                c_rate,
+                "contacts/s",
+                "pure-Python twin (phonenumbers for each phone)",
+                median_rate(twin, repeats),
+                target=target,
+            )
+        )
+        out.append(
+            entry(
+                f"clean+validate+hash {kind}, compiled vs bare hashlib",
+                c_rate,
+                "contacts/s",
+                "bare keyed blake2b, no clean-up",
+                median_rate(bare, repeats),
+            )
+        )
     return out

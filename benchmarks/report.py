@@ -41,7 +41,9 @@ def entry(
     else:
         ratio = value / floor_value if floor_value else 0.0
     met = None if target is None else ratio >= target
-    return Entry(name, round(value, 3), unit, floor, round(floor_value, 3), round(ratio, 3), target, met)
+    return Entry(
+        name, round(value, 3), unit, floor, round(floor_value, 3), round(ratio, 3), target, met
+    )
 
 
 def median_rate(fn: Callable[[], int], repeats: int) -> float:

@@ -27,8 +27,16 @@ def _batch_against_engine(entries: list[Entry]) -> list[Entry]:
     engine = next((e for e in entries if e.name.startswith("engine resolve")), None)
     if batch is None or engine is None:
         return []
-    return [entry(BATCH_NAME + ", against the engine", batch.value, batch.unit,
-                  "engine-level resolve, no network", engine.value, target=0.7)]
+    return [
+        entry(
+            BATCH_NAME + ", against the engine",
+            batch.value,
+            batch.unit,
+            "engine-level resolve, no network",
+            engine.value,
+            target=0.7,
+        )
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,11 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     entries: list[Entry] = []
     if "native" in groups:
-        entries += bench_native.bench_union_find([100_000] if smoke else [1_000_000, 10_000_000], repeats)
+        entries += bench_native.bench_union_find(
+            [100_000] if smoke else [1_000_000, 10_000_000], repeats
+        )
         entries += bench_native.bench_contacts(5_000 if smoke else 100_000, repeats)
     if "engine" in groups:
         entries += bench_engine.bench_engine(
-            records=2_000 if smoke else 100_000, resolves=2_000 if smoke else 50_000, repeats=repeats
+            records=2_000 if smoke else 100_000,
+            resolves=2_000 if smoke else 50_000,
+            repeats=repeats,
         )
     if "grpc" in groups:
         try:
@@ -60,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     name = "smoke" if smoke else "latest"
     json_path, md_path = write(entries, name)
     print(md_path.read_text())
-    print(f"{len(entries)} figures in {time.perf_counter() - started:.0f} s on "
-          f"{platform.machine()} {platform.python_version()}; written to {json_path}")
+    print(
+        f"{len(entries)} figures in {time.perf_counter() - started:.0f} s on "
+        f"{platform.machine()} {platform.python_version()}; written to {json_path}"
+    )
     missed = [e.name for e in entries if e.met is False]
     if missed and not smoke:
         print("targets missed: " + "; ".join(missed))

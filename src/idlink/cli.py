@@ -9,25 +9,13 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-DEFAULT_DATA = "./var/idlink"
-DEFAULT_LISTEN = "127.0.0.1:50051"
+from idlink.service.server import DEFAULT_DATA, DEFAULT_LISTEN, add_serve_arguments
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from idlink.service.server import run_server
+    from idlink.service.server import run_from_args
 
-    return run_server(
-        args.data,
-        args.listen,
-        workers=args.workers,
-        map_size=args.map_size,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        retention_interval=args.retention_interval,
-        health_interval=args.health_interval,
-        min_free_bytes=args.min_free_disk,
-    )
+    return run_from_args(args)
 
 
 def _keys_create(args: argparse.Namespace) -> int:
@@ -137,25 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gRPC server on an embedded store")
-    serve.add_argument("--data", default=DEFAULT_DATA, help=f"store folder (default {DEFAULT_DATA})")
-    serve.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
-    serve.add_argument("--workers", type=int, default=1, help="server processes sharing the store")
-    serve.add_argument("--map-size", type=int, default=0, help="LMDB map size in bytes (0: default)")
-    serve.add_argument(
-        "--health-interval", type=float, default=2.0, help="seconds between store health probes"
-    )
-    serve.add_argument(
-        "--min-free-disk",
-        type=int,
-        default=16 << 20,
-        help="bytes of free disk below which health is NOT_SERVING",
-    )
-    serve.add_argument("--tls-cert", help="PEM certificate chain (TLS)")
-    serve.add_argument("--tls-key", help="PEM private key (TLS)")
-    serve.add_argument("--tls-client-ca", help="PEM CA of client certificates (mutual TLS)")
-    serve.add_argument(
-        "--retention-interval", type=float, default=3600.0, help="seconds between retention sweeps"
-    )
+    add_serve_arguments(serve)
     serve.set_defaults(run=_serve)
 
     keys = commands.add_parser("keys", help="API keys")

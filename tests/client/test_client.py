@@ -13,7 +13,7 @@ import pytest
 
 from idlink.client import IdlinkClient, IdlinkError
 from idlink.v1 import common_pb2, identity_pb2, identity_pb2_grpc, profile_pb2
-from tests.service.conftest import free_port
+from tests.server import free_port
 
 FOUND = identity_pb2.RESOLVE_STATUS_FOUND
 CREATED = identity_pb2.RESOLVE_STATUS_CREATED

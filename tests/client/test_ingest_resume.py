@@ -8,8 +8,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from idlink.client import IdlinkClient
 from idlink.v1 import common_pb2, identity_pb2
+from tests.server import make_token
 
-from .conftest import Server, make_token
+from .conftest import restartable_server
 
 RECORDS = 12_000
 BATCH = 200
@@ -39,7 +40,7 @@ def record(i: int) -> identity_pb2.Record:
 
 def test_ingest_resumes_after_the_server_is_killed(tmp_path):
     account = "resume"
-    server = Server(tmp_path / "data")
+    server = restartable_server(tmp_path / "data")
     token = make_token(server.data, account)
     server.start()
     restarted = threading.Event()

@@ -90,7 +90,9 @@ def test_blocked_values_never_link(engine):
 
 
 def test_placeholder_email_is_isolated_not_merged(engine):
-    rows = [rec(f"r{i}", phone(f"+1415555{i:04d}"), email("no@email.com"), at=i) for i in range(2000)]
+    rows = [
+        rec(f"r{i}", phone(f"+1415555{i:04d}"), email("no@email.com"), at=i) for i in range(2000)
+    ]
     engine.ingest(A, rows)
     partition = engine.partition(A)
     assert len(partition) == 2001

@@ -92,11 +92,13 @@ def check_invariants(engine: IdentityEngine) -> None:
 
 @contextmanager
 def fresh_engine() -> Iterator[IdentityEngine]:
-    with tempfile.TemporaryDirectory(prefix="idlink-prop-") as folder:
-        with Store(folder, durable=False) as store:
-            engine = IdentityEngine(store, MASTER)
-            configure(engine)
-            yield engine
+    with (
+        tempfile.TemporaryDirectory(prefix="idlink-prop-") as folder,
+        Store(folder, durable=False) as store,
+    ):
+        engine = IdentityEngine(store, MASTER)
+        configure(engine)
+        yield engine
 
 
 SETTINGS = settings(
@@ -143,7 +145,9 @@ def test_batches_with_policy_changes_equal_rebuild(impl, batches):
             engine.ingest(
                 ACCOUNT,
                 [
-                    to_input(args) if kind == "upsert" else RecordInput(args[0], str(args[1]), [], 0, True)
+                    to_input(args)
+                    if kind == "upsert"
+                    else RecordInput(args[0], str(args[1]), [], 0, True)
                     for kind, args in records_only
                 ],
             )

@@ -36,15 +36,14 @@ import grpc
 
 from tests.reliability.harness import (
     Client,
-    Server,
     batch_records,
     configure_account,
     ingest_request,
-    make_token,
     missing_records,
     offline_engine,
     store_problems,
 )
+from tests.server import Server, make_token
 
 ACCOUNT = "crash-test"
 # Batches offered per stream: more than are ever acknowledged before a kill.

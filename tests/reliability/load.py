@@ -31,14 +31,13 @@ import grpc
 from idlink.v1 import admin_pb2, common_pb2, identity_pb2
 from tests.reliability.harness import (
     Client,
-    Server,
     batch_records,
     configure_account,
     ingest_request,
-    make_token,
     percentile,
     store_problems,
 )
+from tests.server import Server, make_token
 
 ACCOUNT = "load-test"
 PEOPLE = 5000

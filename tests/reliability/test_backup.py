@@ -17,15 +17,14 @@ import grpc
 from idlink.store import codec
 from tests.reliability.harness import (
     Client,
-    Server,
     batch_records,
     configure_account,
     ingest_request,
-    make_token,
     missing_records,
     offline_engine,
     store_problems,
 )
+from tests.server import Server, make_token
 
 ACCOUNT = "backup"
 

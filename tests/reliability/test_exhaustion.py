@@ -28,16 +28,14 @@ from idlink.store.env import Store
 from idlink.v1 import common_pb2, identity_pb2
 from tests.reliability.harness import (
     Client,
-    Server,
     batch_records,
     configure_account,
-    free_port,
     ingest_request,
-    make_token,
     missing_records,
     offline_engine,
     store_problems,
 )
+from tests.server import Server, free_port, make_token
 
 ACCOUNT = "exhaustion"
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -17,8 +17,14 @@ def test_master_secret_is_created_private_and_stable(tmp_path):
 
 
 def test_processes_racing_to_create_it_agree(tmp_path):
-    code = f"from idlink.security.secrets import load_master_secret; print(load_master_secret({str(tmp_path)!r}).hex())"
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    code = (
+        "from idlink.security.secrets import load_master_secret; "
+        f"print(load_master_secret({str(tmp_path)!r}).hex())"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
     keys = {p.communicate(timeout=60)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
     assert len(keys) == 1

@@ -1,9 +1,8 @@
 """A real idlink server in a subprocess, and clients for it.
 
-The server runs as ``python -m idlink.service.server`` on a free loopback port
+The server (``tests/server.py``) runs ``idlink serve`` on a free loopback port
 over a store in a temporary folder; the fixture waits (bounded) until the
-health service says SERVING and stops the process by its PID at the end:
-SIGTERM, then SIGKILL if it does not exit in time.
+health service says SERVING and stops the process by its PID at the end.
 
 Authentication is always on. :class:`Client` sends, on every call, an admin
 key of the account the request names, created in the server's store the first
@@ -14,13 +13,7 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +21,9 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from idlink.v1 import admin_pb2_grpc, identity_pb2_grpc, profile_pb2_grpc
-
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
+from tests.server import Server
 
 # Data folder of each running test server, by target, so a Client finds where to make keys.
 DATA_BY_TARGET: dict[str, Path] = {}
@@ -52,89 +42,16 @@ def admin_token(data: Path, account: str, role: str = "admin") -> str:
         return _TOKENS[key]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    """One server subprocess over one data folder."""
+class ServerProcess(Server):
+    """The shared test server, registered so that a :class:`Client` finds its store."""
 
     def __init__(self, data: Path, *extra_args: str) -> None:
-        self.data = data
-        self.extra_args = extra_args
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = data.parent / f"{data.name}-server.log"
+        super().__init__(data, "--grace", "5", *extra_args)
 
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> ServerProcess:
-        self.port = free_port()
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "idlink.service.server",
-                "--data",
-                str(self.data),
-                "--listen",
-                self.target,
-                "--grace",
-                "5",
-                *self.extra_args,
-            ],
-            stdout=log,
-            stderr=log,
-            env=dict(os.environ),
-        )
-        log.close()
+    def start(self, *, wait: bool = True) -> ServerProcess:
+        super().start(wait=wait)
         DATA_BY_TARGET[self.target] = self.data
-        self.wait_serving()
         return self
-
-    def wait_serving(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        with grpc.insecure_channel(self.target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                assert self.process is not None
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"server exited at start:\n{self.log()}")
-                try:
-                    answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server not SERVING after {START_TIMEOUT} s:\n{self.log()}")
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after a timeout; the exit status."""
-        process, self.process = self.process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                return process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait()
-                return None
-        return process.returncode
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
 
 
 class _Details(

@@ -13,8 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from idlink.v1 import profile_pb2
+from tests.server import free_port
 
-from .conftest import Client, ServerProcess, free_port
+from .conftest import Client, ServerProcess
 
 
 def test_health_reports_serving_for_the_server_and_each_service(server):

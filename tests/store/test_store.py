@@ -37,9 +37,8 @@ def test_a_store_of_another_format_is_refused(tmp_path):
 
 
 def test_the_same_store_cannot_be_opened_twice_in_one_process(tmp_path):
-    with Store(tmp_path, durable=False):
-        with pytest.raises(StoreError):
-            Store(tmp_path, durable=False)
+    with Store(tmp_path, durable=False), pytest.raises(StoreError):
+        Store(tmp_path, durable=False)
     Store(tmp_path, durable=False).close()
 
 
@@ -78,7 +77,9 @@ def test_reopening_after_the_process_ends_finds_everything(tmp_path):
         os._exit(0)  # no clean close: what was committed must be there
         """
     )
-    out = subprocess.run([sys.executable, "-c", writer], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", writer], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     from idlink.domain.contacts import ContactKey
     from idlink.domain.engine import IdentityEngine

@@ -41,7 +41,9 @@ class PreparedContact:
 
 def account_secret(master_secret: bytes, account: str) -> bytes:
     """Derive an account's hashing key from the master secret."""
-    return hmac.new(master_secret, b"idlink account secret\0" + account.encode(), hashlib.sha256).digest()
+    return hmac.new(
+        master_secret, b"idlink account secret\0" + account.encode(), hashlib.sha256
+    ).digest()
 
 
 def check_text(value: str, field: str, max_bytes: int, *, required: bool = True) -> None:
@@ -71,11 +73,15 @@ def prepare_contact(
     else:
         source = ""
     if len(key.value) > MAX_RAW_VALUE_BYTES:
-        raise InvalidArgument(f"{field}.value is longer than {MAX_RAW_VALUE_BYTES} characters", field=f"{field}.value")
+        raise InvalidArgument(
+            f"{field}.value is longer than {MAX_RAW_VALUE_BYTES} characters", field=f"{field}.value"
+        )
     try:
         key.value.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidArgument(f"{field}.value is not valid UTF-8 text", field=f"{field}.value") from None
+        raise InvalidArgument(
+            f"{field}.value is not valid UTF-8 text", field=f"{field}.value"
+        ) from None
     cleaned, reason, pid = _contacts.prepare(
         secret, key_type.normalizer, key_type.name, source, key.value
     )

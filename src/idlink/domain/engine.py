@@ -29,8 +29,6 @@ from idlink.domain.errors import InvalidArgument, NotFound
 from idlink.domain.journey import journey_page
 from idlink.domain.keytypes import AccountConfig, AccountPolicy, KeyType
 from idlink.domain.linking import APPLIED, LinkGraph, Node, StepResult
-from idlink.store import codec
-from idlink.store.env import Store
 from idlink.domain.views import (
     CREATED,
     FOUND,
@@ -44,12 +42,13 @@ from idlink.domain.views import (
     has_policies,
     policy_count_key,
 )
+from idlink.store import codec
+from idlink.store.env import Store
 from idlink.store.txn import (
     AccountState,
     ChangeEvent,
     ContactPolicyState,
     ContactState,
-    CustomerState,
     EngagementState,
     KeyTypeState,
     RecordState,
@@ -60,6 +59,7 @@ MAX_CONTACTS_PER_RECORD = 64
 MAX_ACCOUNT_BYTES = 128
 MANUAL_SOURCE = "manual"
 MAX_SUMMARY_CHARS = 16384
+MAX_SEQ = (1 << 64) - 1
 
 
 def now_us() -> int:
@@ -124,7 +124,9 @@ class IdentityEngine:
         cached = self._configs.get(account)
         if cached is not None and cached[0] == version:
             return cached[1]
-        config = _account_config(txn.get_account(account_id))
+        state = txn.get_account(account_id)
+        assert state is not None, "an account id without its configuration"
+        config = _account_config(state)
         self._configs[account] = (version, config)
         return config
 
@@ -141,9 +143,7 @@ class IdentityEngine:
             config = self._config(txn, account, create=True)
             assert config is not None
             existing = config.key_types.get(key_type.name)
-            if existing is not None and existing.identity_changed(key_type):
-                if _type_in_use(txn, config, key_type.name):
-                    raise customer_rules.type_in_use(key_type.name)
+            _refuse_identity_change(txn, config, key_type)
             updated = config.with_key_type(key_type)
             _put_account(txn, updated, self._clock())
             if existing is not None and existing != key_type:
@@ -154,7 +154,9 @@ class IdentityEngine:
         self._notify()
         return result
 
-    def set_account_policy(self, account: str, policy: AccountPolicy, actor: str = "") -> AccountPolicy:
+    def set_account_policy(
+        self, account: str, policy: AccountPolicy, actor: str = ""
+    ) -> AccountPolicy:
         def run(txn: Txn) -> AccountPolicy:
             config = self._config(txn, account, create=True)
             assert config is not None
@@ -174,7 +176,9 @@ class IdentityEngine:
         """Upsert (or delete) one record and return its outcome."""
         return self.ingest(account, [record], actor)[0]
 
-    def ingest(self, account: str, records: Sequence[RecordInput], actor: str = "") -> list[LinkResult]:
+    def ingest(
+        self, account: str, records: Sequence[RecordInput], actor: str = ""
+    ) -> list[LinkResult]:
         """Apply a batch of records in one write transaction; results in input order.
 
         A record named twice in one batch counts once, as its last version.
@@ -262,10 +266,11 @@ class IdentityEngine:
             contact = txn.get_contact(prefix, prepared.pid)
             if contact is not None:
                 session.replay_region({prepared.pid})
-                customer = txn.get_contact(prefix, prepared.pid).customer_pid
+                replayed = txn.get_contact(prefix, prepared.pid)
+                assert replayed is not None
                 session.emit(
                     "policy_changed",
-                    customer,
+                    replayed.customer_pid,
                     detail=f"do_not_link={policy.do_not_link} never_isolate={policy.never_isolate}",
                 )
             return prepared.pid
@@ -348,7 +353,9 @@ class IdentityEngine:
         with self.read() as reader:
             return reader.view(account).history(customer_pid)
 
-    def list_isolated(self, account: str, after: bytes = b"", limit: int = 100) -> list[ContactView]:
+    def list_isolated(
+        self, account: str, after: bytes = b"", limit: int = 100
+    ) -> list[ContactView]:
         with self.read() as reader:
             return reader.view(account).isolated(after, limit)
 
@@ -356,7 +363,7 @@ class IdentityEngine:
         """Change-feed events with a sequence number above ``seq`` (SPEC 7)."""
         with self.read() as reader:
             config = reader.config(account)
-            if config is None:
+            if config is None or seq >= MAX_SEQ:
                 return []
             return reader.txn.changes_after(_prefix(config), seq, limit)
 
@@ -375,10 +382,7 @@ class IdentityEngine:
                 return Preview()
             changed = config
             if key_type is not None:
-                existing = config.key_types.get(key_type.name)
-                if existing is not None and existing.identity_changed(key_type):
-                    if _type_in_use(reader.txn, config, key_type.name):
-                        raise customer_rules.type_in_use(key_type.name)
+                _refuse_identity_change(reader.txn, config, key_type)
                 changed = changed.with_key_type(key_type)
             if policy is not None:
                 changed = changed.with_policy(policy)
@@ -404,7 +408,9 @@ class IdentityEngine:
         check_text(channel, "channel", 64)
         check_text(direction, "direction", 64, required=False)
         if len(summary) > MAX_SUMMARY_CHARS:
-            raise InvalidArgument(f"summary is longer than {MAX_SUMMARY_CHARS} characters", field="summary")
+            raise InvalidArgument(
+                f"summary is longer than {MAX_SUMMARY_CHARS} characters", field="summary"
+            )
         if engagement_id and len(engagement_id) != 16:
             raise InvalidArgument("engagement_id must be a UUID", field="engagement_id")
         secret = self.secret(account)
@@ -756,7 +762,9 @@ class _Session:
                     if record is not None:
                         records[key] = record
                         queue.extend(record.contact_pids)
-        graph = LinkGraph(self.config.policy.max_contacts, self.config.policy.isolate_min_connections)
+        graph = LinkGraph(
+            self.config.policy.max_contacts, self.config.policy.isolate_min_connections
+        )
         for pid in sorted(region, key=lambda p: (self.contacts[p].first_seen, p)):
             graph.add_node(self.node(pid, fresh=True))
         results = graph.replay((key, list(r.contact_pids)) for key, r in records.items())
@@ -774,7 +782,9 @@ class _Session:
 
     def replayed_account_graph(self) -> LinkGraph:
         """Replay every record of the account on an empty graph (nothing is written)."""
-        graph = LinkGraph(self.config.policy.max_contacts, self.config.policy.isolate_min_connections)
+        graph = LinkGraph(
+            self.config.policy.max_contacts, self.config.policy.isolate_min_connections
+        )
         contacts = sorted(
             self.txn.iter_contacts(self.prefix), key=lambda item: (item[1].first_seen, item[0])
         )
@@ -944,7 +954,9 @@ def _check_record(record: RecordInput, field: str) -> None:
     if record.deleted:
         return
     if not record.contacts:
-        raise InvalidArgument(f"{field}.contacts must name at least one contact", field=f"{field}.contacts")
+        raise InvalidArgument(
+            f"{field}.contacts must name at least one contact", field=f"{field}.contacts"
+        )
     if len(record.contacts) > MAX_CONTACTS_PER_RECORD:
         raise InvalidArgument(
             f"{field}.contacts names more than {MAX_CONTACTS_PER_RECORD} contacts",
@@ -952,8 +964,13 @@ def _check_record(record: RecordInput, field: str) -> None:
         )
 
 
-def _type_in_use(txn: Txn, config: AccountConfig, name: str) -> bool:
-    return any(c.type == name for _, c in txn.iter_contacts(_prefix(config)))
+def _refuse_identity_change(txn: Txn, config: AccountConfig, key_type: KeyType) -> None:
+    """A key type's normalizer and scoping decide contact PIDs: fixed once it has contacts."""
+    existing = config.key_types.get(key_type.name)
+    if existing is None or not existing.identity_changed(key_type):
+        return
+    if any(c.type == key_type.name for _, c in txn.iter_contacts(_prefix(config))):
+        raise customer_rules.type_in_use(key_type.name)
 
 
 def _config_version_key(account_id: int) -> bytes:

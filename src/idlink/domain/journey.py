@@ -41,9 +41,9 @@ def journey_page(
                     continue
             found[engagement.engagement_id] = engagement
     for engagement_id in txn.pins_of(prefix, customer_pid):
-        engagement = txn.get_engagement(prefix, engagement_id)
-        if engagement is not None:
-            found[engagement_id] = engagement
+        pinned = txn.get_engagement(prefix, engagement_id)
+        if pinned is not None:
+            found[engagement_id] = pinned
     ordered = sorted(found.values(), key=lambda e: (e.occurred_at_us, e.engagement_id))
     if after is not None:
         ordered = [e for e in ordered if (e.occurred_at_us, e.engagement_id) > after]
@@ -63,5 +63,7 @@ def decode_token(token: str) -> tuple[int, bytes]:
     try:
         occurred, engagement_id = _TOKEN.unpack(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, struct.error):
-        raise InvalidArgument("page_token is not a token this service gave", field="page_token") from None
+        raise InvalidArgument(
+            "page_token is not a token this service gave", field="page_token"
+        ) from None
     return occurred, engagement_id

@@ -100,7 +100,9 @@ class AccountPolicy:
 
     def validate(self) -> None:
         if self.max_contacts < 2:
-            raise InvalidArgument("policy.max_contacts must be at least 2", field="policy.max_contacts")
+            raise InvalidArgument(
+                "policy.max_contacts must be at least 2", field="policy.max_contacts"
+            )
 
 
 @dataclass

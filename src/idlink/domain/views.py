@@ -116,7 +116,13 @@ class View:
     def contact_view(self, pid: bytes, contact: ContactState) -> ContactView:
         reason = self.unlinkable_reason(pid, contact)
         return ContactView(
-            pid, contact.type, contact.value, contact.source, not reason, reason, contact.connections
+            pid,
+            contact.type,
+            contact.value,
+            contact.source,
+            not reason,
+            reason,
+            contact.connections,
         )
 
     # -- customers ----------------------------------------------------------------
@@ -197,7 +203,10 @@ class View:
                     self._suggest_contact(other, own, "REFUSED_LINK", scores, reasons)
         if contact.moved_at:
             for record in self._records_of(prepared.pid):
-                if codec.canonical_key(record.observed_at_us, record.source, record.record_id) < contact.moved_at:
+                if (
+                    codec.canonical_key(record.observed_at_us, record.source, record.record_id)
+                    < contact.moved_at
+                ):
                     for other in record.contact_pids:
                         self._suggest_contact(other, own, "DEVICE_MOVED", scores, reasons)
         result = [Suggestion(pid, reasons[pid], float(score)) for pid, score in scores.items()]
@@ -305,9 +314,12 @@ class View:
 
     def history(self, customer_pid: bytes) -> list[ChangeEvent]:
         events = self.txn.history_of(self.prefix, customer_pid)
-        if not events and self.txn.get_customer(self.prefix, customer_pid) is None:
-            if self.txn.get_redirect(self.prefix, customer_pid) is None:
-                raise NotFound("customer not found")
+        if (
+            not events
+            and self.txn.get_customer(self.prefix, customer_pid) is None
+            and self.txn.get_redirect(self.prefix, customer_pid) is None
+        ):
+            raise NotFound("customer not found")
         return events
 
     def isolated(self, after: bytes, limit: int) -> list[ContactView]:

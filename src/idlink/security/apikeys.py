@@ -88,7 +88,7 @@ def find(txn: Any, account: str, key_id: str) -> tuple[bytes, ApiKeyState]:
     """A key of an account by its id (NotFound otherwise: never another account's)."""
     for hashed, state in txn.iter_api_keys():
         # Constant-time compare, though key ids are not secret.
-        if state.account == account and hmac.compare_digest(state.key_id, key_id):
+        if state.account == account and hmac.compare_digest(state.key_id.encode(), key_id.encode()):
             return hashed, state
     raise NotFound("API key not found", field="key_id")
 

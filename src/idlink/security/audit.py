@@ -83,16 +83,28 @@ class AuditLog:
         while not self._stop.wait(self.flush_seconds):
             try:
                 self.flush()
-            except Exception:  # the store failed: the server's health will show it
-                log.exception("audit flush failed")
+            except Exception as exc:  # the store failed: the server's health shows it
+                log.error("audit flush failed, will retry: %s", exc)
 
     def flush(self) -> None:
         """Write every buffered event (in one write transaction)."""
         with self._flush_lock:
             with self._lock:
                 events, self._buffer = self._buffer, []
-            if events:
+            if not events:
+                return
+            try:
                 self.store.write(lambda txn: write_events(txn, events))
+            except Exception:
+                # Keep the events for the next flush (the store may come back);
+                # past the bound the oldest go, and the log says how many.
+                with self._lock:
+                    kept = events + self._buffer
+                    lost = max(0, len(kept) - MAX_BUFFERED)
+                    self._buffer = kept[lost:]
+                if lost:
+                    log.error("audit buffer full while the store fails: %d events lost", lost)
+                raise
 
 
 def write_events(txn: Any, events: Iterable[PendingEvent]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -38,10 +39,8 @@ def load_master_secret(data_dir: str | os.PathLike[str]) -> bytes:
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(temporary, 0o600)
-            try:
+            with contextlib.suppress(FileExistsError):  # another process won
                 os.link(temporary, path)
-            except FileExistsError:
-                pass
         finally:
             os.unlink(temporary)
     value = path.read_bytes()

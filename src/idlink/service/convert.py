@@ -295,11 +295,9 @@ def customer(view: CustomerView) -> common_pb2.Customer:
     )
     masked, pii = roles.masked(), roles.pii_fields()
     for name, value in profiles.decode_attributes(view.profile.attributes).items():
-        if masked and name in pii:
-            value = _masked_value(value)
-            if value is None:
-                continue
-        out.attributes[name].CopyFrom(attribute_value(value))
+        shown = _masked_value(value) if masked and name in pii else value
+        if shown is not None:
+            out.attributes[name].CopyFrom(attribute_value(shown))
     prefs = profiles.decode_preferences(view.profile.preferences)
     if prefs:
         out.preferences.CopyFrom(preferences(prefs))

@@ -43,16 +43,16 @@ from grpc_reflection.v1alpha import reflection
 
 from idlink.domain.engine import IdentityEngine
 from idlink.domain.errors import IdlinkError, InvalidArgument
-from idlink.security.secrets import load_master_secret
 from idlink.domain.retention import apply_retention
 from idlink.security.audit import AnomalyDetector, AuditLog
+from idlink.security.secrets import load_master_secret
 from idlink.service.admin import AdminServicer
 from idlink.service.auth import AuthInterceptor
 from idlink.service.identity import IdentityServicer
 from idlink.service.profile import ProfileServicer
 from idlink.service.runtime import ChangeNotifier, Runtime
-from idlink.service.status import error_metadata
 from idlink.service.security_admin import Security
+from idlink.service.status import error_metadata
 from idlink.store.env import Store
 from idlink.v1 import (
     admin_pb2,
@@ -656,19 +656,29 @@ def _run_workers(
     return max((p.exitcode or 0 for p in processes), default=0)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m idlink.service.server")
-    parser.add_argument("--data", default=DEFAULT_DATA, help="store folder")
-    parser.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--map-size", type=int, default=0)
-    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_SECONDS)
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``idlink serve`` (also ``python -m idlink.service.server``)."""
+    parser.add_argument(
+        "--data", default=DEFAULT_DATA, help=f"store folder (default {DEFAULT_DATA})"
+    )
+    parser.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="server processes sharing the store")
+    parser.add_argument(
+        "--map-size", type=int, default=0, help="LMDB map size in bytes (0: default)"
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE_SECONDS,
+        help="seconds to finish calls at shutdown",
+    )
     parser.add_argument("--max-concurrent-calls", type=int, default=DEFAULT_MAX_CONCURRENT_CALLS)
     parser.add_argument("--max-streams", type=int, default=DEFAULT_MAX_STREAMS)
-    parser.add_argument("--tls-cert")
-    parser.add_argument("--tls-key")
-    parser.add_argument("--tls-client-ca")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--tls-cert", help="PEM certificate chain (TLS)")
+    parser.add_argument("--tls-key", help="PEM private key (TLS)")
+    parser.add_argument("--tls-client-ca", help="PEM CA of client certificates (mutual TLS)")
     parser.add_argument(
         "--health-interval",
         type=float,
@@ -687,7 +697,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_RETENTION_INTERVAL,
         help="seconds between retention sweeps (0: off)",
     )
-    args = parser.parse_args(argv)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the server with the options of :func:`add_serve_arguments`."""
     return run_server(
         args.data,
         args.listen,
@@ -704,6 +717,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_free_bytes=args.min_free_disk,
         retention_interval=args.retention_interval,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m idlink.service.server")
+    add_serve_arguments(parser)
+    parser.add_argument("--log-level", default="INFO")
+    return run_from_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -52,5 +52,3 @@ def canonical_key(observed_at_us: int, source: str, record_id: str) -> bytes:
 def split_canonical_key(key: bytes) -> tuple[int, str, str]:
     source, _, record_id = key[8:].partition(b"\0")
     return read_time_key(key), source.decode(), record_id.decode()
-
-

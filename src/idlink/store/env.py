@@ -132,7 +132,9 @@ class Store:
         self.cipher = cipher
         self._gate = _ReaderGate()
         self._failed: BaseException | None = None
-        self._queue: queue.Queue[tuple[Callable[[Txn], object], concurrent.futures.Future[object]] | None]
+        self._queue: queue.Queue[
+            tuple[Callable[[Txn], object], concurrent.futures.Future[object]] | None
+        ]
         self._queue = queue.Queue()
         self._env.reader_check()
         self._check_format()
@@ -154,8 +156,9 @@ class Store:
             elif found != FORMAT_VERSION:
                 self._env.close()
                 self._forget_path()
+                found_text = found.decode(errors="replace")
                 raise StoreFormatError(
-                    f"store format {found.decode(errors='replace')} is not {FORMAT_VERSION.decode()}"
+                    f"store format {found_text} is not {FORMAT_VERSION.decode()}"
                 )
 
     def close(self) -> None:

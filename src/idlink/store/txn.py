@@ -11,10 +11,9 @@ values and the disk never does. LMDB keys hold only PIDs and keyed hashes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
-
-import json
 
 import lmdb
 
@@ -82,14 +81,17 @@ class Txn:
     def _delete(self, db: str, key: bytes, value: bytes = b"") -> bool:
         return bool(self._raw.delete(key, value, db=self._dbs[db]))
 
-    def _scan(self, db: str, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    def _scan(
+        self, db: str, prefix: bytes, start: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
         cursor = self._raw.cursor(db=self._dbs[db])
         if not cursor.set_range(start if start is not None else prefix):
             return
-        for key, value in cursor:
+        for raw_key, value in cursor:
+            key = bytes(raw_key)
             if not key.startswith(prefix):
                 return
-            yield bytes(key), bytes(value)
+            yield key, bytes(value)
 
     @staticmethod
     def _decode(message_type: Any, data: bytes | None) -> Any:
@@ -171,7 +173,9 @@ class Txn:
 
     def iter_contacts(self, prefix: bytes) -> Iterator[tuple[bytes, ContactState]]:
         for key, value in self._scan("contacts", prefix):
-            yield key[len(prefix) :], self._open_contact(key, self._decode(ContactState, value))
+            contact = self._open_contact(key, self._decode(ContactState, value))
+            assert contact is not None
+            yield key[len(prefix) :], contact
 
     def get_policy(self, prefix: bytes, pid: bytes) -> ContactPolicyState | None:
         return self._decode(ContactPolicyState, self._get("policies", prefix + pid))
@@ -305,7 +309,9 @@ class Txn:
 
     def iter_customers(self, prefix: bytes) -> Iterator[tuple[bytes, CustomerState]]:
         for key, value in self._scan("customers", prefix):
-            yield key[len(prefix) :], self._open_customer(key, self._decode(CustomerState, value))
+            customer = self._open_customer(key, self._decode(CustomerState, value))
+            assert customer is not None
+            yield key[len(prefix) :], customer
 
     def get_redirect(self, prefix: bytes, pid: bytes) -> bytes | None:
         return self._get("redirects", prefix + pid)
@@ -318,7 +324,9 @@ class Txn:
         self._put("history", key, event.SerializeToString())
 
     def history_of(self, prefix: bytes, customer_pid: bytes) -> list[ChangeEvent]:
-        return [self._decode(ChangeEvent, v) for _, v in self._scan("history", prefix + customer_pid)]
+        return [
+            self._decode(ChangeEvent, v) for _, v in self._scan("history", prefix + customer_pid)
+        ]
 
     def append_change(self, prefix: bytes, event: ChangeEvent) -> None:
         self._put("changes", prefix + codec.u64(event.seq), event.SerializeToString())
@@ -407,7 +415,6 @@ class Txn:
         start = prefix + customer_pid
         return [key[len(start) :] for key, _ in self._scan("pins", start)]
 
-
     # -- history and redirects (erasure) ---------------------------------------------------
 
     def delete_history(self, prefix: bytes, customer_pid: bytes) -> None:
@@ -483,7 +490,9 @@ class Txn:
             contact = self._decode(ContactState, value)
             if not cipher.needs_reseal(contact.sealed_value):
                 return False
-            self._put(db, key, self._sealed_contact(key, self._open_contact(key, contact)))
+            opened = self._open_contact(key, contact)
+            assert opened is not None
+            self._put(db, key, self._sealed_contact(key, opened))
             return True
         if db == "customers":
             customer = self._decode(CustomerState, value)
@@ -491,7 +500,9 @@ class Txn:
             old = [v for v in profile.attributes.values() if cipher.needs_reseal(v)]
             if not old and not cipher.needs_reseal(profile.preferences):
                 return False
-            self._put(db, key, self._sealed_customer(key, self._open_customer(key, customer)))
+            opened_customer = self._open_customer(key, customer)
+            assert opened_customer is not None
+            self._put(db, key, self._sealed_customer(key, opened_customer))
             return True
         if db == "engagements":
             engagement = self._decode(EngagementState, value)
