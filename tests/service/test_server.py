@@ -156,3 +156,47 @@ def test_several_worker_processes_share_one_store(tmp_path, account):
     finally:
         assert workers.stop() == 0
     assert workers.log().count('"msg": "serving"') == 2
+
+
+def test_metrics_count_calls_ingested_records_and_store_size(tmp_path, account):
+    import urllib.request
+
+    from idlink.v1 import common_pb2, identity_pb2
+
+    port = free_port()
+    running = ServerProcess(tmp_path / "data", "--metrics-port", str(port)).start()
+    try:
+        client = Client(running.target)
+        try:
+            record = identity_pb2.Record(
+                source="crm",
+                record_id="1",
+                contacts=[common_pb2.ContactKey(type="email", value="m@x.com")],
+            )
+            acks = list(
+                client.identity.Ingest(
+                    iter([identity_pb2.IngestRequest(account=account, seq=1, records=[record])])
+                )
+            )
+            assert acks[-1].committed_seq == 1
+            client.identity.Resolve(
+                identity_pb2.ResolveRequest(
+                    account=account, contact=common_pb2.ContactKey(type="email", value="m@x.com")
+                )
+            )
+        finally:
+            client.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        assert (
+            'idlink_calls_total{code="OK",method="/idlink.v1.IdentityService/Resolve"} 1.0' in text
+        )
+        assert "idlink_ingested_records_total 1.0" in text
+        assert (
+            'idlink_call_seconds_bucket{le="+Inf",method="/idlink.v1.IdentityService/Resolve"}'
+            in text
+        )
+        used = [line for line in text.splitlines() if line.startswith("idlink_store_used_bytes ")]
+        assert used and float(used[0].split()[1]) > 0
+    finally:
+        assert running.stop() == 0

@@ -296,6 +296,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             return ack
         # engine.ingest returns after the write transaction committed (durably).
         results = await self.rt.call(self.engine.ingest, group[0].account, records, who)
+        self.rt.metrics.ingested.inc(len(records))
         index = 0
         for batch in group:
             for record in batch.records:

@@ -20,6 +20,7 @@ from grpc import aio
 
 from idlink.domain.contacts import check_text
 from idlink.domain.engine import IdentityEngine
+from idlink.service.metrics import Metrics
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -96,6 +97,7 @@ class Runtime:
         self.engine = engine
         self.executor = executor
         self.notifier = notifier
+        self.metrics = Metrics()  # the server replaces it with the one it serves
         self.stopping = asyncio.Event()
         self._done: OrderedDict[tuple[str, str, str], tuple[float, type[Message], bytes]]
         self._done = OrderedDict()
