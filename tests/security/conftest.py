@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from idlink.security.apikeys import create_key
-from idlink.v1 import admin_pb2_grpc, common_pb2, identity_pb2, identity_pb2_grpc, profile_pb2_grpc
+from idlink.v1 import admin_pb2_grpc, identity_pb2, identity_pb2_grpc, profile_pb2_grpc
 from tests.service.conftest import ServerProcess
 
 ROLES = ("reader", "writer", "agent", "admin")
@@ -30,10 +30,6 @@ class Stubs:
 
 def auth(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")] if token else []
-
-
-def key(type_: str, value: str, source: str = "") -> common_pb2.ContactKey:
-    return common_pb2.ContactKey(type=type_, value=value, source=source)
 
 
 def link(stubs: Stubs, token: str, account: str, record_id: str, *contacts, seconds: int = 0):

@@ -20,9 +20,9 @@ from idlink.security.crypto import KEY_FILE, load_key_file, rotate_key
 from idlink.security.secrets import load_master_secret
 from idlink.store.env import Store
 from idlink.v1 import admin_pb2, common_pb2, identity_pb2, profile_pb2
-from tests.service.conftest import ServerProcess
+from tests.service.conftest import ServerProcess, key
 
-from .conftest import Stubs, auth, key, link
+from .conftest import Stubs, auth, link
 
 PEOPLE = [
     ("+420 777 123 456", "alena.nova@example.cz", "Alena"),

@@ -11,8 +11,9 @@ import pytest
 
 from idlink.security.redaction import luhn_ok, redact
 from idlink.v1 import admin_pb2, identity_pb2, profile_pb2
+from tests.service.conftest import key
 
-from .conftest import auth, key, link
+from .conftest import auth, link
 
 
 def audit(stubs, token, account, **filters):

@@ -9,8 +9,9 @@ import pytest
 
 from idlink.security.apikeys import create_key
 from idlink.v1 import admin_pb2, identity_pb2, profile_pb2
+from tests.service.conftest import key
 
-from .conftest import auth, key, link
+from .conftest import auth, link
 
 PHONE = "+15557770001"
 EMAIL = "victim@acme.com"

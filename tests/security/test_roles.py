@@ -8,9 +8,10 @@ from google.protobuf import field_mask_pb2
 
 from idlink.security.roles import MINIMUM_ROLE, ROLES
 from idlink.v1 import admin_pb2, common_pb2, identity_pb2, profile_pb2
+from tests.service.conftest import key
 
 from .conftest import ROLES as ROLE_NAMES
-from .conftest import auth, key, link
+from .conftest import auth, link
 
 AUTH_ERRORS = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 SOME_PID = "00000000-0000-4000-8000-000000000001"

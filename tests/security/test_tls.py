@@ -22,8 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from idlink.security.apikeys import create_key
 from idlink.v1 import identity_pb2, identity_pb2_grpc
 from tests.server import free_port
+from tests.service.conftest import key
 
-from .conftest import auth, key
+from .conftest import auth
 
 
 def _name(common: str) -> x509.Name:

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 import pytest
 
-from idlink.v1 import admin_pb2_grpc, identity_pb2_grpc, profile_pb2_grpc
+from idlink.v1 import admin_pb2_grpc, common_pb2, identity_pb2_grpc, profile_pb2_grpc
 from tests.server import Server
 
 # Data folder of each running test server, by target, so a Client finds where to make keys.
@@ -40,6 +40,11 @@ def admin_token(data: Path, account: str, role: str = "admin") -> str:
         if key not in _TOKENS:
             _TOKENS[key] = create_key(data, account, role)
         return _TOKENS[key]
+
+
+def key(type_: str, value: str, source: str = "") -> common_pb2.ContactKey:
+    """A contact key as a request names it."""
+    return common_pb2.ContactKey(type=type_, value=value, source=source)
 
 
 class ServerProcess(Server):

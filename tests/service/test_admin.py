@@ -7,14 +7,11 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from idlink.v1 import admin_pb2, common_pb2, identity_pb2
+from tests.service.conftest import key
 
 from .conftest import error_details
 
 A = admin_pb2
-
-
-def key(type_: str, value: str, source: str = "") -> common_pb2.ContactKey:
-    return common_pb2.ContactKey(type=type_, value=value, source=source)
 
 
 def resolve(client, account, contact):

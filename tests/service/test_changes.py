@@ -11,12 +11,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from idlink.v1 import common_pb2, identity_pb2, profile_pb2
+from tests.service.conftest import key
 
 from .conftest import Client, ServerProcess
-
-
-def key(type_: str, value: str, source: str = "") -> common_pb2.ContactKey:
-    return common_pb2.ContactKey(type=type_, value=value, source=source)
 
 
 def link(client, account, record_id, *contacts, seconds=0):

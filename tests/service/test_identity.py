@@ -8,14 +8,11 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from idlink.v1 import admin_pb2, common_pb2, identity_pb2
+from tests.service.conftest import key
 
 from .conftest import error_details
 
 ST = identity_pb2
-
-
-def key(type_: str, value: str, source: str = "") -> common_pb2.ContactKey:
-    return common_pb2.ContactKey(type=type_, value=value, source=source)
 
 
 def at(seconds: int) -> Timestamp:

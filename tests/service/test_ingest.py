@@ -9,16 +9,13 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from idlink.v1 import common_pb2, identity_pb2
+from tests.service.conftest import key
 
 from .conftest import error_details
 
 RECORDS = 50_000
 BATCH = 1000
 BASE = 1_700_000_000
-
-
-def key(type_: str, value: str, source: str = "") -> common_pb2.ContactKey:
-    return common_pb2.ContactKey(type=type_, value=value, source=source)
 
 
 def crm_record(i: int) -> identity_pb2.Record:

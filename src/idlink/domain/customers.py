@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from idlink.domain.errors import FailedPrecondition
 from idlink.domain.linking import Node
-from idlink.store.txn import CustomerState, Profile
+from idlink.store.txn import CustomerState, Profile, Txn
 
 if TYPE_CHECKING:
     from idlink.domain.engine import _Session
@@ -141,12 +141,11 @@ def merge_profile(survivor: Profile, other: Profile) -> None:
         survivor.preferences = other.preferences
 
 
-def follow_redirects(session_txn: object, prefix: bytes, pid: bytes) -> tuple[bytes, bool]:
+def follow_redirects(txn: Txn, prefix: bytes, pid: bytes) -> tuple[bytes, bool]:
     """The current PID of a customer PID that may have been merged away."""
-    txn = session_txn
     current, redirected = pid, False
     for _ in range(MAX_REDIRECT_HOPS):
-        target = txn.get_redirect(prefix, current)  # type: ignore[attr-defined]
+        target = txn.get_redirect(prefix, current)
         if target is None:
             return current, redirected
         current, redirected = target, True

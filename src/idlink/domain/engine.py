@@ -206,10 +206,7 @@ class IdentityEngine:
 
     def merge_keys(self, account: str, keys: Sequence[ContactKey], actor: str = "") -> LinkResult:
         """Say these contacts are one person: a manual record (SPEC 3.6)."""
-        if len(keys) < 2:
-            raise InvalidArgument("contacts needs at least two contacts to merge", field="contacts")
-        record = RecordInput(MANUAL_SOURCE, uuid.uuid4().hex, list(keys), self._clock())
-        return self.link(account, record, actor or "manual")
+        return self.link(account, manual_record(keys, self._clock()), actor or MANUAL_SOURCE)
 
     def delete_record(self, account: str, source: str, record_id: str, actor: str = "") -> None:
         """Remove a record's evidence; customers it held together split (SPEC 3.6)."""
@@ -928,6 +925,15 @@ def _compare(txn: Txn, prefix: bytes, graph: LinkGraph, examples: int) -> Previe
             if len(preview.split_examples) < examples:
                 preview.split_examples.append(pid)
     return preview
+
+
+def manual_record(
+    keys: Sequence[ContactKey], observed_at_us: int, record_id: str = ""
+) -> RecordInput:
+    """The record of an explicit merge; deleting it unmerges (SPEC 3.6)."""
+    if len(keys) < 2:
+        raise InvalidArgument("contacts needs at least two contacts to merge", field="contacts")
+    return RecordInput(MANUAL_SOURCE, record_id or uuid.uuid4().hex, list(keys), observed_at_us)
 
 
 def _prefix(config: AccountConfig) -> bytes:

@@ -11,7 +11,7 @@ from idlink.domain.errors import InvalidArgument, NotFound
 from idlink.domain.keytypes import AccountConfig
 from idlink.domain.linking import CAPPED, CONFLICT
 from idlink.store import codec
-from idlink.store.txn import ChangeEvent, ContactState, CustomerState, Profile, Txn
+from idlink.store.txn import ChangeEvent, ContactState, CustomerState, Profile, RecordState, Txn
 
 FOUND = 1
 CREATED = 2
@@ -181,34 +181,36 @@ class View:
             status = INVALID
         else:
             status = FOUND
-        suggestions = self.suggestions(prepared, contact, customer)
+        suggestions = self.suggestions(prepared, contact, customer, linkable=not reason)
         if reason == "ISOLATED":
             reason = f"ISOLATED: {contact.isolated_connections} connections"
         return Resolution(status, prepared.pid, customer, suggestions, reason)
 
     def suggestions(
-        self, prepared: PreparedContact, contact: ContactState, customer: CustomerView | None
+        self,
+        prepared: PreparedContact,
+        contact: ContactState,
+        customer: CustomerView | None,
+        *,
+        linkable: bool,
     ) -> list[Suggestion]:
         """Candidate customers, best first (SPEC 5.2)."""
         own = customer.pid if customer is not None else b""
         scores: Counter[bytes] = Counter()
         reasons: dict[bytes, str] = {}
-        if self.unlinkable_reason(prepared.pid, contact):
-            for record in self._records_of(prepared.pid):
+        for record in self._records_of(prepared.pid):  # read once: this is the resolve path
+            if not linkable:
                 for other in record.contact_pids:
                     self._suggest_contact(other, own, "SHARED_RECORD", scores, reasons)
-        for record in self._records_of(prepared.pid):
             if record.outcome in (CAPPED, CONFLICT):
                 for other in record.conflict_contact_pids:
                     self._suggest_contact(other, own, "REFUSED_LINK", scores, reasons)
-        if contact.moved_at:
-            for record in self._records_of(prepared.pid):
-                if (
-                    codec.canonical_key(record.observed_at_us, record.source, record.record_id)
-                    < contact.moved_at
-                ):
-                    for other in record.contact_pids:
-                        self._suggest_contact(other, own, "DEVICE_MOVED", scores, reasons)
+            if contact.moved_at and (
+                codec.canonical_key(record.observed_at_us, record.source, record.record_id)
+                < contact.moved_at
+            ):
+                for other in record.contact_pids:
+                    self._suggest_contact(other, own, "DEVICE_MOVED", scores, reasons)
         result = [Suggestion(pid, reasons[pid], float(score)) for pid, score in scores.items()]
         result.extend(s for s in self._national_suggestions(prepared) if s.customer_pid != own)
         result.sort(key=lambda s: (-s.score, s.customer_pid))
@@ -239,7 +241,7 @@ class View:
                     )
         return sorted(found.values(), key=lambda s: (-s.score, s.customer_pid))
 
-    def _records_of(self, pid: bytes) -> list:
+    def _records_of(self, pid: bytes) -> list[RecordState]:
         records = []
         for key in self.txn.record_keys_of(self.prefix, pid):
             record = self.txn.get_record_by_canonical(self.prefix, key)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from grpc import aio
 
 from idlink.domain.contacts import ContactKey
-from idlink.domain.engine import MANUAL_SOURCE, MAX_CONTACTS_PER_RECORD, RecordInput
+from idlink.domain.engine import (
+    MANUAL_SOURCE,
+    MAX_CONTACTS_PER_RECORD,
+    RecordInput,
+    manual_record,
+)
 from idlink.domain.errors import IdlinkError, InvalidArgument, ResourceExhausted
 from idlink.domain.linking import APPLIED
 from idlink.service import convert
@@ -168,12 +172,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.MergeKeysResponse:
         account = convert.account(request.account)
         keys = convert.contact_keys(request.contacts, "contacts")
-        if len(keys) < 2:
-            raise InvalidArgument("contacts needs at least two contacts to merge", field="contacts")
-        # SPEC 3.6: a merge is a manual record, so it can be deleted to unmerge.
         # With a request id the record id is the request id: a retry is the same record.
-        record_id = request.request_id or uuid.uuid4().hex
-        record = RecordInput(MANUAL_SOURCE, record_id, keys, convert.now_us())
+        record = manual_record(keys, convert.now_us(), request.request_id)
+        record_id = record.record_id
         who = actor(context) or MANUAL_SOURCE
 
         async def produce() -> identity_pb2.MergeKeysResponse:
