@@ -9,7 +9,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from idlink.service.server import DEFAULT_DATA, DEFAULT_LISTEN, add_serve_arguments
+from idlink.service.options import DEFAULT_DATA, DEFAULT_LISTEN, add_serve_arguments
 
 
 def _serve(args: argparse.Namespace) -> int:
