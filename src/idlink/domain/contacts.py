@@ -90,6 +90,24 @@ def prepare_contact(
     return PreparedContact(key_type, source, cleaned, reason, pid)
 
 
+def unusable_reason(
+    invalid_reason: str, key_type: KeyType | None, value: str, do_not_link: bool
+) -> str:
+    """Why a stored contact links to nothing whatever the records say ("" when it may link).
+
+    Invalid, then BLOCKED (from the key type's blocked values now, so changing
+    them needs no rewrite of contacts), then DO_NOT_LINK. Isolation is not
+    here: it is derived from the records (SPEC 2.5).
+    """
+    if invalid_reason:
+        return invalid_reason
+    if key_type is not None and key_type.is_blocked(value):
+        return BLOCKED
+    if do_not_link:
+        return "DO_NOT_LINK"
+    return ""
+
+
 def national_number(key_type: KeyType, cleaned: str) -> str:
     """The national part of a phone number with a country code ("" otherwise).
 

@@ -24,6 +24,7 @@ from idlink.domain.contacts import (
     check_text,
     national_number,
     prepare_contact,
+    unusable_reason,
 )
 from idlink.domain.errors import InvalidArgument, NotFound
 from idlink.domain.journey import journey_page
@@ -553,10 +554,11 @@ class _Session:
         assert contact is not None
         key_type = self.config.key_types.get(contact.type) or KeyType(contact.type)
         policy = self.txn.get_policy(self.prefix, pid) if self.has_policies else None
-        usable = (
-            not contact.invalid_reason
-            and not key_type.is_blocked(contact.value)
-            and not (policy is not None and policy.do_not_link)
+        usable = not unusable_reason(
+            contact.invalid_reason,
+            key_type,
+            contact.value,
+            policy is not None and policy.do_not_link,
         )
         node = Node(
             pid=pid,

@@ -147,18 +147,12 @@ class LinkGraph:
     def root_of(self, pid: bytes) -> int:
         return self._root(self.index[pid])
 
-    def members_of(self, pid: bytes) -> list[Node]:
-        return [self.nodes[n] for n in self._members[self.root_of(pid)]]
-
     def components(self) -> list[tuple[list[Node], bytes]]:
         """Every component of the graph: its nodes and its watermark."""
         return [
             ([self.nodes[n] for n in members], self._watermark[root])
             for root, members in self._members.items()
         ]
-
-    def watermark_of(self, pid: bytes) -> bytes:
-        return self._watermark[self.root_of(pid)]
 
     def is_newest(self, record_key: bytes, pids: Iterable[bytes]) -> bool:
         """Whether the record comes after every record the customers of ``pids`` have seen.

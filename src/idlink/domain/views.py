@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from idlink.domain.contacts import BLOCKED, ContactKey, PreparedContact, national_candidates
+from idlink.domain.contacts import (
+    PreparedContact,
+    national_candidates,
+    unusable_reason,
+)
 from idlink.domain.customers import follow_redirects
-from idlink.domain.errors import InvalidArgument, NotFound
+from idlink.domain.errors import NotFound
 from idlink.domain.keytypes import AccountConfig
 from idlink.domain.linking import CAPPED, CONFLICT
 from idlink.store import codec
@@ -99,19 +103,18 @@ class View:
 
     def unlinkable_reason(self, pid: bytes, contact: ContactState) -> str:
         """Why a contact links to nothing ("" when it is linkable)."""
-        if contact.invalid_reason:
-            return contact.invalid_reason
-        key_type = self.config.key_types.get(contact.type)
-        if key_type is not None and key_type.is_blocked(contact.value):
-            return BLOCKED
         if self._has_policies is None:
             self._has_policies = has_policies(self.txn, self.prefix)
         policy = self.txn.get_policy(self.prefix, pid) if self._has_policies else None
-        if policy is not None and policy.do_not_link:
-            return "DO_NOT_LINK"
-        if contact.isolated:
+        reason = unusable_reason(
+            contact.invalid_reason,
+            self.config.key_types.get(contact.type),
+            contact.value,
+            policy is not None and policy.do_not_link,
+        )
+        if not reason and contact.isolated:
             return "ISOLATED"
-        return ""
+        return reason
 
     def contact_view(self, pid: bytes, contact: ContactState) -> ContactView:
         reason = self.unlinkable_reason(pid, contact)
@@ -152,12 +155,6 @@ class View:
         return CustomerView(
             pid, contacts, anonymous, state.profile, state.created_at_us, state.split_from
         )
-
-    def customer_of_contact(self, pid: bytes) -> CustomerView | None:
-        contact = self.txn.get_contact(self.prefix, pid)
-        if contact is None or not contact.customer_pid:
-            return None
-        return self.customer(contact.customer_pid)
 
     # -- resolve ------------------------------------------------------------------------
 
@@ -333,9 +330,3 @@ class View:
             if len(views) >= limit:
                 break
         return views
-
-
-def require_contact_key(key: ContactKey | None, field: str) -> ContactKey:
-    if key is None or not key.type:
-        raise InvalidArgument(f"{field}.type is required", field=f"{field}.type")
-    return key

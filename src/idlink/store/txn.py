@@ -441,9 +441,6 @@ class Txn:
                 changed += 1
         return changed
 
-    def delete_redirect(self, prefix: bytes, pid: bytes) -> None:
-        self._delete("redirects", prefix + pid)
-
     # -- API keys (SPEC 8): keyed by the SHA-256 of the token, never the token -------------
 
     def get_api_key(self, token_hash: bytes) -> ApiKeyState | None:
