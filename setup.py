@@ -19,6 +19,11 @@ def generate_protos() -> None:
     import grpc_tools
 
     include = pathlib.Path(grpc_tools.__file__).parent / "_proto"
+    # google/api/annotations.proto (HTTP bindings) ships with googleapis-common-protos,
+    # beside the google.api modules the generated code imports.
+    from google.api import annotations_pb2
+
+    googleapis = pathlib.Path(annotations_pb2.__file__).parents[2]
     protos = sorted(str(p.relative_to(ROOT / "protos")) for p in (ROOT / "protos").rglob("*.proto"))
     for package_dir in {pathlib.Path(p).parent for p in protos}:
         init = ROOT / "src" / package_dir / "__init__.py"
@@ -28,6 +33,7 @@ def generate_protos() -> None:
         "protoc",
         f"-I{ROOT / 'protos'}",
         f"-I{include}",
+        f"-I{googleapis}",
         f"--python_out={ROOT / 'src'}",
         f"--pyi_out={ROOT / 'src'}",
         f"--grpc_python_out={ROOT / 'src'}",
