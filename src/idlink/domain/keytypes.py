@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from idlink.domain import patterns
 from idlink.domain.errors import FailedPrecondition, InvalidArgument
 
 NORMALIZER_TRIM = 1
@@ -20,8 +21,9 @@ _MAX_CACHED_VERDICTS = 1 << 16
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 # Withheld caller ids ("anonymous", "restricted") clean to nothing and are
-# invalid anyway; these catch the all-zero and one-repeated-digit fillers.
-DEFAULT_PHONE_BLOCKED_PATTERNS = (r"^\+?0+$", r"^\+?(\d)\1*$")
+# invalid anyway; these catch the all-zero and one-repeated-digit fillers
+# (RE2 syntax, domain/patterns.py: one repeated digit without a backreference).
+DEFAULT_PHONE_BLOCKED_PATTERNS = (r"^\+?0+$", patterns.REPEATED_DIGIT)
 
 
 @dataclass(frozen=True)
@@ -47,18 +49,11 @@ class KeyType:
             raise InvalidArgument(
                 "key_type.normalizer must be TRIM, PHONE or EMAIL", field="key_type.normalizer"
             )
-        for pattern in self.blocked_patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise InvalidArgument(
-                    f"blocked pattern {pattern!r} is not a regular expression: {exc}",
-                    field="key_type.blocked_patterns",
-                ) from None
+        patterns.validate_blocked(self.blocked_patterns)
 
     @cached_property
-    def _compiled(self) -> list[re.Pattern[str]]:
-        return [re.compile(p) for p in self.blocked_patterns]
+    def _compiled(self) -> patterns.BlockedPatterns:
+        return patterns.compile_blocked(self.blocked_patterns)
 
     @cached_property
     def _verdicts(self) -> dict[str, bool]:
@@ -69,7 +64,7 @@ class KeyType:
         verdicts = self._verdicts
         found = verdicts.get(cleaned)
         if found is None:
-            found = cleaned in self.blocked_values or any(p.search(cleaned) for p in self._compiled)
+            found = cleaned in self.blocked_values or self._compiled.search(cleaned)
             if len(verdicts) >= _MAX_CACHED_VERDICTS:
                 verdicts.clear()
             verdicts[cleaned] = found
