@@ -26,6 +26,7 @@ from idlink.domain.engine import IdentityEngine, _prefix, _Session
 from idlink.domain.errors import NotFound
 from idlink.domain.journey import journey_page
 from idlink.domain.keytypes import AccountConfig, KeyType
+from idlink.domain.views import ContactView
 from idlink.store import codec
 from idlink.store.txn import CustomerState, Txn
 
@@ -229,6 +230,7 @@ def export_customer(engine: IdentityEngine, account: str, customer_pid: bytes) -
             }
             for event in txn.history_of(prefix, customer.pid)
         ]
+        policies = _contact_policies(txn, prefix, customer.contacts)
     attributes = {
         name: value
         for name, (_, value) in profiles.decode_attributes(customer.profile.attributes).items()
@@ -257,4 +259,31 @@ def export_customer(engine: IdentityEngine, account: str, customer_pid: bytes) -
         },
         "engagements": engagements,
         "history": history,
+        "contact_policies": policies,
     }
+
+
+def _contact_policies(txn: Txn, prefix: bytes, contacts: list[ContactView]) -> list[dict[str, Any]]:
+    """The stored policy of each contact that has one (SPEC 2.5), in contact PID order.
+
+    Only do-not-link and never-isolate are stored policies; isolation is derived
+    from the records and shows in ``contacts`` as the reason ``ISOLATED``.
+    """
+    out = []
+    for contact in sorted(contacts, key=lambda c: c.pid):
+        policy = txn.get_policy(prefix, contact.pid)
+        if policy is None:
+            continue
+        out.append(
+            {
+                "contact_pid": _pid(contact.pid),
+                "type": contact.type,
+                "source": contact.source,
+                "value": contact.value,
+                "do_not_link": policy.do_not_link,
+                "never_isolate": policy.never_isolate,
+                "set_by": policy.set_by,
+                "set_at": _time(policy.set_at_us),
+            }
+        )
+    return out
