@@ -2,12 +2,18 @@
 
 ``+15551234567`` -> ``+1555*****67``; ``john.smith@company.com`` ->
 ``j***@company.com``; other values keep their first and last two characters
-when long enough to stay unguessable, and are fully starred otherwise.
+when long enough to stay unguessable, and are fully starred otherwise. Record
+ids (which a source may make of a phone number or an email) keep their first
+two and last two characters: ``+15557654321`` -> ``+1********21``.
 """
 
 from __future__ import annotations
 
 STAR = "*"
+# Characters a masked record id keeps at each end, and the length up to which
+# it keeps none (at least five characters always stay hidden).
+RECORD_ID_CLEAR_CHARS = 2
+RECORD_ID_MASK_ALL_CHARS = 8
 
 
 def mask_phone(value: str) -> str:
@@ -31,6 +37,14 @@ def mask_text(value: str) -> str:
     if len(value) <= 6:
         return STAR * len(value)
     return value[:1] + STAR * (len(value) - 3) + value[-2:]
+
+
+def mask_record_id(value: str) -> str:
+    """Keep the first two and the last two characters; up to eight, star them all."""
+    keep = RECORD_ID_CLEAR_CHARS
+    if len(value) <= RECORD_ID_MASK_ALL_CHARS:
+        return STAR * len(value)
+    return value[:keep] + STAR * (len(value) - 2 * keep) + value[-keep:]
 
 
 def mask_contact(type_name: str, value: str) -> str:

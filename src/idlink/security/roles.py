@@ -103,19 +103,20 @@ class Principal:
         return ROLE_NAMES.get(self.role, "")
 
 
-# The caller of the call being served; set by the auth interceptor, read by
-# the response conversion (masking) and the audit.
+# The caller of the call being served, set by the auth interceptor in the
+# handler's task. A servicer reads it once, at its entry (caller()), and passes
+# the principal on explicitly: no converter reads it, because work run on the
+# thread pool does not see the context of the task that asked for it.
 CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "idlink_caller", default=None
 )
 
-
-def masked() -> bool:
-    """True when the current caller must see PII masked."""
-    caller = CALLER.get()
-    return caller is not None and not caller.sees_pii
+# Whom a call is answered as when no caller was admitted: no role, so every
+# value that can be masked is masked (fail closed).
+NOBODY = Principal(key_id="", account="", role=0)
 
 
-def pii_fields() -> frozenset[str]:
-    caller = CALLER.get()
-    return caller.pii_fields if caller is not None else frozenset()
+def caller() -> Principal:
+    """The admitted caller of the call being served, or NOBODY (sees everything masked)."""
+    found = CALLER.get()
+    return found if found is not None else NOBODY

@@ -5,6 +5,7 @@ from __future__ import annotations
 from grpc import aio
 
 from idlink.domain.errors import InvalidArgument
+from idlink.security.roles import caller
 from idlink.service import convert
 from idlink.service.runtime import Runtime, actor
 from idlink.service.security_admin import SecurityAdminMixin
@@ -25,17 +26,18 @@ class AdminServicer(SecurityAdminMixin, admin_pb2_grpc.AdminServiceServicer):
     async def PutKeyType(
         self, request: admin_pb2.PutKeyTypeRequest, context: aio.ServicerContext
     ) -> common_pb2.KeyType:
+        viewer = caller()
         account = convert.account(request.account)
         if not request.HasField("key_type"):
             raise InvalidArgument("key_type is required", field="key_type")
         key_type = convert.key_type(request.key_type)
-        who = actor(context)
+        who = actor(viewer, context)
 
         async def produce() -> common_pb2.KeyType:
             stored = await self.rt.call(self.engine.put_key_type, account, key_type, who)
             return convert.key_type_message(stored)
 
-        return await self.rt.idempotent("PutKeyType", account, request.request_id, produce)
+        return await self.rt.idempotent("PutKeyType", viewer, account, request, produce)
 
     @guard_unary("ListKeyTypes")
     async def ListKeyTypes(
@@ -58,15 +60,16 @@ class AdminServicer(SecurityAdminMixin, admin_pb2_grpc.AdminServiceServicer):
     async def SetAccountPolicy(
         self, request: admin_pb2.SetAccountPolicyRequest, context: aio.ServicerContext
     ) -> common_pb2.AccountPolicy:
+        viewer = caller()
         account = convert.account(request.account)
         policy = convert.account_policy(request.policy)
-        who = actor(context)
+        who = actor(viewer, context)
 
         async def produce() -> common_pb2.AccountPolicy:
             stored = await self.rt.call(self.engine.set_account_policy, account, policy, who)
             return convert.account_policy_message(stored)
 
-        return await self.rt.idempotent("SetAccountPolicy", account, request.request_id, produce)
+        return await self.rt.idempotent("SetAccountPolicy", viewer, account, request, produce)
 
     @guard_unary("GetAccountPolicy")
     async def GetAccountPolicy(
@@ -80,6 +83,7 @@ class AdminServicer(SecurityAdminMixin, admin_pb2_grpc.AdminServiceServicer):
     async def ListIsolatedContacts(
         self, request: admin_pb2.ListIsolatedContactsRequest, context: aio.ServicerContext
     ) -> admin_pb2.ListIsolatedContactsResponse:
+        viewer = caller()
         account = convert.account(request.account)
         size = convert.page_size(request.page_size, DEFAULT_ISOLATED_PAGE, MAX_ISOLATED_PAGE)
         after = convert.read_page_token("isolated", request.page_token)
@@ -88,7 +92,7 @@ class AdminServicer(SecurityAdminMixin, admin_pb2_grpc.AdminServiceServicer):
         found = await self.rt.call(self.engine.list_isolated, account, after, size + 1)
         page = found[:size]
         response = admin_pb2.ListIsolatedContactsResponse(
-            contacts=[convert.contact(c) for c in page]
+            contacts=[convert.contact(c, viewer) for c in page]
         )
         if len(found) > size:
             response.next_page_token = convert.page_token("isolated", page[-1].pid)

@@ -4,6 +4,11 @@ PIDs are 16 raw bytes inside idlink and UUID strings at the API edge; times
 are microseconds inside and ``google.protobuf.Timestamp`` outside. Malformed
 input raises :class:`InvalidArgument` naming the field, so that the status
 mapping can tell the caller exactly what to fix.
+
+Every converter that can reveal PII (contacts, customers, profile fields,
+engagement text, record ids) takes the ``viewer``, the principal the answer is
+for, and masks what that role may not see (SPEC 8). They read no ambient
+state, so they give the same answer on the event loop and on a pool thread.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from idlink.domain.keytypes import (
     KeyType,
 )
 from idlink.domain.views import ContactView, CustomerView, Explanation, Resolution, Suggestion
-from idlink.security import masking, roles
+from idlink.security import masking
+from idlink.security.roles import READER, Principal
 from idlink.store.txn import ChangeEvent, EngagementState
 from idlink.v1 import common_pb2, identity_pb2, profile_pb2
 
@@ -193,9 +199,9 @@ def record_input(message: Any, field: str, now: int) -> RecordInput:
 # -- customers ----------------------------------------------------------------------------
 
 
-def contact(view: ContactView) -> common_pb2.Contact:
-    # The one place contact values leave the service: masked for roles without PII (SPEC 8).
-    value = masking.mask_contact(view.type, view.value) if roles.masked() else view.value
+def contact(view: ContactView, viewer: Principal) -> common_pb2.Contact:
+    """A contact as ``viewer`` may see it: its value masked for roles without PII (SPEC 8)."""
+    value = view.value if viewer.sees_pii else masking.mask_contact(view.type, view.value)
     return common_pb2.Contact(
         contact_pid=pid_str(view.pid),
         type=view.type,
@@ -284,18 +290,18 @@ def domain_preferences(message: common_pb2.ContactPreferences) -> dict[str, Any]
     }
 
 
-def customer(view: CustomerView) -> common_pb2.Customer:
+def customer(view: CustomerView, viewer: Principal) -> common_pb2.Customer:
+    """A customer as ``viewer`` may see it: contacts and PII profile fields masked."""
     out = common_pb2.Customer(
         customer_pid=pid_str(view.pid),
-        contacts=[contact(c) for c in view.contacts],
+        contacts=[contact(c, viewer) for c in view.contacts],
         anonymous=view.anonymous,
         redirected_from=pid_str(view.redirected_from),
         labels=list(view.profile.labels),
         split_from=pid_str(view.split_from),
     )
-    masked, pii = roles.masked(), roles.pii_fields()
     for name, value in profiles.decode_attributes(view.profile.attributes).items():
-        shown = _masked_value(value) if masked and name in pii else value
+        shown = _masked_value(value) if _hides_field(viewer, name) else value
         if shown is not None:
             out.attributes[name].CopyFrom(attribute_value(shown))
     prefs = profiles.decode_preferences(view.profile.preferences)
@@ -304,6 +310,18 @@ def customer(view: CustomerView) -> common_pb2.Customer:
     if view.created_at_us:
         out.create_time.CopyFrom(timestamp(view.created_at_us))
     return out
+
+
+def _hides_field(viewer: Principal, name: str) -> bool:
+    """Whether ``viewer`` sees profile field ``name`` masked.
+
+    Roles without PII access see the schema's PII fields masked (the auth
+    interceptor puts their names in the principal); a viewer with no role, a
+    call nobody admitted, sees every field masked.
+    """
+    if viewer.sees_pii:
+        return False
+    return viewer.role < READER or name in viewer.pii_fields
 
 
 def _masked_value(value: profiles.Value) -> profiles.Value | None:
@@ -322,7 +340,7 @@ def suggestion(s: Suggestion) -> common_pb2.Suggestion:
     )
 
 
-def resolution(answer: Resolution) -> identity_pb2.ResolveResponse:
+def resolution(answer: Resolution, viewer: Principal) -> identity_pb2.ResolveResponse:
     out = identity_pb2.ResolveResponse(
         status=enum(answer.status),
         contact_pid=pid_str(answer.contact_pid),
@@ -330,7 +348,7 @@ def resolution(answer: Resolution) -> identity_pb2.ResolveResponse:
         reason=answer.reason,
     )
     if answer.customer is not None:
-        out.customer.CopyFrom(customer(answer.customer))
+        out.customer.CopyFrom(customer(answer.customer, viewer))
     return out
 
 
@@ -348,21 +366,48 @@ def change_event(event: ChangeEvent) -> common_pb2.ChangeEvent:
     )
 
 
-def explanation(result: Explanation) -> identity_pb2.ExplainLinkResponse:
+def record_id(value: str, viewer: Principal) -> str:
+    """A stored record id as ``viewer`` may see it: a source may make one of a phone number."""
+    return value if viewer.sees_pii else masking.mask_record_id(value)
+
+
+# Explain reasons that name a record as "<source>/<record id>".
+_RECORD_REASONS = ("CAPPED: record ", "CONFLICT: record ")
+
+
+def _reason(text: str, viewer: Principal) -> str:
+    """An explain reason with the record id it names masked for roles without PII.
+
+    The record is named ``<source>/<record id>``; everything after the first
+    ``/`` is masked, so the whole record id is hidden even if it holds a ``/``.
+    """
+    if viewer.sees_pii:
+        return text
+    for head in _RECORD_REASONS:
+        if text.startswith(head):
+            source, sep, rest = text[len(head) :].partition("/")
+            if not sep:
+                return head + masking.mask_record_id(source)
+            return f"{head}{source}/{masking.mask_record_id(rest)}"
+    return text
+
+
+def explanation(result: Explanation, viewer: Principal) -> identity_pb2.ExplainLinkResponse:
+    """An explanation as ``viewer`` may see it: record ids masked for roles without PII."""
     return identity_pb2.ExplainLinkResponse(
         linked=result.linked,
         customer_pid=pid_str(result.customer_pid),
         hops=[
             identity_pb2.LinkHop(
                 source=h.source,
-                record_id=h.record_id,
+                record_id=record_id(h.record_id, viewer),
                 observed_at=timestamp(h.observed_at_us),
                 from_contact_pid=pid_str(h.from_contact),
                 to_contact_pid=pid_str(h.to_contact),
             )
             for h in result.hops
         ],
-        reasons=list(result.reasons),
+        reasons=[_reason(r, viewer) for r in result.reasons],
     )
 
 
@@ -385,9 +430,10 @@ def preview(result: Preview) -> identity_pb2.PreviewConfigChangeResponse:
 # -- engagements ---------------------------------------------------------------------------
 
 
-def engagement(state: EngagementState) -> profile_pb2.Engagement:
+def engagement(state: EngagementState, viewer: Principal) -> profile_pb2.Engagement:
+    """An engagement as ``viewer`` may see it: free text may name anyone, so it is masked."""
     summary, attributes = state.summary, dict(state.attributes)
-    if roles.masked():  # free text may name anyone: masked for roles without PII
+    if not viewer.sees_pii:
         summary = masking.mask_text(summary)
         attributes = {k: masking.mask_text(v) for k, v in attributes.items()}
     return profile_pb2.Engagement(

@@ -1,4 +1,9 @@
-"""IdentityService: resolve, link, ingest, explain (SPEC 2, 3, 5). Thin servicer."""
+"""IdentityService: resolve, link, ingest, explain (SPEC 2, 3, 5). Thin servicer.
+
+Every handler reads its caller once, at its entry (``roles.caller()``, in the
+handler's task), and passes the principal to every converter that can reveal
+PII, also to work it runs on the thread pool (SPEC 8).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,9 @@ from idlink.domain.engine import (
     RecordInput,
     manual_record,
 )
-from idlink.domain.errors import IdlinkError, InvalidArgument, ResourceExhausted
+from idlink.domain.errors import IdlinkError, InvalidArgument, PermissionDenied, ResourceExhausted
 from idlink.domain.linking import APPLIED
+from idlink.security.roles import ROLE_NAMES, WRITER, Principal, caller
 from idlink.service import convert
 from idlink.service.runtime import Runtime, actor
 from idlink.service.status import guard_stream, guard_unary
@@ -29,7 +35,6 @@ MAX_INGEST_BATCH_RECORDS = 10_000
 INGEST_QUEUE_BATCHES = 4
 # Queued batches are committed together, up to this many records per write.
 INGEST_GROUP_RECORDS = 20_000
-# Resolves of one StreamResolve in flight at once (answers still go out in order).
 DEFAULT_HISTORY_PAGE = 100
 MAX_HISTORY_PAGE = 1000
 DEFAULT_EXAMPLES = 5
@@ -39,6 +44,17 @@ MAX_EXAMPLES = 100
 def _located(exc: IdlinkError, where: str) -> IdlinkError:
     """The same error with a note saying which message of a stream it is about."""
     return type(exc)(f"{where}: {exc.message}", reason=exc.reason, field=exc.field)
+
+
+def _check_may_create(viewer: Principal) -> None:
+    """create_if_missing writes a customer: it needs the writer role (SPEC 8)."""
+    if viewer.role < WRITER:
+        raise PermissionDenied(
+            f"create_if_missing needs role {ROLE_NAMES[WRITER]} "
+            f"(this key is {viewer.role_name or 'not admitted'}); "
+            "resolve without it to look up only",
+            field="create_if_missing",
+        )
 
 
 def _renamed(exc: IdlinkError, old: str, new: str) -> IdlinkError:
@@ -71,12 +87,15 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def Resolve(
         self, request: identity_pb2.ResolveRequest, context: aio.ServicerContext
     ) -> identity_pb2.ResolveResponse:
-        return await self._resolve(request, actor(context))
+        viewer = caller()
+        return await self._resolve(request, viewer, actor(viewer, context))
 
     async def _resolve(
-        self, request: identity_pb2.ResolveRequest, who: str
+        self, request: identity_pb2.ResolveRequest, viewer: Principal, who: str
     ) -> identity_pb2.ResolveResponse:
         account = convert.account(request.account)
+        if request.create_if_missing:
+            _check_may_create(viewer)
         key = convert.required_contact(request, "contact")
         if request.create_if_missing:  # may write: wait for the writer off the loop
             answer = await self.rt.call(
@@ -84,7 +103,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             )
         else:
             answer = self.rt.read(self.engine.resolve, account, key, actor=who)
-        return convert.resolution(answer)
+        return convert.resolution(answer, viewer)
 
     @guard_stream("StreamResolve")
     async def StreamResolve(
@@ -92,13 +111,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         request_iterator: AsyncIterator[identity_pb2.ResolveRequest],
         context: aio.ServicerContext,
     ) -> AsyncIterator[identity_pb2.ResolveResponse]:
-        who = actor(context)
+        viewer = caller()
+        who = actor(viewer, context)
         # Answers come back in request order: each is resolved before the next
         # request is read (reads run inline; a create waits for the writer).
         index = 0
         async for request in request_iterator:
             try:
-                yield await self._resolve(request, who)
+                yield await self._resolve(request, viewer, who)
             except IdlinkError as exc:
                 raise _located(exc, f"request {index}") from None
             index += 1
@@ -107,13 +127,16 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def BatchResolve(
         self, request: identity_pb2.BatchResolveRequest, context: aio.ServicerContext
     ) -> identity_pb2.BatchResolveResponse:
+        viewer = caller()
         account = convert.account(request.account)
+        if request.create_if_missing:
+            _check_may_create(viewer)
         if len(request.contacts) > MAX_BATCH_RESOLVE:
             raise InvalidArgument(
                 f"contacts has more than {MAX_BATCH_RESOLVE} entries", field="contacts"
             )
         keys = convert.contact_keys(request.contacts, "contacts")
-        who = actor(context)
+        who = actor(viewer, context)
 
         def run() -> list[identity_pb2.ResolveResponse]:
             answers = []
@@ -126,7 +149,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                     if exc.field and exc.field.startswith("contact"):
                         exc.field = f"contacts[{i}]" + exc.field[len("contact") :]
                     raise
-                answers.append(convert.resolution(answer))
+                answers.append(convert.resolution(answer, viewer))
             return answers
 
         if request.create_if_missing:  # may write: wait for the writer off the loop
@@ -139,16 +162,19 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def Link(
         self, request: identity_pb2.LinkRequest, context: aio.ServicerContext
     ) -> identity_pb2.LinkResponse:
+        viewer = caller()
         account = convert.account(request.account)
         record = convert.record_input(request, "", convert.now_us())
-        who = actor(context)
+        who = actor(viewer, context)
 
         async def produce() -> identity_pb2.LinkResponse:
-            return await self.rt.call(self._link, account, record, who)
+            return await self.rt.call(self._link, account, record, who, viewer)
 
-        return await self.rt.idempotent("Link", account, request.request_id, produce)
+        return await self.rt.idempotent("Link", viewer, account, request, produce)
 
-    def _link(self, account: str, record: RecordInput, who: str) -> identity_pb2.LinkResponse:
+    def _link(
+        self, account: str, record: RecordInput, who: str, viewer: Principal
+    ) -> identity_pb2.LinkResponse:
         try:
             result = self.engine.link(account, record, who)
         except IdlinkError as exc:
@@ -162,7 +188,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         )
         if result.customer_pid:
             response.customer.CopyFrom(
-                convert.customer(self.engine.get_customer(account, result.customer_pid))
+                convert.customer(self.engine.get_customer(account, result.customer_pid), viewer)
             )
         return response
 
@@ -170,15 +196,16 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def MergeKeys(
         self, request: identity_pb2.MergeKeysRequest, context: aio.ServicerContext
     ) -> identity_pb2.MergeKeysResponse:
+        viewer = caller()
         account = convert.account(request.account)
         keys = convert.contact_keys(request.contacts, "contacts")
         # With a request id the record id is the request id: a retry is the same record.
         record = manual_record(keys, convert.now_us(), request.request_id)
         record_id = record.record_id
-        who = actor(context) or MANUAL_SOURCE
+        who = actor(viewer, context) or MANUAL_SOURCE
 
         async def produce() -> identity_pb2.MergeKeysResponse:
-            linked = await self.rt.call(self._link, account, record, who)
+            linked = await self.rt.call(self._link, account, record, who, viewer)
             return identity_pb2.MergeKeysResponse(
                 customer=linked.customer,
                 outcome=linked.outcome,
@@ -187,7 +214,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 conflicting_customer_pids=linked.conflicting_customer_pids,
             )
 
-        return await self.rt.idempotent("MergeKeys", account, request.request_id, produce)
+        return await self.rt.idempotent("MergeKeys", viewer, account, request, produce)
 
     @guard_stream("Ingest")
     async def Ingest(
@@ -195,7 +222,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         request_iterator: AsyncIterator[identity_pb2.IngestRequest],
         context: aio.ServicerContext,
     ) -> AsyncIterator[identity_pb2.IngestAck]:
-        who = actor(context)
+        who = actor(caller(), context)
         queue: asyncio.Queue[_Batch | IdlinkError | _End] = asyncio.Queue(
             maxsize=INGEST_QUEUE_BATCHES
         )
@@ -316,8 +343,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def DeleteRecord(
         self, request: identity_pb2.DeleteRecordRequest, context: aio.ServicerContext
     ) -> identity_pb2.DeleteRecordResponse:
+        viewer = caller()
         account = convert.account(request.account)
-        who = actor(context)
+        who = actor(viewer, context)
 
         async def produce() -> identity_pb2.DeleteRecordResponse:
             await self.rt.call(
@@ -325,12 +353,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             )
             return identity_pb2.DeleteRecordResponse()
 
-        return await self.rt.idempotent("DeleteRecord", account, request.request_id, produce)
+        return await self.rt.idempotent("DeleteRecord", viewer, account, request, produce)
 
     @guard_unary("SetContactPolicy")
     async def SetContactPolicy(
         self, request: identity_pb2.SetContactPolicyRequest, context: aio.ServicerContext
     ) -> identity_pb2.SetContactPolicyResponse:
+        viewer = caller()
         account = convert.account(request.account)
         key = convert.required_contact(request, "contact")
         paths = list(request.update_mask.paths) or ["do_not_link"]
@@ -342,20 +371,20 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                     field=f"update_mask.paths[{i}]",
                 )
             changes[path] = getattr(request, path)
-        who = actor(context)
+        who = actor(viewer, context)
 
         def run() -> identity_pb2.SetContactPolicyResponse:
             pid = self.engine.set_contact_policy(account, key, actor=who, **changes)
             response = identity_pb2.SetContactPolicyResponse(contact_pid=convert.pid_str(pid))
             answer = self.engine.resolve(account, key)
             if answer.customer is not None:
-                response.customer.CopyFrom(convert.customer(answer.customer))
+                response.customer.CopyFrom(convert.customer(answer.customer, viewer))
             return response
 
         async def produce() -> identity_pb2.SetContactPolicyResponse:
             return await self.rt.call(run)
 
-        return await self.rt.idempotent("SetContactPolicy", account, request.request_id, produce)
+        return await self.rt.idempotent("SetContactPolicy", viewer, account, request, produce)
 
     # -- explain, history, preview ------------------------------------------------------
 
@@ -363,13 +392,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def ExplainLink(
         self, request: identity_pb2.ExplainLinkRequest, context: aio.ServicerContext
     ) -> identity_pb2.ExplainLinkResponse:
+        viewer = caller()
         account = convert.account(request.account)
         first = convert.required_contact(request, "contact")
         other: ContactKey | None = None
         if request.HasField("other"):
             other = convert.contact_key(request.other, "other")
         result = await self.rt.call(self.engine.explain, account, first, other)
-        return convert.explanation(result)
+        return convert.explanation(result, viewer)
 
     @guard_unary("GetCustomerHistory")
     async def GetCustomerHistory(

@@ -1,4 +1,8 @@
-"""ProfileService: customers, profiles, journeys, the change feed (SPEC 4, 6, 7). Thin."""
+"""ProfileService: customers, profiles, journeys, the change feed (SPEC 4, 6, 7). Thin.
+
+Every handler reads its caller once, at its entry, and passes the principal to
+the converters that can reveal PII (customers, engagements), wherever they run.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from grpc import aio
 
 from idlink.domain import profiles
 from idlink.domain.errors import InvalidArgument
+from idlink.security.roles import caller
 from idlink.service import convert
 from idlink.service.runtime import Runtime, actor
 from idlink.service.status import guard_stream, guard_unary
@@ -78,29 +83,31 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     async def GetCustomer(
         self, request: profile_pb2.GetCustomerRequest, context: aio.ServicerContext
     ) -> common_pb2.Customer:
+        viewer = caller()
         account = convert.account(request.account)
         pid = convert.parse_pid(request.customer_pid, "customer_pid")
         view = await self.rt.call(self.engine.get_customer, account, pid)
-        return convert.customer(view)
+        return convert.customer(view, viewer)
 
     @guard_unary("UpdateCustomer")
     async def UpdateCustomer(
         self, request: profile_pb2.UpdateCustomerRequest, context: aio.ServicerContext
     ) -> common_pb2.Customer:
+        viewer = caller()
         account = convert.account(request.account)
         if not request.HasField("customer"):
             raise InvalidArgument("customer is required", field="customer")
         pid = convert.parse_pid(request.customer.customer_pid, "customer.customer_pid")
         update = _profile_update(request)
-        who = actor(context)
+        who = actor(viewer, context)
 
         async def produce() -> common_pb2.Customer:
             view = await self.rt.call(
                 profiles.update_customer, self.engine, account, pid, update, who
             )
-            return convert.customer(view)
+            return convert.customer(view, viewer)
 
-        return await self.rt.idempotent("UpdateCustomer", account, request.request_id, produce)
+        return await self.rt.idempotent("UpdateCustomer", viewer, account, request, produce)
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -116,6 +123,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     async def UpdateSchema(
         self, request: profile_pb2.UpdateSchemaRequest, context: aio.ServicerContext
     ) -> profile_pb2.Schema:
+        viewer = caller()
         if not request.HasField("schema"):
             raise InvalidArgument("schema is required", field="schema")
         account = convert.account(request.schema.account)
@@ -157,7 +165,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
             )
             return convert.schema(account, schema)
 
-        return await self.rt.idempotent("UpdateSchema", account, request.request_id, produce)
+        return await self.rt.idempotent("UpdateSchema", viewer, account, request, produce)
 
     # -- engagements ------------------------------------------------------------------------
 
@@ -165,6 +173,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     async def RecordEngagement(
         self, request: profile_pb2.RecordEngagementRequest, context: aio.ServicerContext
     ) -> profile_pb2.Engagement:
+        viewer = caller()
         account = convert.account(request.account)
         key = convert.required_contact(request, "contact")
         occurred = convert.optional_us(request, "occurred_at", "occurred_at", convert.now_us())
@@ -183,24 +192,35 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         for name, value in request.attributes.items():
             if len(name.encode()) + len(value.encode()) > MAX_ENGAGEMENT_ATTRIBUTE_BYTES:
                 raise InvalidArgument(f"attributes.{name} is too long", field=f"attributes.{name}")
-        state = await self.rt.call(
-            self.engine.record_engagement,
-            account,
-            key,
-            occurred_at_us=occurred,
-            channel=request.channel,
-            direction=request.direction,
-            summary=request.summary,
-            attributes=dict(request.attributes),
-            engagement_id=engagement_id,
-            actor=actor(context),
+        who = actor(viewer, context)
+
+        async def produce() -> profile_pb2.Engagement:
+            state = await self.rt.call(
+                self.engine.record_engagement,
+                account,
+                key,
+                occurred_at_us=occurred,
+                channel=request.channel,
+                direction=request.direction,
+                summary=request.summary,
+                attributes=dict(request.attributes),
+                engagement_id=engagement_id,
+                actor=who,
+            )
+            return convert.engagement(state, viewer)
+
+        # The engagement id comes from the request id, so a retry finds the stored
+        # engagement by itself: only the request's digest is kept, to refuse the
+        # same request id with a different engagement.
+        return await self.rt.idempotent(
+            "RecordEngagement", viewer, account, request, produce, keep_answer=False
         )
-        return convert.engagement(state)
 
     @guard_unary("ListJourney")
     async def ListJourney(
         self, request: profile_pb2.ListJourneyRequest, context: aio.ServicerContext
     ) -> profile_pb2.ListJourneyResponse:
+        viewer = caller()
         account = convert.account(request.account)
         pid = convert.parse_pid(request.customer_pid, "customer_pid")
         customer, page, token = await self.rt.call(
@@ -211,7 +231,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
             page_token=request.page_token,
         )
         return profile_pb2.ListJourneyResponse(
-            engagements=[convert.engagement(e) for e in page],
+            engagements=[convert.engagement(e, viewer) for e in page],
             next_page_token=token,
             customer_pid=convert.pid_str(customer.pid),
         )
@@ -220,13 +240,19 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     async def RelinkEngagement(
         self, request: profile_pb2.RelinkEngagementRequest, context: aio.ServicerContext
     ) -> profile_pb2.Engagement:
+        viewer = caller()
         account = convert.account(request.account)
         engagement_id = convert.parse_pid(request.engagement_id, "engagement_id")
         pid = convert.parse_pid(request.customer_pid, "customer_pid")
-        state = await self.rt.call(
-            self.engine.relink_engagement, account, engagement_id, pid, actor(context)
-        )
-        return convert.engagement(state)
+        who = actor(viewer, context)
+
+        async def produce() -> profile_pb2.Engagement:
+            state = await self.rt.call(
+                self.engine.relink_engagement, account, engagement_id, pid, who
+            )
+            return convert.engagement(state, viewer)
+
+        return await self.rt.idempotent("RelinkEngagement", viewer, account, request, produce)
 
     # -- change feed -------------------------------------------------------------------------
 

@@ -13,12 +13,13 @@ from typing import Any
 from grpc import aio
 
 from idlink.domain import erasure, retention
-from idlink.domain.errors import InvalidArgument
+from idlink.domain.errors import InvalidArgument, PermissionDenied
 from idlink.security import apikeys
 from idlink.security.audit import AnomalyDetector, AuditFilter, AuditLog, list_events
 from idlink.security.policy import load_policy, store_policy, with_defaults
-from idlink.security.roles import CALLER, ROLE_NAMES
+from idlink.security.roles import ROLE_NAMES, caller
 from idlink.service import convert
+from idlink.service.runtime import actor
 from idlink.service.status import guard_unary
 from idlink.store import codec
 from idlink.store.txn import ApiKeyState, SecurityPolicyState
@@ -64,11 +65,6 @@ def policy_message(state: SecurityPolicyState) -> admin_pb2.SecurityPolicy:
     )
 
 
-def _who() -> str:
-    caller = CALLER.get()
-    return caller.key_id if caller is not None else ""
-
-
 class SecurityAdminMixin:
     """The SPEC 8 part of AdminService."""
 
@@ -88,7 +84,7 @@ class SecurityAdminMixin:
         role = ROLE_NAMES.get(request.role)
         if role is None:
             raise InvalidArgument("role is required", field="role")
-        who = _who()
+        who = caller().key_id
 
         def run(txn: Any) -> tuple[str, ApiKeyState]:
             return apikeys.add_key(
@@ -241,9 +237,15 @@ class SecurityAdminMixin:
     async def EraseCustomer(
         self, request: admin_pb2.EraseCustomerRequest, context: aio.ServicerContext
     ) -> admin_pb2.EraseCustomerResponse:
+        who = actor(caller(), context)
         account = convert.account(request.account)
         pid = convert.parse_pid(request.customer_pid, "customer_pid")
-        result = await self.rt.call(erasure.erase_customer, self.engine, account, pid, _who())
+        try:
+            result = await self.rt.call(erasure.erase_customer, self.engine, account, pid, who)
+        finally:
+            # No kept answer of a mutation may show the erased customer to a retry
+            # (also when the erasure failed part way: a retry then simply runs again).
+            self.rt.forget_account(account)
         return admin_pb2.EraseCustomerResponse(
             customer_pid=convert.pid_str(result.customer_pid),
             contacts_erased=result.contacts,
@@ -256,8 +258,12 @@ class SecurityAdminMixin:
     async def ExportCustomer(
         self, request: admin_pb2.ExportCustomerRequest, context: aio.ServicerContext
     ) -> admin_pb2.ExportCustomerResponse:
+        viewer = caller()
         account = convert.account(request.account)
         pid = convert.parse_pid(request.customer_pid, "customer_pid")
+        # An export holds every value in clear: only roles that see PII get one (fail closed).
+        if not viewer.sees_pii:
+            raise PermissionDenied(f"role {viewer.role_name or 'none'} may not export customers")
         data = await self.rt.call(erasure.export_customer, self.engine, account, pid)
         return admin_pb2.ExportCustomerResponse(
             customer_pid=data["customer_pid"],
@@ -270,6 +276,8 @@ class SecurityAdminMixin:
     ) -> admin_pb2.ApplyRetentionResponse:
         account = convert.account(request.account)
         result = await self.rt.call(retention.apply_retention, self.engine, account)
+        if result.customers_erased or result.engagements_deleted:
+            self.rt.forget_account(account)
         return admin_pb2.ApplyRetentionResponse(
             engagements_deleted=result.engagements_deleted,
             customers_erased=result.customers_erased,
