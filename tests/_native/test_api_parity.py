@@ -1,4 +1,8 @@
-"""The compiled modules have exactly the public names and signatures of their twins."""
+"""The compiled modules have exactly the public names and signatures of their twins.
+
+Each test crosses a compiled module `_x_c` against its twin `_x_py`
+(the `compiled` fixture of tests/_native/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -31,33 +35,35 @@ def shape(obj: Any) -> list[tuple[str, Any, Any]]:
     return [(p.name, p.kind, p.default) for p in inspect.signature(obj).parameters.values()]
 
 
-def pair(native_impl: SimpleNamespace, name: str) -> tuple[ModuleType, ModuleType]:
-    """Return (the twin, the module under test); on the "python" run they are one module."""
-    return importlib.import_module(f"idlink._native._{name}_py"), getattr(native_impl, name)
+def pair(compiled: SimpleNamespace, name: str) -> tuple[ModuleType, ModuleType]:
+    """Return (the twin, the compiled module): two modules, never one compared with itself."""
+    twin, native = importlib.import_module(f"idlink._native._{name}_py"), getattr(compiled, name)
+    assert native is not twin and native.__name__ == f"idlink._native._{name}_c"
+    return twin, native
 
 
 @pytest.mark.parametrize("name", sorted(SELECTORS))
-def test_public_names_are_the_same(native_impl: SimpleNamespace, name: str) -> None:
-    twin, compiled = pair(native_impl, name)
-    assert sorted(public_api(compiled)) == sorted(public_api(twin))
+def test_public_names_are_the_same(compiled: SimpleNamespace, name: str) -> None:
+    twin, native = pair(compiled, name)
+    assert sorted(public_api(native)) == sorted(public_api(twin))
     assert sorted(public_api(twin)) == sorted(SELECTORS[name].__all__)
 
 
 @pytest.mark.parametrize("name", sorted(SELECTORS))
-def test_constants_are_equal(native_impl: SimpleNamespace, name: str) -> None:
-    twin, compiled = pair(native_impl, name)
+def test_constants_are_equal(compiled: SimpleNamespace, name: str) -> None:
+    twin, native = pair(compiled, name)
     for key, value in public_api(twin).items():
         if isinstance(value, int | str | bytes):
-            assert getattr(compiled, key) == value, key
+            assert getattr(native, key) == value, key
 
 
 @pytest.mark.parametrize("name", sorted(SELECTORS))
-def test_call_signatures_are_the_same(native_impl: SimpleNamespace, name: str) -> None:
-    twin, compiled = pair(native_impl, name)
+def test_call_signatures_are_the_same(compiled: SimpleNamespace, name: str) -> None:
+    twin, native = pair(compiled, name)
     for key, value in public_api(twin).items():
         if isinstance(value, int | str | bytes):
             continue
-        other = getattr(compiled, key)
+        other = getattr(native, key)
         assert shape(other) == shape(value), key
         if inspect.isclass(value):
             methods = {m for m in vars(value) if not m.startswith("_")}

@@ -1,4 +1,8 @@
-"""Clean-up, validation and PIDs give the twin's results on any input (property-based)."""
+"""Clean-up, validation and PIDs of the compiled module give the twin's results on any input.
+
+Property-based; each test crosses `_contacts_c` against `_contacts_py` (the
+`compiled` fixture of tests/_native/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -49,9 +53,9 @@ def outcome(call: Callable[..., Any], *args: Any) -> tuple[str, Any]:
 @example(normalizer=twin.NORMALIZER_PHONE, value="\u0661\u0662\u0663+4")
 @example(normalizer=twin.NORMALIZER_EMAIL, value="\u0130@X.COM")
 def test_clean_and_invalid_reason_match_the_twin(
-    native_impl: SimpleNamespace, normalizer: int, value: str
+    compiled: SimpleNamespace, normalizer: int, value: str
 ) -> None:
-    contacts = native_impl.contacts
+    contacts = compiled.contacts
     cleaned = contacts.clean(normalizer, value)
     assert cleaned == twin.clean(normalizer, value)
     assert contacts.invalid_reason(normalizer, cleaned) == twin.invalid_reason(normalizer, cleaned)
@@ -62,10 +66,10 @@ def test_clean_and_invalid_reason_match_the_twin(
 @settings(max_examples=300, deadline=None)
 @given(normalizer=NORMALIZERS, value=VALUES, type_name=TEXT, source=TEXT)
 def test_prepare_matches_the_twin(
-    native_impl: SimpleNamespace, normalizer: int, value: str, type_name: str, source: str
+    compiled: SimpleNamespace, normalizer: int, value: str, type_name: str, source: str
 ) -> None:
     args = (SECRET, normalizer, type_name, source)
-    contacts = native_impl.contacts
+    contacts = compiled.contacts
     assert outcome(contacts.prepare, *args, value) == outcome(twin.prepare, *args, value)
     assert outcome(contacts.prepare_many, *args, [value]) == outcome(
         twin.prepare_many, *args, [value]
@@ -75,8 +79,8 @@ def test_prepare_matches_the_twin(
 @settings(max_examples=200, deadline=None)
 @given(secret=st.binary(min_size=32, max_size=32), cleaned=st.text(max_size=300))
 def test_contact_pid_matches_the_twin_for_any_secret_and_length(
-    native_impl: SimpleNamespace, secret: bytes, cleaned: str
+    compiled: SimpleNamespace, secret: bytes, cleaned: str
 ) -> None:
     # Values of every length cross the 128-byte block boundaries of BLAKE2b.
     expected = outcome(twin.contact_pid, secret, "email", "", cleaned)
-    assert outcome(native_impl.contacts.contact_pid, secret, "email", "", cleaned) == expected
+    assert outcome(compiled.contacts.contact_pid, secret, "email", "", cleaned) == expected

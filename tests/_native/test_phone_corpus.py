@@ -74,8 +74,10 @@ def test_corpus_covers_every_country_code_and_both_verdicts() -> None:
     assert 0.15 * len(numbers) < possible < 0.85 * len(numbers)
 
 
-def test_compiled_verdict_equals_phonenumbers(native_impl: SimpleNamespace) -> None:
-    invalid_reason = native_impl.contacts.invalid_reason
+def test_compiled_verdict_equals_phonenumbers(compiled: SimpleNamespace) -> None:
+    # Compiled only: the twin asks phonenumbers itself for this verdict, so
+    # comparing it with phonenumbers would compare phonenumbers with itself.
+    invalid_reason = compiled.contacts.invalid_reason
     checked = 0
     wrong = []
     for number, possible in corpus():

@@ -1,4 +1,9 @@
-"""Union-find and connected components, on both implementations."""
+"""Union-find and connected components, on both implementations.
+
+The rules are tested on each implementation (`native_impl`); the tests
+named `..._matches_the_twin` cross the compiled module against the twin
+(`compiled`, tests/_native/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -76,12 +81,12 @@ def test_union_of_one_component_returns_its_root(native_impl: SimpleNamespace) -
 
 @settings(max_examples=150, deadline=None)
 @given(ops=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), max_size=80))
-def test_every_result_matches_the_twin(native_impl: SimpleNamespace, ops) -> None:
+def test_every_result_matches_the_twin(compiled: SimpleNamespace, ops) -> None:
     # The root rule makes the whole structure deterministic: every answer of
-    # the compiled module equals the specification's.
+    # the compiled module equals the specification's (the twin's).
     from idlink._native import _unionfind_py as twin
 
-    ours, spec = native_impl.unionfind.UnionFind(), twin.UnionFind()
+    ours, spec = compiled.unionfind.UnionFind(), twin.UnionFind()
     for a, b in ops:
         ours.grow(max(a, b) + 1)
         spec.grow(max(a, b) + 1)
@@ -229,7 +234,7 @@ def test_edge_lists_of_different_lengths_raise_value_error(native_impl: SimpleNa
         cc(3, array("I", [0, 1]), array("I", [1]))
 
 
-def test_a_larger_random_graph_matches_the_twin(native_impl: SimpleNamespace) -> None:
+def test_a_larger_random_graph_matches_the_twin(compiled: SimpleNamespace) -> None:
     import random
 
     from idlink._native import _unionfind_py as twin
@@ -238,6 +243,6 @@ def test_a_larger_random_graph_matches_the_twin(native_impl: SimpleNamespace) ->
     n, m = 20_000, 15_000
     src = array("I", (rng.randrange(n) for _ in range(m)))
     dst = array("I", (rng.randrange(n) for _ in range(m)))
-    assert native_impl.unionfind.connected_components(n, src, dst) == twin.connected_components(
+    assert compiled.unionfind.connected_components(n, src, dst) == twin.connected_components(
         n, src, dst
     )
