@@ -58,6 +58,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between retention sweeps (0: off)",
     )
     parser.add_argument(
+        "--http-listen",
+        default=None,
+        help="also serve the HTTP/JSON API and the console on HOST:PORT (docs/http.md)",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=0,

@@ -133,7 +133,8 @@ class ChangeNotifier:
     def stop(self) -> None:
         self._stop.set()
         self._engine._notify()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():  # a server that failed to start never started it
+            self._thread.join(timeout=5)
 
     @property
     def event(self) -> asyncio.Event:

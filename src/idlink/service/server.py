@@ -393,6 +393,7 @@ async def serve(
     min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
     retention_interval: float = DEFAULT_RETENTION_INTERVAL,
     metrics_port: int = 0,
+    http_listen: str | None = None,
 ) -> None:
     """Run the server until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully.
 
@@ -456,6 +457,21 @@ async def serve(
             port = server.add_secure_port(listen, credentials)
         if not port:
             raise OSError(f"cannot listen on {listen}")
+        if http_listen:  # the HTTP/JSON gateway and the console (docs/http.md)
+            from idlink.service.http import start_http
+
+            await start_http(
+                server,
+                http_listen,
+                stop,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                tls_client_ca=tls_client_ca,
+                reuse_port=reuse_port,
+                grace=grace,
+                store=store,
+                audit=audit,
+            )
         await server.start()
         notifier.start()
         if retention_interval > 0:
@@ -701,6 +717,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         min_free_bytes=args.min_free_disk,
         retention_interval=args.retention_interval,
         metrics_port=args.metrics_port,
+        http_listen=args.http_listen,
     )
 
 
