@@ -379,8 +379,17 @@ def test_delete_record_retry_with_a_request_id_gets_the_first_answer(client, acc
     request = ST.DeleteRecordRequest(
         account=account, source="crm", record_id="r1", request_id="del-1"
     )
-    client.identity.DeleteRecord(request)
-    client.identity.DeleteRecord(request)  # not NOT_FOUND: the same request
+    first = client.identity.DeleteRecord(request)
+    retried = client.identity.DeleteRecord(request)  # not NOT_FOUND: the same request
+    assert retried == first == ST.DeleteRecordResponse()
+    # The first call deleted the record (the customer split); the retry ran nothing:
+    # without the request id the same delete finds no record.
+    assert len(resolve(client, account, key("email", "e@x.com")).customer.contacts) == 1
+    with pytest.raises(grpc.RpcError) as caught:
+        client.identity.DeleteRecord(
+            ST.DeleteRecordRequest(account=account, source="crm", record_id="r1")
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 # -- explain, history, preview -----------------------------------------------------------------
