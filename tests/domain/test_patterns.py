@@ -177,3 +177,43 @@ SPEC_PATTERNS = ("null", "anonymous", r"^[0-]*$", r"noemail@.*", r"(?i)^n/?a$", 
 def test_re2_and_python_agree_on_the_spec_patterns(value: str) -> None:
     compiled = patterns.compile_blocked(SPEC_PATTERNS)
     assert compiled.search(value) is any(re.search(p, value) for p in SPEC_PATTERNS)
+
+
+# --- one call for all the RE2 patterns of a key type ------------------------------------------
+
+POOL = (
+    "null",
+    r"^\+?0+$",
+    r"(?i)^n/?a$",
+    r"^x",
+    r"y$",
+    r"(?i)TEST",
+    r"^(?P<d>[0-9])[0-9]*$",
+    r"^\+?(\d)\1*$",
+    r"^$|^-+$",
+    r"\bnone\b",
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chosen=st.lists(st.sampled_from(POOL), min_size=1, max_size=5, unique=True),
+    value=st.text(st.sampled_from("nulaNAtesTx/y0123+-"), max_size=12),
+)
+def test_the_patterns_together_give_each_pattern_s_verdict(chosen, value) -> None:
+    # Flags stay inside their own pattern: (?i) of one never makes another case-blind.
+    compiled = patterns.compile_blocked(tuple(chosen))
+    expected = any(
+        patterns.compile_blocked((p,)).compiled[0].search(value) is not None for p in chosen
+    )
+    assert compiled.search(value) is expected
+
+
+def test_the_patterns_together_fall_back_to_one_call_each_when_they_do_not_join() -> None:
+    # Each pattern fits RE2's memory bound alone, not both together.
+    big = r"^[\p{L}\p{N}]{1,100}"
+    KeyType("t", blocked_patterns=(big, big + "x")).validate()
+    compiled = patterns.compile_blocked((big + "$", big + "x$"))
+    assert len(compiled.matchers) == 2
+    assert compiled.search("ab1") and compiled.search("abx") and not compiled.search("ab-")
+    assert len(patterns.compile_blocked(("^a$", "^b$", "^c$")).matchers) == 1

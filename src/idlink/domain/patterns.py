@@ -112,7 +112,7 @@ def validate_blocked(patterns: Sequence[str]) -> None:
 class BlockedPatterns:
     """The compiled blocked patterns of one key type."""
 
-    __slots__ = ("compiled", "engines", "patterns")
+    __slots__ = ("blocks_all", "compiled", "engines", "matchers", "patterns")
 
     def __init__(self, patterns: tuple[str, ...]) -> None:
         self.patterns = patterns
@@ -124,10 +124,29 @@ class BlockedPatterns:
             engines.append(engine)
         self.compiled = tuple(compiled)
         self.engines = tuple(engines)
+        self.blocks_all = ENGINE_BLOCK_ALL in engines
+        # Each call into the RE2 binding costs a few microseconds whatever the
+        # pattern, and every contact of an ingest is checked: the RE2 patterns
+        # run as one alternation, one call per value. Each keeps its flags
+        # ("(?i)") inside its own group.
+        ours = [
+            EQUIVALENTS.get(p, p) for p, e in zip(patterns, engines, strict=True) if e == ENGINE_RE2
+        ]
+        legacy = [m for m, e in zip(compiled, engines, strict=True) if e == ENGINE_LEGACY]
+        joined = None
+        if len(ours) > 1:
+            try:
+                joined = re2.compile("|".join(f"(?:{p})" for p in ours), _OPTIONS)
+            except re2.error:  # too large together, or a group name used twice
+                joined = None
+        if joined is not None:
+            self.matchers = (joined, *legacy)
+        else:
+            self.matchers = tuple(m for m in compiled if m is not None)
 
     def search(self, cleaned: str) -> bool:
         """Whether any pattern matches somewhere in the cleaned value."""
-        return any(p is None or p.search(cleaned) is not None for p in self.compiled)
+        return self.blocks_all or any(m.search(cleaned) is not None for m in self.matchers)
 
 
 @functools.lru_cache(maxsize=1024)
