@@ -33,7 +33,7 @@ def _rotate_key(args: argparse.Namespace) -> int:
     print(
         f"data key version {counts['version']} is current; sealed again: "
         f"{counts['contacts']} contacts, {counts['customers']} customers, "
-        f"{counts['engagements']} engagements"
+        f"{counts['records']} records, {counts['engagements']} engagements"
     )
     return 0
 

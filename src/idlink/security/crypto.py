@@ -203,6 +203,16 @@ class Cipher:
         """A keyed hash that stands in for a value inside an LMDB key (16 bytes)."""
         return hmac.new(self._index_key, prefix + text.encode(), hashlib.sha256).digest()[:16]
 
+    def record_hash(self, prefix: bytes, record_id_key: bytes) -> bytes:
+        """The keyed hash that stands for a record's (source, record id) in LMDB keys (16 bytes).
+
+        HMAC-SHA-256 under the index key over a label, the account id and the
+        record's ``codec.record_id_key``: a record id (it may be a phone number)
+        cannot be found from it by guessing without the key.
+        """
+        message = b"record\0" + prefix + record_id_key
+        return hmac.new(self._index_key, message, hashlib.sha256).digest()[:16]
+
     # -- hooks the store calls ---------------------------------------------------------
 
     def prepare_engagement(self, txn: Any, prefix: bytes, engagement: Any) -> None:
@@ -236,7 +246,7 @@ def rotate_key(
     time.sleep(RELOAD_SECONDS * 2 + 0.2 if settle_seconds is None else settle_seconds)
     counts = {"version": version}
     with Store(data_dir, multi_process=True) as store:
-        for db in ("contacts", "customers", "engagements"):
+        for db in ("contacts", "customers", "records", "engagements"):
             after: bytes | None = b""
             total = 0
             while after is not None:

@@ -3,14 +3,26 @@
 The domain layer sees only these methods and the store messages; it never
 sees LMDB itself.
 
-Encryption at rest (SPEC 8) happens here: given the store's cipher, contact
-values, profile attributes and preferences, and engagement free text are
-sealed when written and opened when read, so the domain always sees clear
-values and the disk never does. LMDB keys hold only PIDs and keyed hashes.
+Encryption at rest (SPEC 8) happens here: given the store's cipher, every
+contact, customer (profile, labels, preferences, the record keys it keeps) and
+record (its record id) is sealed whole when written and opened when read, and
+engagement free text is sealed beside the engagement's routing fields, so the
+domain always sees clear values and the disk never does. The associated data
+of a sealed value is its LMDB key, so a value copied under another key does
+not open. LMDB keys hold only account ids, PIDs, times, sequence numbers and
+keyed hashes; docs/security.md lists what stays in clear and why.
+
+Records: the domain names a record by its canonical key (observed_at, source,
+record id: SPEC 3.2), which holds the record id. On disk a record is keyed by
+a keyed hash of (source, record id), and the contact -> record index holds
+(observed_at, that hash). :meth:`Txn.record_keys_of` opens the records it
+finds and gives the domain their canonical keys, sorted: the canonical order
+is exact (it uses the real record id) and no record id is on disk in clear.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -55,7 +67,9 @@ ApiKeyState = pb.ApiKeyState
 AuditEventState = pb.AuditEventState
 SecurityPolicyState = pb.SecurityPolicyState
 
-_PREFERENCES_AAD = b"\0preferences"
+# Records opened in one transaction are kept (clear) for the rest of it: the
+# index hands the domain canonical keys, and the domain then asks for the records.
+_RECORD_CACHE_LIMIT = 1 << 16
 
 
 class Txn:
@@ -68,6 +82,7 @@ class Txn:
         self._dbs = dbs
         self.writable = writable
         self.cipher = cipher
+        self._records: dict[bytes, bytes | None] = {}
 
     # -- helpers -------------------------------------------------------------
 
@@ -100,6 +115,17 @@ class Txn:
         message = message_type()
         message.ParseFromString(data)
         return message
+
+    def _seal(self, key: bytes, message: Any) -> bytes:
+        """A message as stored under ``key``: sealed whole (its key is the associated data)."""
+        data: bytes = message.SerializeToString()
+        return data if self.cipher is None else self.cipher.seal(data, key)
+
+    def _unseal(self, key: bytes, stored: bytes | None) -> bytes | None:
+        if stored is None or self.cipher is None:
+            return stored
+        opened: bytes = self.cipher.open(stored, key)
+        return opened
 
     # -- meta and counters -------------------------------------------------------
 
@@ -143,39 +169,19 @@ class Txn:
 
     # -- contacts and policies ----------------------------------------------------
 
-    def _open_contact(self, key: bytes, contact: ContactState | None) -> ContactState | None:
-        if contact is not None and contact.sealed_value:
-            contact.value = self.cipher.open(contact.sealed_value, key).decode()
-            contact.sealed_value = b""
-        return contact
-
-    def _sealed_contact(self, key: bytes, contact: ContactState) -> bytes:
-        if self.cipher is None or not contact.value:
-            return contact.SerializeToString()
-        value = contact.value
-        contact.sealed_value = self.cipher.seal(value.encode(), key)
-        contact.value = ""
-        try:
-            return contact.SerializeToString()
-        finally:
-            contact.value = value
-            contact.sealed_value = b""
-
     def get_contact(self, prefix: bytes, pid: bytes) -> ContactState | None:
         key = prefix + pid
-        return self._open_contact(key, self._decode(ContactState, self._get("contacts", key)))
+        return self._decode(ContactState, self._unseal(key, self._get("contacts", key)))
 
     def put_contact(self, prefix: bytes, pid: bytes, contact: ContactState) -> None:
-        self._put("contacts", prefix + pid, self._sealed_contact(prefix + pid, contact))
+        self._put("contacts", prefix + pid, self._seal(prefix + pid, contact))
 
     def delete_contact(self, prefix: bytes, pid: bytes) -> None:
         self._delete("contacts", prefix + pid)
 
     def iter_contacts(self, prefix: bytes) -> Iterator[tuple[bytes, ContactState]]:
         for key, value in self._scan("contacts", prefix):
-            contact = self._open_contact(key, self._decode(ContactState, value))
-            assert contact is not None
-            yield key[len(prefix) :], contact
+            yield key[len(prefix) :], self._decode(ContactState, self._unseal(key, value))
 
     def get_policy(self, prefix: bytes, pid: bytes) -> ContactPolicyState | None:
         return self._decode(ContactPolicyState, self._get("policies", prefix + pid))
@@ -199,36 +205,83 @@ class Txn:
 
     # -- records and the contact -> record index ---------------------------------
 
+    def _record_hash(self, prefix: bytes, id_key: bytes) -> bytes:
+        """The keyed hash that stands for a record's ``codec.record_id_key`` on disk."""
+        if self.cipher is None:
+            return hashlib.blake2b(prefix + id_key, digest_size=codec.RECORD_HASH_BYTES).digest()
+        digest: bytes = self.cipher.record_hash(prefix, id_key)
+        return digest
+
+    def _hash_of_canonical(self, prefix: bytes, canonical: bytes) -> bytes:
+        missing = codec.hash_of_missing_record_key(canonical)
+        if missing is not None:
+            return missing
+        return self._record_hash(prefix, canonical[codec.TIME_BYTES :])
+
+    def _record_at(self, key: bytes) -> RecordState | None:
+        if key in self._records:
+            clear = self._records[key]
+        else:
+            clear = self._unseal(key, self._get("records", key))
+            if len(self._records) >= _RECORD_CACHE_LIMIT:
+                self._records.clear()
+            self._records[key] = clear
+        return self._decode(RecordState, clear)
+
     def get_record(self, prefix: bytes, source: str, record_id: str) -> RecordState | None:
-        key = prefix + codec.record_id_key(source, record_id)
-        return self._decode(RecordState, self._get("records", key))
+        key = prefix + self._record_hash(prefix, codec.record_id_key(source, record_id))
+        return self._record_at(key)
 
     def get_record_by_canonical(self, prefix: bytes, canonical: bytes) -> RecordState | None:
-        return self._decode(RecordState, self._get("records", prefix + canonical[8:]))
+        return self._record_at(prefix + self._hash_of_canonical(prefix, canonical))
 
     def put_record(self, prefix: bytes, record: RecordState) -> None:
-        key = prefix + codec.record_id_key(record.source, record.record_id)
-        self._put("records", key, record.SerializeToString())
+        key = prefix + self._record_hash(
+            prefix, codec.record_id_key(record.source, record.record_id)
+        )
+        clear = record.SerializeToString()
+        self._put("records", key, clear if self.cipher is None else self.cipher.seal(clear, key))
+        self._records[key] = clear
 
     def delete_record(self, prefix: bytes, source: str, record_id: str) -> None:
-        self._delete("records", prefix + codec.record_id_key(source, record_id))
+        key = prefix + self._record_hash(prefix, codec.record_id_key(source, record_id))
+        self._delete("records", key)
+        self._records[key] = None
 
     def iter_records(self, prefix: bytes) -> Iterator[RecordState]:
-        for _, value in self._scan("records", prefix):
-            yield self._decode(RecordState, value)
+        """Every record of an account, in no particular order (sort by canonical key)."""
+        for key, value in self._scan("records", prefix):
+            yield self._decode(RecordState, self._unseal(key, value))
 
     def index_record(self, prefix: bytes, pid: bytes, canonical: bytes) -> None:
-        self._raw.put(prefix + pid, canonical, db=self._dbs["contact_records"], dupdata=True)
+        ref = codec.record_ref(canonical, self._hash_of_canonical(prefix, canonical))
+        self._raw.put(prefix + pid, ref, db=self._dbs["contact_records"], dupdata=True)
 
     def unindex_record(self, prefix: bytes, pid: bytes, canonical: bytes) -> None:
-        self._delete("contact_records", prefix + pid, canonical)
+        ref = codec.record_ref(canonical, self._hash_of_canonical(prefix, canonical))
+        self._delete("contact_records", prefix + pid, ref)
 
     def record_keys_of(self, prefix: bytes, pid: bytes) -> list[bytes]:
-        """Canonical keys of the records naming a contact, in canonical order."""
+        """Canonical keys of the records naming a contact, in canonical order.
+
+        The index holds (observed_at, record hash); the record ids come from the
+        records themselves. An entry whose record is missing (a damaged store)
+        gets a key no record has (codec.missing_record_key), which finds no record.
+        """
         cursor = self._raw.cursor(db=self._dbs["contact_records"])
         if not cursor.set_key(prefix + pid):
             return []
-        return [bytes(v) for v in cursor.iternext_dup(keys=False, values=True)]
+        keys = []
+        for value in cursor.iternext_dup(keys=False, values=True):
+            ref = bytes(value)
+            record = self._record_at(prefix + ref[codec.TIME_BYTES :])
+            if record is None:
+                keys.append(codec.missing_record_key(ref))
+            else:
+                id_key = codec.record_id_key(record.source, record.record_id)
+                keys.append(ref[: codec.TIME_BYTES] + id_key)
+        keys.sort()
+        return keys
 
     # -- edges (connections) --------------------------------------------------------
 
@@ -269,49 +322,19 @@ class Txn:
 
     # -- customers, redirects, history, change feed -------------------------------------
 
-    def _open_customer(self, key: bytes, customer: CustomerState | None) -> CustomerState | None:
-        if customer is None or self.cipher is None:
-            return customer
-        profile = customer.profile
-        for name, value in list(profile.attributes.items()):
-            if self.cipher.is_sealed(value):
-                profile.attributes[name] = self.cipher.open(value, key + b"\0" + name.encode())
-        if self.cipher.is_sealed(profile.preferences):
-            profile.preferences = self.cipher.open(profile.preferences, key + _PREFERENCES_AAD)
-        return customer
-
-    def _sealed_customer(self, key: bytes, customer: CustomerState) -> bytes:
-        profile = customer.profile
-        if self.cipher is None or not (profile.attributes or profile.preferences):
-            return customer.SerializeToString()
-        clear = dict(profile.attributes)
-        preferences = profile.preferences
-        for name, value in clear.items():
-            profile.attributes[name] = self.cipher.seal(value, key + b"\0" + name.encode())
-        if preferences:
-            profile.preferences = self.cipher.seal(preferences, key + _PREFERENCES_AAD)
-        try:
-            return customer.SerializeToString()
-        finally:
-            for name, value in clear.items():
-                profile.attributes[name] = value
-            profile.preferences = preferences
-
     def get_customer(self, prefix: bytes, pid: bytes) -> CustomerState | None:
         key = prefix + pid
-        return self._open_customer(key, self._decode(CustomerState, self._get("customers", key)))
+        return self._decode(CustomerState, self._unseal(key, self._get("customers", key)))
 
     def put_customer(self, prefix: bytes, pid: bytes, customer: CustomerState) -> None:
-        self._put("customers", prefix + pid, self._sealed_customer(prefix + pid, customer))
+        self._put("customers", prefix + pid, self._seal(prefix + pid, customer))
 
     def delete_customer(self, prefix: bytes, pid: bytes) -> None:
         self._delete("customers", prefix + pid)
 
     def iter_customers(self, prefix: bytes) -> Iterator[tuple[bytes, CustomerState]]:
         for key, value in self._scan("customers", prefix):
-            customer = self._open_customer(key, self._decode(CustomerState, value))
-            assert customer is not None
-            yield key[len(prefix) :], customer
+            yield key[len(prefix) :], self._decode(CustomerState, self._unseal(key, value))
 
     def get_redirect(self, prefix: bytes, pid: bytes) -> bytes | None:
         return self._get("redirects", prefix + pid)
@@ -483,23 +506,12 @@ class Txn:
 
     def _reseal_one(self, db: str, key: bytes, value: bytes) -> bool:
         cipher = self.cipher
-        if db == "contacts":
-            contact = self._decode(ContactState, value)
-            if not cipher.needs_reseal(contact.sealed_value):
+        if db in ("contacts", "customers", "records"):
+            if not cipher.needs_reseal(value):
                 return False
-            opened = self._open_contact(key, contact)
-            assert opened is not None
-            self._put(db, key, self._sealed_contact(key, opened))
-            return True
-        if db == "customers":
-            customer = self._decode(CustomerState, value)
-            profile = customer.profile
-            old = [v for v in profile.attributes.values() if cipher.needs_reseal(v)]
-            if not old and not cipher.needs_reseal(profile.preferences):
-                return False
-            opened_customer = self._open_customer(key, customer)
-            assert opened_customer is not None
-            self._put(db, key, self._sealed_customer(key, opened_customer))
+            self._put(db, key, cipher.seal(cipher.open(value, key), key))
+            if db == "records":
+                self._records.pop(key, None)
             return True
         if db == "engagements":
             engagement = self._decode(EngagementState, value)
