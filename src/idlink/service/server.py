@@ -65,7 +65,7 @@ from idlink.service.profile import ProfileServicer
 from idlink.service.runtime import ChangeNotifier, Runtime
 from idlink.service.security_admin import Security
 from idlink.service.status import error_metadata
-from idlink.store.env import Store
+from idlink.store.env import Store, server_lock
 from idlink.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -645,10 +645,12 @@ def run_server(
     configure_logging(log_level)
     try:
         split_listen(listen)
-        if workers <= 1:
-            asyncio.run(serve(data_dir, listen, map_size=map_size or None, **options))
-            return 0
-        return _run_workers(os.fspath(data_dir), listen, workers, map_size, log_level, options)
+        # One server (with all its workers) per data folder (store.env.ServerLock).
+        with server_lock(data_dir, f"idlink serve --listen {listen}"):
+            if workers <= 1:
+                asyncio.run(serve(data_dir, listen, map_size=map_size or None, **options))
+                return 0
+            return _run_workers(os.fspath(data_dir), listen, workers, map_size, log_level, options)
     except (ValueError, OSError) as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 2
