@@ -199,6 +199,17 @@ def _resolve(world: World, token: str, create: bool) -> Shown:
     return [(answer.customer, "customer"), (answer, "bytes")]
 
 
+def _resolve_national(world: World, token: str) -> Shown:
+    # A phone without its country code: no match, the customer holding it with one is suggested.
+    answer = world.stubs.identity.Resolve(
+        identity_pb2.ResolveRequest(account=world.account, contact=key("phone", "(555) 123-4567")),
+        metadata=auth(token),
+        timeout=10,
+    )
+    assert answer.status == identity_pb2.RESOLVE_STATUS_NOT_FOUND
+    return [(answer, "suggestions"), (answer, "bytes")]
+
+
 def _stream_resolve(world: World, token: str, create: bool) -> Shown:
     requests = [
         identity_pb2.ResolveRequest(account=world.account, contact=c, create_if_missing=create)
@@ -394,6 +405,7 @@ def _export(world: World, token: str) -> Shown:
 CASES: list[tuple[str, str, Callable[[World, str], Shown]]] = [
     ("Resolve-inline", "reader", lambda w, t: _resolve(w, t, False)),
     ("Resolve-pool", "writer", lambda w, t: _resolve(w, t, True)),
+    ("Resolve-suggestions-inline", "reader", _resolve_national),
     ("StreamResolve-inline", "reader", lambda w, t: _stream_resolve(w, t, False)),
     ("StreamResolve-pool", "writer", lambda w, t: _stream_resolve(w, t, True)),
     ("BatchResolve-inline", "reader", lambda w, t: _batch_resolve(w, t, False)),
@@ -447,6 +459,11 @@ def test_each_role_sees_exactly_what_it_may_on_every_rpc(world, role, case, call
         elif kind == "hops":
             assert [h.record_id for h in message.hops] == [
                 RECORD_ID if clear else MASKED_RECORD_ID
+            ], where
+        elif kind == "suggestions":
+            number = PHONE if clear else "+1555*****67"
+            assert [(s.customer_pid, s.reason) for s in message.suggestions] == [
+                (world.customer_pid, f"NATIONAL_NUMBER: {number}")
             ], where
         elif kind == "reasons":
             record = CONFLICT_RECORD_ID if clear else MASKED_CONFLICT_RECORD_ID
@@ -557,6 +574,7 @@ def test_converters_take_the_viewer_explicitly_and_read_no_ambient_state():
         convert.explanation,
         convert.engagement,
         convert.record_id,
+        convert.suggestion,
     ):
         viewer = inspect.signature(fn).parameters["viewer"]
         assert viewer.default is inspect.Parameter.empty, fn.__name__

@@ -334,17 +334,24 @@ def _masked_value(value: profiles.Value) -> profiles.Value | None:
     return None
 
 
-def suggestion(s: Suggestion) -> common_pb2.Suggestion:
-    return common_pb2.Suggestion(
-        customer_pid=pid_str(s.customer_pid), reason=s.reason, score=s.score
-    )
+# A suggestion reason that names the stored phone number holding a national number (SPEC 5.2).
+_NATIONAL_REASON = "NATIONAL_NUMBER: "
+
+
+def suggestion(s: Suggestion, viewer: Principal) -> common_pb2.Suggestion:
+    """A suggestion as ``viewer`` may see it: a number its reason names masked like a contact."""
+    reason = s.reason
+    if not viewer.sees_pii and reason.startswith(_NATIONAL_REASON):
+        number = reason[len(_NATIONAL_REASON) :]
+        reason = _NATIONAL_REASON + masking.mask_contact("phone", number)
+    return common_pb2.Suggestion(customer_pid=pid_str(s.customer_pid), reason=reason, score=s.score)
 
 
 def resolution(answer: Resolution, viewer: Principal) -> identity_pb2.ResolveResponse:
     out = identity_pb2.ResolveResponse(
         status=enum(answer.status),
         contact_pid=pid_str(answer.contact_pid),
-        suggestions=[suggestion(s) for s in answer.suggestions],
+        suggestions=[suggestion(s, viewer) for s in answer.suggestions],
         reason=answer.reason,
     )
     if answer.customer is not None:
