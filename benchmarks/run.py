@@ -42,10 +42,12 @@ def _batch_against_engine(entries: list[Entry]) -> list[Entry]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="small sizes, a check that all runs")
-    parser.add_argument("--only", default="", help="comma-separated groups: native,engine,grpc")
+    parser.add_argument(
+        "--only", default="", help="comma-separated groups: native,engine,grpc,http"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    groups = set(filter(None, args.only.split(","))) or {"native", "engine", "grpc"}
+    groups = set(filter(None, args.only.split(","))) or {"native", "engine", "grpc", "http"}
     smoke = args.smoke
     repeats = 1 if smoke else 3
     started = time.perf_counter()
@@ -69,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             entries += bench_grpc.bench_grpc(smoke=smoke, repeats=repeats)
             entries += _batch_against_engine(entries)
+    if "http" in groups:
+        from benchmarks import bench_http
+
+        entries += bench_http.bench_http(smoke=smoke, repeats=repeats)
     name = "smoke" if smoke else "latest"
     json_path, md_path = write(entries, name)
     print(md_path.read_text())
