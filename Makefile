@@ -6,7 +6,7 @@ DATA ?= ./var/idlink
 LISTEN ?= 127.0.0.1:50051
 PYTEST_ARGS ?=
 
-.PHONY: all build serve test test-pure lint bench bench-smoke crash-test load-test clean
+.PHONY: all build serve test test-pure lint bench bench-smoke crash-test load-test mutation clean
 
 all: build
 
@@ -54,6 +54,11 @@ crash-test: build
 
 load-test: build
 	$(PY) -m tests.reliability.load --seconds $(LOAD_SECONDS)
+
+# Mutation testing of domain/linking.py and domain/customers.py with mutmut, in a
+# copy of the tree (docs/testing.md). JOBS, EXAMPLES, MUTANTS and MUTATION_DIR tune it.
+mutation: build
+	sh tests/mutation/run.sh
 
 lint: build
 	$(PY) -m pip install -q -e '.[dev]'

@@ -329,7 +329,13 @@ def check_pids(
       non-reassignable contact counts its reassignable ones;
     - a part heir to several keeps the oldest one's PID, the others lead to it;
     - a part heir to none gets a new PID, split from the old customer of its
-      earliest-seen contact (none when that contact is new).
+      earliest-seen contact, non-reassignable contacts first as for heirs
+      (none when that contact is new).
+
+    The last rule is docs/design.md's reading of "its earliest-seen
+    contact": a device that moved is not a part of the customer it left, and
+    counting it would copy that customer's profile into another person's
+    (MXO use case 6; docs/testing.md).
     """
     problems: list[str] = []
     part_of: dict[Contact, bytes] = {}
@@ -368,7 +374,8 @@ def check_pids(
         if pid in known_pids:
             problems.append(f"{sorted(contacts)} is heir to no customer but kept an old PID")
             continue
-        expected = {old_customer_of.get(c, b"") for c in _earliest(contacts, seen)}
+        fixed = [c for c in contacts if not reassignable(c)] or list(contacts)
+        expected = {old_customer_of.get(c, b"") for c in _earliest(fixed, seen)}
         if split_from.get(pid, b"") not in expected:
             problems.append(
                 f"{sorted(contacts)} should record that it split from the old customer of "
