@@ -1,4 +1,4 @@
-"""The ``idlink`` command: serve, keys, ingest, resolve, backup, check (SPEC 10)."""
+"""The ``idlink`` command: serve, keys, ingest, resolve, backup, check, compact (SPEC 10)."""
 
 from __future__ import annotations
 
@@ -90,6 +90,24 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compact(args: argparse.Namespace) -> int:
+    """Rewrite the store without its free pages, in place (docs/operations.md, compaction)."""
+    from idlink.domain.errors import IdlinkError
+    from idlink.store.env import compact_in_place
+
+    try:
+        data = _existing_store(args.data)
+        before, after = compact_in_place(data)
+    except (OSError, ValueError, IdlinkError) as exc:
+        print(f"compact failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"compacted {data}: data.mdb {before / (1 << 20):.1f} MiB -> {after / (1 << 20):.1f} MiB; "
+        "free pages dropped, the old file overwritten with zeros"
+    )
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     """Check every account's invariants; exit status 1 when there is any problem."""
     from idlink.domain.check import check_store
@@ -170,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--data", default=DEFAULT_DATA, help="store folder")
     check.set_defaults(run=_check)
+
+    compact = commands.add_parser(
+        "compact",
+        help="rewrite the store without its free pages, where erased values linger "
+        "(the server must be stopped)",
+    )
+    compact.add_argument("--data", default=DEFAULT_DATA, help="store folder")
+    compact.set_defaults(run=_compact)
     return parser
 
 
