@@ -118,10 +118,17 @@ def _ascii(value: str) -> bool:
 class Gateway:
     """Routes HTTP requests to the RPCs of the server at ``target`` (a private channel)."""
 
-    def __init__(self, target: str, *, extra_routes: list[tuple[str, Any, Handler]] | None = None):
+    def __init__(
+        self,
+        target: str,
+        *,
+        extra_routes: list[tuple[str, Any, Handler]] | None = None,
+        unauthenticated_hint: Callable[[str], str] | None = None,
+    ):
         self.target = target
         self.routes = load_routes()
         self.extra_routes = extra_routes or []
+        self.unauthenticated_hint = unauthenticated_hint
         self.channel: grpc.aio.Channel | None = None
         self._calls: dict[str, Any] = {}
         self._console = self._load_console()
@@ -289,8 +296,19 @@ class Gateway:
                 message, metadata=metadata, timeout=UNARY_TIMEOUT_SECONDS, wait_for_ready=True
             )
         except grpc.aio.AioRpcError as exc:
-            return error_response(errors.status_of_rpc_error(exc))
+            return error_response(self.rpc_status(exc, metadata))
         return web.Response(body=message_json(answer), content_type=JSON_TYPE)
+
+    def rpc_status(self, exc: grpc.aio.AioRpcError, metadata: list[tuple[str, str]]) -> Any:
+        """The Status of a failed call; a refused interactive key is told to sign in."""
+        status = errors.status_of_rpc_error(exc)
+        if status.code != code_pb2.UNAUTHENTICATED or self.unauthenticated_hint is None:
+            return status
+        token = next((v for k, v in metadata if k == "authorization"), "").partition(" ")[2]
+        hint = self.unauthenticated_hint(token.strip()) if token else ""
+        if not hint:
+            return status
+        return errors.build_status(code_pb2.UNAUTHENTICATED, hint, reason="SESSION_REQUIRED")
 
     # -- streams -------------------------------------------------------------------------
 
@@ -304,7 +322,7 @@ class Gateway:
             if last.isdigit():
                 message.after_seq = int(last)
         call = self._calls[route.name](message, metadata=metadata, wait_for_ready=True)
-        return await self._relay(request, call, sse=sse, feeder=None)
+        return await self._relay(request, call, sse=sse, feeder=None, metadata=metadata)
 
     async def _bidi(
         self,
@@ -362,7 +380,9 @@ class Gateway:
 
         feeder = asyncio.ensure_future(feed())
         try:
-            return await self._relay(request, call, sse=False, feeder=feeder, state=state)
+            return await self._relay(
+                request, call, sse=False, feeder=feeder, state=state, metadata=metadata
+            )
         finally:
             if not feeder.done():
                 feeder.cancel()
@@ -377,6 +397,7 @@ class Gateway:
         sse: bool,
         feeder: asyncio.Future[None] | None,
         state: dict[str, Any] | None = None,
+        metadata: list[tuple[str, str]] | None = None,
     ) -> web.StreamResponse:
         """Copy a call's answers to the HTTP response as they come (NDJSON or SSE)."""
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(STREAM_QUEUE)
@@ -430,7 +451,7 @@ class Gateway:
                 if state.get("error") is not None:
                     status = state["error"]
                 elif kind == "error":
-                    status = errors.status_of_rpc_error(item)
+                    status = self.rpc_status(item, metadata or [])
                 if status is None:
                     if response is None:
                         response = await start()
@@ -629,7 +650,13 @@ async def start_http(
         shutil.rmtree(socket_dir, ignore_errors=True)
         raise OSError(f"cannot listen on the gateway's socket {socket_path}")
     extra: list[tuple[str, Any, Handler]] = []
-    gateway = Gateway(f"unix:{socket_path}", extra_routes=extra)
+    hint = None
+    if store is not None:
+        from idlink.service.http.console_auth import ConsoleAuth
+
+        console_auth = ConsoleAuth(store, audit)
+        extra, hint = console_auth.routes(), console_auth.unauthenticated_hint
+    gateway = Gateway(f"unix:{socket_path}", extra_routes=extra, unauthenticated_hint=hint)
     http = HttpServer(gateway, socket_dir)
     try:
         await http.start(host, port, ssl_context, reuse_port, grace)

@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf import descriptor
 
 import idlink
+from idlink.service.http import console_auth
 from idlink.service.http.routes import BIDI_STREAM, SERVER_STREAM, Route, load_routes
 
 _FD = descriptor.FieldDescriptor
@@ -183,6 +184,9 @@ def openapi() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in sorted(load_routes(), key=lambda r: (r.template, r.verb)):
         paths.setdefault(route.template, {})[route.verb.lower()] = _operation(route, schemas)
+    # The gateway's own routes (console sign-in), which are not RPCs.
+    for path, item in console_auth.openapi_paths(schemas.ref_status()).items():
+        paths.setdefault(path, {}).update(item)
     return {
         "openapi": "3.0.3",
         "info": {
