@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
 
@@ -13,6 +15,8 @@ from idlink.domain.engine import IdentityEngine
 from idlink.store.env import Store
 
 MASTER = b"k" * 32
+# Master secrets for tests that an outcome does not depend on the secret (SPEC 3.8).
+SECRETS = [hashlib.sha256(b"idlink test secret %d" % i).digest() for i in range(10)]
 
 
 def _native(name: str, impl: str):
@@ -41,3 +45,22 @@ def store(tmp_path) -> Iterator[Store]:
 @pytest.fixture
 def engine(impl: str, store: Store) -> IdentityEngine:
     return IdentityEngine(store, MASTER)
+
+
+@pytest.fixture
+def make_engine(impl: str, tmp_path) -> Iterator[Callable[[bytes], IdentityEngine]]:
+    """A factory of engines, each over a store of its own, keyed by the master secret given.
+
+    Contact PIDs are keyed hashes of the account secret, which comes from the
+    master secret: the same records under two of these engines have different
+    PIDs, and so a different PID order.
+    """
+    with ExitStack() as stack:
+        made: list[IdentityEngine] = []
+
+        def make(master: bytes) -> IdentityEngine:
+            store = stack.enter_context(Store(tmp_path / f"store-{len(made)}", durable=False))
+            made.append(IdentityEngine(store, master))
+            return made[-1]
+
+        yield make

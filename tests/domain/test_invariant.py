@@ -3,6 +3,9 @@
 Whatever order records arrive in, one by one or in batches, with replacements,
 deletions and do-not-link toggles, the stored customers equal a rebuild from
 the final set of records, and no customer exceeds the cap or a key limit.
+So does everything the records decide besides the partition: each record's
+outcome and group, and each contact's connections, isolation, device move
+and where it was first seen (the contact order of SPEC 3.8).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from hypothesis import strategies as st
 from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, RecordInput
 from idlink.domain.keytypes import NORMALIZER_TRIM, AccountPolicy, KeyType
+from idlink.store import codec
 from idlink.store.env import Store
 from tests.domain.conftest import MASTER
 
@@ -72,11 +76,32 @@ def apply(engine: IdentityEngine, op: tuple) -> None:
 
 def check_invariants(engine: IdentityEngine) -> None:
     stored = sorted(sorted(c) for c in engine.partition(ACCOUNT))
-    rebuilt = sorted(sorted(c) for c in engine.rebuild_partition(ACCOUNT))
+    rebuild = engine.rebuild(ACCOUNT)
+    rebuilt = sorted(sorted(c) for c in rebuild.partition)
     assert stored == rebuilt
     config = engine.account_config(ACCOUNT)
     with engine.read() as reader:
         view = reader.view(ACCOUNT)
+        for pid, contact in reader.txn.iter_contacts(view.prefix):
+            node = rebuild.contacts[pid]
+            derived = (
+                contact.connections,
+                contact.isolated,
+                contact.moved_at,
+                contact.first_key,
+                contact.first_position,
+            )
+            assert derived == (
+                node.connections,
+                node.isolated,
+                node.moved_at,
+                node.first_key,
+                node.position,
+            ), (contact.type, contact.value)
+        for record in reader.txn.iter_records(view.prefix):
+            key = codec.canonical_key(record.observed_at_us, record.source, record.record_id)
+            step = rebuild.results[key]
+            assert (record.outcome, list(record.group_pids)) == (step.outcome, step.group)
         for customer_pid, state in reader.txn.iter_customers(view.prefix):
             members = list(state.contact_pids)
             assert len(members) <= CAP

@@ -184,3 +184,65 @@ def test_isolated_contacts_are_paged(client, account):
             A.ListIsolatedContactsRequest(account=account, page_token="eHg6eHg")
         )
     assert error_details(caught.value)["idlink-error-field"] == "page_token"
+
+
+def test_key_type_priority_is_validated_listed_and_previewed(client, account):
+    """SPEC 3.8: key-type priority ranks contacts; 0 means the type's default."""
+    listed = client.admin.ListKeyTypes(A.ListKeyTypesRequest(account=account))
+    assert {k.name: k.priority for k in listed.key_types} == {
+        "id": 10,
+        "email": 20,
+        "phone": 30,
+        "device": 40,
+    }
+    crm_id = common_pb2.KeyType(name="crm_id", max_per_customer=1)
+    stored = client.admin.PutKeyType(A.PutKeyTypeRequest(account=account, key_type=crm_id))
+    assert stored.priority == 50  # an added type comes after the built-in ones
+
+    with pytest.raises(grpc.RpcError) as caught:
+        client.admin.PutKeyType(
+            A.PutKeyTypeRequest(
+                account=account,
+                key_type=common_pb2.KeyType(name="crm_id", max_per_customer=1, priority=1_000_001),
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(caught.value)["idlink-error-field"] == "key_type.priority"
+
+    # MXO use case 9: with the default order the CRM id C-2 is the refused link.
+    def link(record_id, seconds, *contacts):
+        return client.identity.Link(
+            identity_pb2.LinkRequest(
+                account=account,
+                source="crm",
+                record_id=record_id,
+                contacts=list(contacts),
+                observed_at=Timestamp(seconds=1_700_000_000 + seconds),
+            )
+        )
+
+    link("a", 1, key("email", "emma@er.com"), key("crm_id", "C-1"))
+    link("b", 2, key("phone", "+447700900123"))
+    third = link(
+        "c", 3, key("crm_id", "C-2"), key("phone", "+447700900123"), key("email", "emma@er.com")
+    )
+    assert third.outcome == common_pb2.RECORD_OUTCOME_CONFLICT
+    merged = resolve(client, account, key("email", "emma@er.com")).customer
+    assert sorted(c.value for c in merged.contacts) == ["+447700900123", "C-1", "emma@er.com"]
+
+    first_ids = common_pb2.KeyType(name="crm_id", max_per_customer=1, priority=5)
+    preview = client.identity.PreviewConfigChange(
+        identity_pb2.PreviewConfigChangeRequest(account=account, key_type=first_ids)
+    )
+    assert (preview.merges, preview.splits) == (1, 1)
+    assert list(preview.split_customer_pids) == [merged.customer_pid]
+    assert resolve(client, account, key("email", "emma@er.com")).customer == merged
+
+    stored = client.admin.PutKeyType(A.PutKeyTypeRequest(account=account, key_type=first_ids))
+    assert stored.priority == 5
+    listed = client.admin.ListKeyTypes(A.ListKeyTypesRequest(account=account))
+    assert {k.name: k.priority for k in listed.key_types}["crm_id"] == 5
+    # The change replayed the account: C-2 now anchors the record and keeps the phone.
+    # Contacts are listed in the contact order: crm_id (5) before phone (30).
+    refused = resolve(client, account, key("crm_id", "C-2")).customer
+    assert [c.value for c in refused.contacts] == ["C-2", "+447700900123"]

@@ -1,15 +1,26 @@
-"""Customer PIDs through merges and splits (SPEC 3.5).
+"""Customer PIDs through merges and splits (SPEC 3.4, 3.5, 3.8).
 
 Given the customers a region of contacts had before an operation and the
 components linking computed for it, decide which PID each component carries:
 
 - an old customer's PID goes with the component holding its earliest-seen
-  contact (its *heir*);
+  non-reassignable former contact (its *heir*); only a customer that held no
+  non-reassignable contact counts its reassignable ones. So a shared device
+  never takes a customer PID with it: the customer it leaves keeps its PID;
 - a component that is heir to several old customers keeps the oldest one's
-  PID (created first; ties: lowest PID); the others become redirects to it and
-  their profiles fill the survivor's gaps, labels joined;
-- a component heir to none gets a new random PID; if its contacts belonged to
-  a customer before, it records that it split from it and copies its profile.
+  PID (created first; ties: lowest customer PID, which is random, never
+  derived from a contact); the others become redirects to it and their
+  profiles fill the survivor's gaps, labels joined;
+- a component heir to none gets a new random PID; if its earliest-seen
+  contact (non-reassignable ones first, as for heirs) belonged to a customer
+  before, it records that it split from it and copies its profile. A device
+  that moved is no part of the customer it left: counting it would copy that
+  person's profile into another person's customer (MXO use case 6).
+
+"Earliest-seen" is the data's order (SPEC 3.8): the canonical key of the
+first record naming the contact, then its position there; contacts no record
+names come last, in order of arrival. Contact PIDs never decide anything:
+they depend on the account secret.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from idlink.domain.errors import FailedPrecondition
-from idlink.domain.linking import Node
+from idlink.domain.linking import Node, SeenKey
 from idlink.store.txn import CustomerState, Profile, Txn
 
 if TYPE_CHECKING:
@@ -38,12 +49,20 @@ def new_customer_pid() -> bytes:
     return uuid.uuid4().bytes
 
 
+def heir_order(node: Node) -> tuple[bool, SeenKey]:
+    """Who inherits a customer PID first: non-reassignable, then earliest-seen (SPEC 3.4, 3.5)."""
+    return (node.reassignable, node.earliest_seen)
+
+
 def reconcile(session: _Session, components: list[tuple[list[Node], bytes]]) -> Reconciled:
     """Assign customer PIDs to components and write customers, redirects and events."""
     txn, prefix = session.txn, session.prefix
     out = Reconciled()
+    # Components in the data's order, so that new customers are numbered
+    # (created_seq, which decides later merges) the same under any secret.
+    components = sorted(components, key=lambda c: min(heir_order(n) for n in c[0]))
     old: dict[bytes, CustomerState] = {}
-    heir: dict[bytes, tuple[tuple[int, bytes], int]] = {}
+    heir: dict[bytes, tuple[tuple[bool, SeenKey], int]] = {}
     for index, (nodes, _) in enumerate(components):
         for node in nodes:
             pid = node.customer_pid
@@ -54,15 +73,16 @@ def reconcile(session: _Session, components: list[tuple[list[Node], bytes]]) -> 
                 if state is None:
                     continue
                 old[pid] = state
-            seen = (node.first_seen, node.pid)
-            if pid not in heir or seen < heir[pid][0]:
-                heir[pid] = (seen, index)
+            order = heir_order(node)
+            if pid not in heir or order < heir[pid][0]:
+                heir[pid] = (order, index)
     heirs_of: dict[int, list[bytes]] = {}
     for pid, (_, index) in heir.items():
         heirs_of.setdefault(index, []).append(pid)
 
     for index, (nodes, watermark) in enumerate(components):
-        nodes = sorted(nodes, key=lambda n: (n.first_seen, n.pid))
+        # A customer lists its contacts in the contact order (SPEC 3.8).
+        nodes = sorted(nodes, key=lambda n: n.rank)
         members = [n.pid for n in nodes]
         candidates = heirs_of.get(index, [])
         if candidates:
@@ -70,9 +90,13 @@ def reconcile(session: _Session, components: list[tuple[list[Node], bytes]]) -> 
             absorbed = sorted(p for p in candidates if p != survivor)
             state = old[survivor]
             before = list(state.contact_pids)
-            if not absorbed and before == members:
-                if state.watermark != watermark:
+            if not absorbed and set(before) == set(members):
+                # The same contacts: nothing to tell the change feed, but the
+                # order (where they were first seen, priorities) may have moved.
+                if state.watermark != watermark or before != members:
                     state.watermark = watermark
+                    del state.contact_pids[:]
+                    state.contact_pids.extend(members)
                     txn.put_customer(prefix, survivor, state)
                 for pid in members:
                     out.customer_of[pid] = survivor
@@ -84,7 +108,10 @@ def reconcile(session: _Session, components: list[tuple[list[Node], bytes]]) -> 
             others = absorbed
         else:
             customer_pid = new_customer_pid()
-            split_from = nodes[0].customer_pid if nodes[0].customer_pid in old else b""
+            # Non-reassignable contacts first: a device that moves joins the
+            # other side, and that side is no part of the customer it left.
+            earliest = min(nodes, key=heir_order)
+            split_from = earliest.customer_pid if earliest.customer_pid in old else b""
             state = CustomerState(
                 created_seq=txn.next_counter(b"customers:" + prefix),
                 created_at_us=session.now,

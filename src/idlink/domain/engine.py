@@ -293,12 +293,20 @@ class IdentityEngine:
 
     def rebuild_partition(self, account: str) -> list[frozenset[bytes]]:
         """The customers a rebuild from every record would give (SPEC 3.2), computed in memory."""
+        return self.rebuild(account).partition
+
+    def rebuild(self, account: str) -> Rebuilt:
+        """Everything a rebuild from every record would give (SPEC 3.2), computed in memory."""
         with self.store.read() as txn:
             config = self._config(txn, account, create=False)
             if config is None:
-                return []
-            graph = _Session(self, txn, config, "").replayed_account_graph()
-            return [frozenset(n.pid for n in nodes) for nodes, _ in graph.components()]
+                return Rebuilt()
+            graph, results = _Session(self, txn, config, "").replayed_account_graph()
+            return Rebuilt(
+                [frozenset(n.pid for n in nodes) for nodes, _ in graph.components()],
+                {n.pid: n for n in graph.nodes},
+                results,
+            )
 
     # -- resolve and customers ------------------------------------------------------------
 
@@ -384,7 +392,7 @@ class IdentityEngine:
                 changed = changed.with_key_type(key_type)
             if policy is not None:
                 changed = changed.with_policy(policy)
-            graph = _Session(self, reader.txn, changed, "").replayed_account_graph()
+            graph, _ = _Session(self, reader.txn, changed, "").replayed_account_graph()
             return _compare(reader.txn, _prefix(config), graph, examples)
 
     # -- journey ---------------------------------------------------------------------------
@@ -516,6 +524,8 @@ class _Session:
         self.pending: dict[bytes, tuple[RecordState, StepResult]] = {}
         # Contacts around records stored but not yet applied: replayed together.
         self.deferred: set[bytes] = set()
+        # Contacts created by this operation: no record named them before it.
+        self.created: set[bytes] = set()
 
     # -- contacts ---------------------------------------------------------------------
 
@@ -542,6 +552,7 @@ class _Session:
             created_at_us=self.now,
         )
         self.txn.put_contact(self.prefix, prepared.pid, contact)
+        self.created.add(prepared.pid)
         national = national_number(prepared.key_type, prepared.cleaned)
         if national and not prepared.invalid_reason:
             self.txn.index_national(self.prefix, national, prepared.pid)
@@ -549,7 +560,11 @@ class _Session:
         return contact
 
     def node(self, pid: bytes, *, fresh: bool = False) -> Node:
-        """How linking sees a stored contact; ``fresh`` drops derived state for a replay."""
+        """How linking sees a stored contact; ``fresh`` drops derived state for a replay.
+
+        Derived state is what the records decide: connections, isolation, a
+        device's move, and where the contact was first seen (SPEC 3.8).
+        """
         contact = self.contact(pid)
         assert contact is not None
         key_type = self.config.key_types.get(contact.type) or KeyType(contact.type)
@@ -567,6 +582,7 @@ class _Session:
             reassignable=key_type.reassignable,
             type_limit=key_type.max_per_customer,
             first_seen=contact.first_seen,
+            priority=key_type.priority,
             never_isolate=policy is not None and policy.never_isolate,
             customer_pid=contact.customer_pid,
         )
@@ -576,7 +592,20 @@ class _Session:
             node.isolated_at = contact.isolated_at
             node.isolated_connections = contact.isolated_connections
             node.moved_at = contact.moved_at
+            node.first_key, node.position = self.first_seen_at(pid, contact)
         return node
+
+    def first_seen_at(self, pid: bytes, contact: ContactState) -> tuple[bytes, int]:
+        """Where a stored contact was first seen: its first record and its position there."""
+        if contact.first_key or pid in self.created:
+            return contact.first_key, contact.first_position
+        # Written before first-seen keys were stored (or never named by a
+        # record): the contact -> record index is in canonical order.
+        keys = self.txn.record_keys_of(self.prefix, pid)
+        record = self.txn.get_record_by_canonical(self.prefix, keys[0]) if keys else None
+        if record is None:
+            return b"", 0
+        return keys[0], list(record.contact_pids).index(pid)
 
     # -- the incremental path -------------------------------------------------------------
 
@@ -738,6 +767,8 @@ class _Session:
         self.flush()
         region: list[bytes] = []
         in_region: set[bytes] = set()
+        # Contacts whose records are not all in the region: their first-seen key stands.
+        partial: set[bytes] = set()
         records: dict[bytes, RecordState] = {}
         queue = list(seeds)
         while queue:
@@ -754,6 +785,7 @@ class _Session:
                 if customer is not None:
                     queue.extend(customer.contact_pids)
             if pid not in seeds and not self.node(pid).usable:
+                partial.add(pid)
                 continue
             for key in self.txn.record_keys_of(self.prefix, pid):
                 if key not in records:
@@ -764,8 +796,13 @@ class _Session:
         graph = LinkGraph(
             self.config.policy.max_contacts, self.config.policy.isolate_min_connections
         )
-        for pid in sorted(region, key=lambda p: (self.contacts[p].first_seen, p)):
-            graph.add_node(self.node(pid, fresh=True))
+        for pid in sorted(region, key=lambda p: self.contacts[p].first_seen):
+            node = self.node(pid, fresh=True)
+            if pid in partial:
+                # No record of it was added or removed (those contacts are
+                # seeds), so where it was first seen has not changed.
+                node.first_key, node.position = self.first_seen_at(pid, self.contacts[pid])
+            graph.add_node(node)
         results = graph.replay((key, list(r.contact_pids)) for key, r in records.items())
         for pid in region:
             self.txn.delete_edges_of(self.prefix, pid)
@@ -779,22 +816,20 @@ class _Session:
         self._write_components(graph)
         return results
 
-    def replayed_account_graph(self) -> LinkGraph:
+    def replayed_account_graph(self) -> tuple[LinkGraph, dict[bytes, StepResult]]:
         """Replay every record of the account on an empty graph (nothing is written)."""
         graph = LinkGraph(
             self.config.policy.max_contacts, self.config.policy.isolate_min_connections
         )
-        contacts = sorted(
-            self.txn.iter_contacts(self.prefix), key=lambda item: (item[1].first_seen, item[0])
-        )
+        contacts = sorted(self.txn.iter_contacts(self.prefix), key=lambda item: item[1].first_seen)
         for pid, contact in contacts:
             self.contacts.setdefault(pid, contact)
             graph.add_node(self.node(pid, fresh=True))
-        graph.replay(
+        results = graph.replay(
             (codec.canonical_key(r.observed_at_us, r.source, r.record_id), list(r.contact_pids))
             for r in self.txn.iter_records(self.prefix)
         )
-        return graph
+        return graph, results
 
     def rebuild_account(self) -> None:
         """Replay the whole account: after a change of key types or policy."""
@@ -816,6 +851,8 @@ class _Session:
                 and contact.isolated_at == node.isolated_at
                 and contact.isolated_connections == node.isolated_connections
                 and contact.moved_at == node.moved_at
+                and contact.first_key == node.first_key
+                and contact.first_position == node.position
             ):
                 continue
             if contact.isolated != node.isolated:
@@ -826,6 +863,8 @@ class _Session:
             contact.isolated_at = node.isolated_at
             contact.isolated_connections = node.isolated_connections
             contact.moved_at = node.moved_at
+            contact.first_key = node.first_key
+            contact.first_position = node.position
             self.txn.put_contact(self.prefix, node.pid, contact)
 
     def emit(
@@ -898,6 +937,17 @@ class _Reader:
         """Reads of one account; an unknown account has nothing in it."""
         config = self.config(account) or AccountConfig(account, 0)
         return View(self.txn, config)
+
+
+@dataclass(slots=True)
+class Rebuilt:
+    """What a rebuild from every record gives (SPEC 3.2): the partition and the derived state."""
+
+    partition: list[frozenset[bytes]] = field(default_factory=list)
+    # Each contact as the rebuild leaves it: connections, isolation, moves, first seen.
+    contacts: dict[bytes, Node] = field(default_factory=dict)
+    # Each record's step, by canonical key: outcome, group, refused links.
+    results: dict[bytes, StepResult] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -1007,6 +1057,7 @@ def _account_state(config: AccountConfig, now: int) -> AccountState:
                 anonymous=k.anonymous,
                 blocked_values=list(k.blocked_values),
                 blocked_patterns=list(k.blocked_patterns),
+                priority=k.priority,
             )
             for k in config.key_types.values()
         ],
@@ -1028,6 +1079,7 @@ def _account_config(state: AccountState) -> AccountConfig:
                 anonymous=k.anonymous,
                 blocked_values=tuple(k.blocked_values),
                 blocked_patterns=tuple(k.blocked_patterns),
+                priority=k.priority,  # 0 in a store written before priorities: the default
             )
             for k in state.key_types
         },

@@ -1,4 +1,4 @@
-"""Key types, blocked values and account policy (SPEC 2.4, 3.3)."""
+"""Key types, blocked values, priorities and account policy (SPEC 2.4, 3.3, 3.8)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ NORMALIZERS = {NORMALIZER_TRIM: "trim", NORMALIZER_PHONE: "phone", NORMALIZER_EM
 DEFAULT_MAX_CONTACTS = 100
 DEFAULT_ISOLATE_MIN_CONNECTIONS = 20
 MAX_KEY_TYPES = 64
+# Key-type priority (SPEC 3.8): the first part of the contact order, smaller
+# first. 0 in a request means the type's default rank; the rank in force is
+# stored and shown.
+DEFAULT_PRIORITIES = {"id": 10, "email": 20, "phone": 30, "device": 40}
+ADDED_TYPE_PRIORITY = 50
+MAX_PRIORITY = 1_000_000
 _MAX_CACHED_VERDICTS = 1 << 16
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -38,6 +44,12 @@ class KeyType:
     anonymous: bool = False
     blocked_values: tuple[str, ...] = ()
     blocked_patterns: tuple[str, ...] = ()
+    # Rank in the contact order (SPEC 3.8); 0 is replaced by the type's default.
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.priority:
+            object.__setattr__(self, "priority", default_priority(self.name))
 
     def validate(self) -> None:
         if not _NAME.match(self.name):
@@ -48,6 +60,11 @@ class KeyType:
         if self.normalizer not in NORMALIZERS:
             raise InvalidArgument(
                 "key_type.normalizer must be TRIM, PHONE or EMAIL", field="key_type.normalizer"
+            )
+        if not 0 < self.priority <= MAX_PRIORITY:
+            raise InvalidArgument(
+                f"key_type.priority must be 0 (the default) to {MAX_PRIORITY}",
+                field="key_type.priority",
             )
         patterns.validate_blocked(self.blocked_patterns)
 
@@ -73,6 +90,11 @@ class KeyType:
     def identity_changed(self, other: KeyType) -> bool:
         """Whether replacing self by other would change contact PIDs or values."""
         return (self.normalizer, self.source_scoped) != (other.normalizer, other.source_scoped)
+
+
+def default_priority(name: str) -> int:
+    """The rank of a type whose priority is not set: id, email, phone, device, then added types."""
+    return DEFAULT_PRIORITIES.get(name, ADDED_TYPE_PRIORITY)
 
 
 def default_key_types() -> dict[str, KeyType]:

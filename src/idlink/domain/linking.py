@@ -10,24 +10,36 @@ function, incremental updates and rebuilds give the same partition whenever the
 incremental record comes after every record its customers have seen (the
 watermark rule, see :meth:`LinkGraph.is_newest`); anything else is replayed.
 
+Every ranking of contacts uses the *contact order* (SPEC 3.8), never a
+contact PID (PIDs depend on the account secret)::
+
+    rank(c) = (priority of c's key type, first_key(c), position(c))
+
+where ``first_key`` is the canonical key of the first record, in canonical
+order, that names ``c`` and ``position`` is ``c``'s index in that record's
+contact list (repeats removed). ``(first_key, position)`` is unique among
+contacts that have records, so the order is total over every contact a step
+compares.
+
 The rules of one step (SPEC 3.1, 3.3, 3.4):
 
 1. The record's *usable* contacts are the valid ones that are not
    do-not-link. Every two of them become connected (connection counts include
    this record).
 2. Its *linkable* contacts (usable, not isolated) are joined one by one,
-   non-reassignable ones first, each group by contact PID. The first is the
-   anchor; each next one's customer is merged into the anchor's customer,
-   unless:
+   non-reassignable ones first, then in contact order. The first is the
+   anchor; each next one's customer is merged into the customer of the
+   record's group, unless:
    - a key type would exceed ``max_per_customer``: if the contact is
-     reassignable and its customer holds others, it moves to the anchor's
-     side (older records stop counting for it); otherwise the record is a
-     CONFLICT and that contact is left out;
+     reassignable and its customer holds others, it moves to the group's
+     side (older records stop counting for it); otherwise that link is
+     refused (CONFLICT), the contact is left out and the others still join;
    - the merged customer would exceed ``max_contacts``: the contact with the
-     most connections in it (ties: lowest PID) is isolated if it has at least
+     most connections in it (ties: the one that comes last in the contact
+     order, the newest and least trusted) is isolated if it has at least
      ``isolate_min_connections`` and is not marked never-isolate, its
-     customer is computed again without it, and the check repeats; if nobody
-     qualifies the record is CAPPED and that contact is left out.
+     customer is computed again without it, and the check repeats; if it
+     does not qualify the link is refused (CAPPED) and that contact is left out.
 3. The contacts joined form the record's *group*: its applied evidence. A
    customer computed again (after an isolation or a move) is the union of the
    groups of its members' records, without isolated contacts and without a
@@ -57,7 +69,13 @@ class Node:
     usable: bool  # valid, not blocked, not do-not-link
     reassignable: bool
     type_limit: int
+    # A per-account arrival counter: orders only contacts that no record names.
     first_seen: int
+    priority: int = 0  # the key type's rank (SPEC 3.8)
+    # Where the contact was first seen: canonical key of the first record naming
+    # it (b"" while none does) and its position there. Derived from the records.
+    first_key: bytes = b""
+    position: int = 0
     never_isolate: bool = False
     connections: int = 0
     isolated: bool = False
@@ -72,6 +90,35 @@ class Node:
         if self.isolated:
             return False
         return not self.moved_at or record_key >= self.moved_at
+
+    def seen(self, record_key: bytes, position: int) -> None:
+        """Note that a record names this contact at ``position``; keep the earliest."""
+        if not self.first_key or record_key < self.first_key:
+            self.first_key = record_key
+            self.position = position
+
+    @property
+    def earliest_seen(self) -> SeenKey:
+        """Sort key of "earliest-seen" (SPEC 3.5, 3.8)."""
+        return seen_key(self.first_key, self.position, self.first_seen)
+
+    @property
+    def rank(self) -> tuple[int, SeenKey]:
+        """The contact order of SPEC 3.8: key-type priority, then where it was first seen."""
+        return (self.priority, self.earliest_seen)
+
+
+SeenKey = tuple[bool, bytes, int, int]
+
+
+def seen_key(first_key: bytes, position: int, first_seen: int) -> SeenKey:
+    """Where a contact was first seen, smallest first; contacts no record names come last.
+
+    ``(first_key, position)`` is unique among contacts that have records; the
+    arrival counter ``first_seen`` orders only those that have none (a
+    contact created by a resolve, or whose records were all deleted).
+    """
+    return (not first_key, first_key, position, first_seen)
 
 
 @dataclass(slots=True)
@@ -173,14 +220,17 @@ class LinkGraph:
             if node_id not in seen:
                 seen.add(node_id)
                 ids.append(node_id)
+        for position, n in enumerate(ids):
+            self.nodes[n].seen(record_key, position)
         usable = [n for n in ids if self.nodes[n].usable]
         self._connect_all(usable)
         for n in usable:
             self._watermark[self._root(n)] = record_key
 
+        # SPEC 3.4, 3.8: non-reassignable contacts first, then the contact order.
         linkable = sorted(
             (n for n in usable if not self.nodes[n].isolated),
-            key=lambda n: (self.nodes[n].reassignable, self.nodes[n].pid),
+            key=lambda n: (self.nodes[n].reassignable, self.nodes[n].rank),
         )
         # The group is registered before linking starts, so that a customer
         # computed again in the middle of this record keeps what it joined so far.
@@ -265,8 +315,13 @@ class LinkGraph:
         return False
 
     def _isolation_candidate(self, members: list[int]) -> int | None:
-        """The most-connected contact (ties: lowest PID), if it may be isolated."""
-        best = min(members, key=lambda m: (-self.nodes[m].connections, self.nodes[m].pid))
+        """The most-connected contact, if it may be isolated (SPEC 3.3, 3.8).
+
+        Ties go to the contact that comes last in the contact order: the
+        newest, least trusted one, so a long-standing contact is not cut off
+        because a placeholder caught up with it.
+        """
+        best = max(members, key=lambda m: (self.nodes[m].connections, self.nodes[m].rank))
         node = self.nodes[best]
         if node.never_isolate or node.connections < self.isolate_min_connections:
             return None

@@ -11,9 +11,9 @@ from idlink.domain.contacts import (
     unusable_reason,
 )
 from idlink.domain.customers import follow_redirects
-from idlink.domain.errors import NotFound
-from idlink.domain.keytypes import AccountConfig
-from idlink.domain.linking import CAPPED, CONFLICT
+from idlink.domain.errors import InvalidArgument, NotFound
+from idlink.domain.keytypes import AccountConfig, default_priority
+from idlink.domain.linking import CAPPED, CONFLICT, SeenKey, seen_key
 from idlink.store import codec
 from idlink.store.txn import ChangeEvent, ContactState, CustomerState, Profile, RecordState, Txn
 
@@ -34,6 +34,8 @@ class ContactView:
     source: str
     linkable: bool
     reason: str = ""  # why it is not linkable: the invalid reason, DO_NOT_LINK, ISOLATED
+    # Distinct other contacts it shares an applied record with, now (SPEC 3.3):
+    # the one count shown everywhere, also for an isolated contact.
     connections: int = 0
 
 
@@ -116,6 +118,12 @@ class View:
             return "ISOLATED"
         return reason
 
+    def contact_order(self, contact: ContactState) -> tuple[int, SeenKey]:
+        """A stored contact's place in the contact order (SPEC 3.8)."""
+        key_type = self.config.key_types.get(contact.type)
+        priority = key_type.priority if key_type is not None else default_priority(contact.type)
+        return priority, seen_key(contact.first_key, contact.first_position, contact.first_seen)
+
     def contact_view(self, pid: bytes, contact: ContactState) -> ContactView:
         reason = self.unlinkable_reason(pid, contact)
         return ContactView(
@@ -180,7 +188,7 @@ class View:
             status = FOUND
         suggestions = self.suggestions(prepared, contact, customer, linkable=not reason)
         if reason == "ISOLATED":
-            reason = f"ISOLATED: {contact.isolated_connections} connections"
+            reason = isolated_reason(contact)
         return Resolution(status, prepared.pid, customer, suggestions, reason)
 
     def suggestions(
@@ -232,7 +240,12 @@ class View:
                     continue
                 score = 1.0 if national == prepared.cleaned else 0.8
                 best = found.get(contact.customer_pid)
-                if best is None or best.score < score:
+                # Ties name the smallest value, not the first in PID order (SPEC 3.8).
+                if (
+                    best is None
+                    or best.score < score
+                    or (best.score == score and best.reason > f"NATIONAL_NUMBER: {contact.value}")
+                ):
                     found[contact.customer_pid] = Suggestion(
                         contact.customer_pid, f"NATIONAL_NUMBER: {contact.value}", score
                     )
@@ -272,7 +285,7 @@ class View:
         reason = self.unlinkable_reason(pid, contact)
         reasons = []
         if reason == "ISOLATED":
-            reasons.append(f"ISOLATED: {contact.isolated_connections} connections")
+            reasons.append(isolated_reason(contact))
         elif reason:
             reasons.append(reason)
         for record in self._records_of(pid):
@@ -322,11 +335,35 @@ class View:
         return events
 
     def isolated(self, after: bytes, limit: int) -> list[ContactView]:
-        views = []
-        for pid in self.txn.iter_isolated(self.prefix, after):
+        """Isolated contacts in the contact order (SPEC 3.8), those after contact ``after``.
+
+        The order comes from the data, not from the index (which is in PID
+        order), so every page sorts the isolated contacts: they are few, a
+        review list, not a bulk export.
+        """
+        found = []
+        for pid in self.txn.iter_isolated(self.prefix):
             contact = self.txn.get_contact(self.prefix, pid)
             if contact is not None:
-                views.append(self.contact_view(pid, contact))
-            if len(views) >= limit:
-                break
-        return views
+                found.append((self.contact_order(contact), pid, contact))
+        found.sort(key=lambda item: item[0])
+        if after:
+            last = self.txn.get_contact(self.prefix, after)
+            if last is None:
+                raise InvalidArgument(
+                    "page_token names a contact that no longer exists; list again from the start",
+                    field="page_token",
+                )
+            start = self.contact_order(last)
+            found = [item for item in found if item[0] > start]
+        return [self.contact_view(pid, contact) for _, pid, contact in found[:limit]]
+
+
+def isolated_reason(contact: ContactState) -> str:
+    """Why an isolated contact stands alone, with its connection count now (SPEC 2.5, 3.3).
+
+    The count is over every applied record, as ListIsolatedContacts shows it
+    and a rebuild gives it: not the count the contact had when it was isolated,
+    which depends on where in the records the cap was first reached.
+    """
+    return f"ISOLATED: {contact.connections} connections"

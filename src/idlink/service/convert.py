@@ -469,6 +469,7 @@ def key_type(message: common_pb2.KeyType) -> KeyType:
         anonymous=message.anonymous,
         blocked_values=tuple(message.blocked_values),
         blocked_patterns=tuple(message.blocked_patterns),
+        priority=message.priority,  # 0: the type's default rank (SPEC 3.8)
     )
 
 
@@ -482,6 +483,7 @@ def key_type_message(value: KeyType) -> common_pb2.KeyType:
         anonymous=value.anonymous,
         blocked_values=list(value.blocked_values),
         blocked_patterns=list(value.blocked_patterns),
+        priority=value.priority,
     )
 
 
