@@ -6,7 +6,7 @@ DATA ?= ./var/idlink
 LISTEN ?= 127.0.0.1:50051
 PYTEST_ARGS ?=
 
-.PHONY: all build serve test test-pure lint bench bench-smoke crash-test load-test mutation clean
+.PHONY: all build serve test test-pure lint bench bench-smoke crash-test load-test test-stress mutation clean
 
 all: build
 
@@ -54,6 +54,17 @@ crash-test: build
 
 load-test: build
 	$(PY) -m tests.reliability.load --seconds $(LOAD_SECONDS)
+
+# The isolation tests, STRESS_RUNS times, each a fresh pytest with its own server;
+# stops at the first failure and says which run it was.
+STRESS_RUNS ?= 50
+test-stress: build
+	@out=$$(mktemp); trap 'rm -f "$$out"' EXIT; \
+	for i in $$(seq 1 $(STRESS_RUNS)); do \
+		$(PY) -m pytest -q -p no:cacheprovider tests/security/test_isolation.py >"$$out" 2>&1 \
+			|| { cat "$$out"; echo "test-stress: run $$i of $(STRESS_RUNS) FAILED"; exit 1; }; \
+		echo "test-stress: run $$i of $(STRESS_RUNS) passed"; \
+	done; echo "test-stress: $(STRESS_RUNS) of $(STRESS_RUNS) runs passed"
 
 # Mutation testing of domain/linking.py and domain/customers.py with mutmut, in a
 # copy of the tree (docs/testing.md). JOBS, EXAMPLES, MUTANTS and MUTATION_DIR tune it.

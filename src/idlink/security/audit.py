@@ -10,7 +10,8 @@ Audit events hold PIDs, never contact values, so erasing a customer leaves
 nothing in the audit log that names the erased values.
 
 Anomaly detection: each key's distinct customers read in a sliding window are
-counted in memory; a key above its account's threshold is flagged in the store
+counted in memory, before an answer reveals them; the answer that would take a
+key over its account's threshold is refused, the key is flagged in the store
 (so every server process refuses it) and an ``anomaly`` event is logged.
 """
 
@@ -173,42 +174,71 @@ class AnomalyDetector:
         self.clock = clock
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[deque[tuple[float, bytes]], dict[bytes, int]]] = {}
+        # Keys this process flagged: reason, and whether the flag is in the store
+        # yet. Answers of calls admitted before the flag was stored are refused too.
+        self._flagged: dict[str, tuple[str, bool]] = {}
 
-    def observe(
+    def reveal(
         self, key_id: str, customer_pids: Iterable[bytes], max_customers: int, window_seconds: int
-    ) -> str:
-        """Count reads; a non-empty reason when they took the key over its threshold."""
+    ) -> tuple[str, bool]:
+        """Count customers an answer is about to reveal, before it is sent.
+
+        ``(reason, crossed)``: an empty reason when the answer may go. Else the
+        answer is refused and nothing is counted; ``crossed`` is true for the
+        answer that took the key over its threshold of distinct customers in
+        the window (the caller flags the key), false for any answer of a key
+        this process has flagged already. Customers the key read earlier in
+        the window cost nothing again.
+        """
+        pids = [pid for pid in customer_pids if pid]
         now = self.clock()
         with self._lock:
+            flagged = self._flagged.get(key_id)
+            if flagged is not None:
+                return flagged[0], False
             window, counts = self._seen.setdefault(key_id, (deque(), {}))
-            for pid in customer_pids:
-                if pid:
-                    window.append((now, pid))
-                    counts[pid] = counts.get(pid, 0) + 1
             limit = now - window_seconds
             while window and window[0][0] < limit:
                 _, old = window.popleft()
                 counts[old] -= 1
                 if not counts[old]:
                     del counts[old]
-            distinct = len(counts)
-            if distinct <= max_customers:
-                return ""
-            window.clear()
-            counts.clear()
-        return (
-            f"read {distinct} distinct customers in {window_seconds} s (threshold {max_customers})"
-        )
+            fresh = {pid for pid in pids if pid not in counts}
+            distinct = len(counts) + len(fresh)
+            if distinct > max_customers:
+                window.clear()
+                counts.clear()
+                reason = (
+                    f"asked for {distinct} distinct customers in {window_seconds} s"
+                    f" (threshold {max_customers})"
+                )
+                self._flagged[key_id] = (reason, False)
+                return reason, True
+            for pid in pids:
+                window.append((now, pid))
+                counts[pid] = counts.get(pid, 0) + 1
+        return "", False
 
     def flag(self, account: str, key_id: str, role: str, reason: str) -> None:
         """Flag a key in the store (every process then throttles it) and audit it."""
         self.store.write(lambda txn: apikeys.set_flag(txn, account, key_id, reason))
+        with self._lock:
+            if key_id in self._flagged:
+                self._flagged[key_id] = (reason, True)
         self.audit.append(PendingEvent(account, key_id, role, "anomaly", [], "FLAGGED", reason))
         log.warning("API key flagged", extra={"key_id": key_id, "reason": reason})
+
+    def seen_unflagged(self, key_id: str) -> None:
+        """The store shows the key not flagged: a flag stored earlier was cleared by an admin."""
+        with self._lock:
+            flagged = self._flagged.get(key_id)
+            if flagged is not None and flagged[1]:
+                del self._flagged[key_id]
 
     def forget(self, key_id: str) -> None:
         with self._lock:
             self._seen.pop(key_id, None)
+            self._flagged.pop(key_id, None)
 
 
 def thresholds(txn: Any, prefix: bytes | None) -> tuple[int, int]:

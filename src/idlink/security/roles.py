@@ -63,18 +63,28 @@ MINIMUM_ROLE: dict[str, int] = {
     _ADMIN + "ApplyRetention": ADMIN,
 }
 
-# Reads that return customer data: audited one by one, counted by anomaly
-# detection and refused while the caller's key is flagged (SPEC 8).
+# Reads that tell the caller which customer a contact or PID is, or what it
+# holds: audited one by one (each answer of a stream, too), every customer
+# they reveal counted by anomaly detection before it is sent, and refused
+# while the caller's key is flagged (SPEC 8; docs/security.md, "Anomaly
+# detection").
 CUSTOMER_READS = frozenset(
     {
         _IDENTITY + "Resolve",
         _IDENTITY + "StreamResolve",
         _IDENTITY + "BatchResolve",
+        _IDENTITY + "ExplainLink",
+        _IDENTITY + "GetCustomerHistory",
         _PROFILE + "GetCustomer",
         _PROFILE + "ListJourney",
         _ADMIN + "ExportCustomer",
     }
 )
+
+# Feeds that name customers as the account's data changes: refused, and ended
+# when open, while the caller's key is flagged, but not counted: what they
+# name follows the account's writes, not the caller's choice.
+CUSTOMER_FEEDS = frozenset({_PROFILE + "WatchChanges"})
 
 
 def role_value(name: str) -> int:

@@ -10,23 +10,39 @@ For every RPC except health and reflection:
   (streams are checked message by message), so nothing of another account is
   ever read, not even whether it exists;
 - a key flagged by anomaly detection gets ``RESOURCE_EXHAUSTED`` on reads of
-  customer data, with the reason;
-- a customer PID that names an erased customer is ``NOT_FOUND`` / ``ERASED``.
+  customer data, with the reason; every customer an answer would reveal is
+  counted before the answer is sent, and the answer that would take the key
+  over its threshold is refused and flags the key;
+- a customer PID that names an erased customer is ``NOT_FOUND`` / ``ERASED``;
+- a key holds at most ``max_streams_per_key`` open streams and an account at
+  most ``max_streams_per_account``, else ``RESOURCE_EXHAUSTED`` naming the quota.
 
 The key is read from the store on every call, so a revocation made by any
-process is effective on the next call. The caller is put in a context
-variable for masking (``service/convert.py``) and the call is audited.
+process is effective on the next call. An open stream does not outlive its
+key: streaming requests re-check the key message by message, and every open
+stream is re-checked every ``RECHECK_SECONDS``; a revoked key's streams end
+``UNAUTHENTICATED``, a flagged key's reads of customer data
+``RESOURCE_EXHAUSTED``.
+
+The admitted caller is set in ``roles.CALLER`` in the handler's task (and
+:func:`caller` gives it by the call's context) and the call is audited, a
+stream answer by answer.
+
+A streaming handler is run here as a writer (``context.write``), inside the
+call: its generator is closed before the call ends, and the servicer context
+is never touched after that (server.py, ``CallInterceptor``, says why).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -34,17 +50,25 @@ from grpc import aio
 
 from idlink.domain import profiles
 from idlink.domain.erasure import erased_error, is_erased
-from idlink.domain.errors import IdlinkError, PermissionDenied
+from idlink.domain.errors import (
+    IdlinkError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from idlink.security import apikeys
 from idlink.security.audit import AnomalyDetector, AuditLog, PendingEvent, thresholds
 from idlink.security.roles import (
     CALLER,
+    CUSTOMER_FEEDS,
     CUSTOMER_READS,
     MINIMUM_ROLE,
     PII_CLEAR_ROLE,
     ROLE_NAMES,
     Principal,
 )
+from idlink.service.metrics import Metrics
+from idlink.service.options import DEFAULT_MAX_STREAMS_PER_ACCOUNT, DEFAULT_MAX_STREAMS_PER_KEY
 from idlink.service.status import error_metadata
 from idlink.store import codec
 
@@ -53,16 +77,25 @@ log = logging.getLogger("idlink.auth")
 EXEMPT_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 AUTHORIZATION = "authorization"
 MAX_AUDITED_PIDS = 1000
+# Every open stream's key is read again at least this often (SPEC 8: a revoked
+# or flagged key's open streams end within a second).
+RECHECK_SECONDS = 0.5
+
+REVOKED = "KEY_REVOKED"
+THROTTLED = "KEY_THROTTLED"
+KEY_QUOTA = "KEY_STREAM_QUOTA"
+ACCOUNT_QUOTA = "ACCOUNT_STREAM_QUOTA"
+
+# Refused, and ended when open, while the caller's key is flagged.
+_REFUSED_WHEN_FLAGGED = CUSTOMER_READS | CUSTOMER_FEEDS
 
 _PREFIX = "/idlink.v1."
-# Reads that return no PII: not audited one by one (denials still are).
+# Reads that return no customer data: not audited one by one (denials still are).
 QUIET_READS = frozenset(
     _PREFIX + name
     for name in (
         "ProfileService/GetSchema",
         "ProfileService/WatchChanges",
-        "IdentityService/ExplainLink",
-        "IdentityService/GetCustomerHistory",
         "IdentityService/PreviewConfigChange",
         "AdminService/ListKeyTypes",
         "AdminService/GetAccountPolicy",
@@ -93,6 +126,10 @@ class Refused(Exception):
         self.metadata = metadata
 
 
+def _refused(error: IdlinkError, code: grpc.StatusCode) -> Refused:
+    return Refused(code, error.message, error_metadata(error))
+
+
 def bearer_token(metadata: Any) -> str:
     for key, value in metadata or ():
         if key == AUTHORIZATION and isinstance(value, str):
@@ -111,13 +148,16 @@ def request_account(request: Any) -> str:
 
 
 def customer_pids(message: Any) -> list[bytes]:
-    """The customer PIDs a request or response names (for the audit)."""
+    """The customer PIDs a request or response names (audited, and counted for reads)."""
     out: list[bytes] = []
     fields = message.DESCRIPTOR.fields_by_name
     if "customer_pid" in fields and isinstance(message.customer_pid, str):
         _add_pid(out, message.customer_pid)
     if "customer" in fields and message.HasField("customer"):
         _add_pid(out, message.customer.customer_pid)
+    if "suggestions" in fields:
+        for suggestion in message.suggestions:
+            _add_pid(out, suggestion.customer_pid)
     if "responses" in fields:
         for item in message.responses:
             out.extend(customer_pids(item))
@@ -137,7 +177,46 @@ class _Admitted:
     window_seconds: int
 
 
+@dataclass(eq=False, slots=True)
+class _OpenStream:
+    """A stream being served: whose, and why it must end (set by the re-check)."""
+
+    token: str
+    principal: Principal
+    method: str
+    task: asyncio.Task[Any] | None
+    refusal: Refused | None = None
+    messages: int = 0
+
+
+@dataclass(slots=True)
+class _Streams:
+    """The open streams of this process, by key and by account (for quotas and re-checks)."""
+
+    open: set[_OpenStream] = field(default_factory=set)
+    by_key: collections.Counter[str] = field(default_factory=collections.Counter)
+    by_account: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def add(self, stream: _OpenStream) -> None:
+        self.open.add(stream)
+        self.by_key[stream.principal.key_id] += 1
+        self.by_account[stream.principal.account] += 1
+
+    def remove(self, stream: _OpenStream) -> None:
+        if stream not in self.open:
+            return
+        self.open.discard(stream)
+        for counter, name in (
+            (self.by_key, stream.principal.key_id),
+            (self.by_account, stream.principal.account),
+        ):
+            counter[name] -= 1
+            if counter[name] <= 0:
+                del counter[name]
+
+
 def _code_name(context: aio.ServicerContext) -> str:
+    # Called only while the call is live, right after an abort raised in it.
     try:
         code = context.code()
     except Exception:
@@ -151,13 +230,57 @@ def _code_name(context: aio.ServicerContext) -> str:
     return "UNKNOWN"
 
 
+# The admitted caller of each call being served, by its servicer context.
+_CALLERS: dict[int, tuple[aio.ServicerContext, Principal]] = {}
+
+
+def caller(context: aio.ServicerContext) -> Principal:
+    """The admitted caller of the call whose context this is (LookupError if none was admitted).
+
+    The same principal is in ``roles.CALLER`` in the handler's task.
+    """
+    entry = _CALLERS.get(id(context))
+    if entry is not None and entry[0] is context:
+        return entry[1]
+    found = CALLER.get()
+    if found is None:
+        raise LookupError("no caller was admitted for this call")
+    return found
+
+
+@contextlib.contextmanager
+def _admitted_caller(context: aio.ServicerContext, principal: Principal) -> Any:
+    CALLER.set(principal)
+    _CALLERS[id(context)] = (context, principal)
+    try:
+        yield
+    finally:
+        _CALLERS.pop(id(context), None)
+
+
 class AuthInterceptor(aio.ServerInterceptor):
     """Authentication, authorisation, account scoping, throttling and audit of every call."""
 
-    def __init__(self, store: Any, audit: AuditLog, detector: AnomalyDetector) -> None:
+    def __init__(
+        self,
+        store: Any,
+        audit: AuditLog,
+        detector: AnomalyDetector,
+        *,
+        max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY,
+        max_streams_per_account: int = DEFAULT_MAX_STREAMS_PER_ACCOUNT,
+        metrics: Metrics | None = None,
+        recheck_seconds: float = RECHECK_SECONDS,
+    ) -> None:
         self.store = store
         self.audit = audit
         self.detector = detector
+        self.max_streams_per_key = max_streams_per_key
+        self.max_streams_per_account = max_streams_per_account
+        self.metrics = metrics
+        self.recheck_seconds = recheck_seconds
+        self.streams = _Streams()
+        self._watcher: asyncio.Task[None] | None = None
 
     # -- admission ------------------------------------------------------------------
 
@@ -186,13 +309,11 @@ class AuthInterceptor(aio.ServerInterceptor):
                 self.check_account(principal, method, request)
             account_id = txn.account_id(state.account)
             prefix = None if account_id is None else codec.account_prefix(account_id)
-            if state.flagged_at_us and method in CUSTOMER_READS:
-                self._audit_denied(principal, method, "RESOURCE_EXHAUSTED")
-                raise Refused(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"API key {state.key_id} is throttled by anomaly detection: "
-                    f"{state.flag_reason}; an admin must clear it (AdminService.ClearKeyFlag)",
-                )
+            if method in _REFUSED_WHEN_FLAGGED:
+                if state.flagged_at_us:
+                    self._audit_denied(principal, method, "RESOURCE_EXHAUSTED")
+                    raise self._throttled(state)
+                self.detector.seen_unflagged(state.key_id)
             if request is not None and prefix is not None and method in _CUSTOMER_REQUESTS:
                 pids = customer_pids(request)
                 if pids and is_erased(txn, prefix, pids[0]):
@@ -205,6 +326,17 @@ class AuthInterceptor(aio.ServerInterceptor):
             max_customers, window = thresholds(txn, prefix)
         return _Admitted(principal, max_customers, window)
 
+    @staticmethod
+    def _throttled(state: Any) -> Refused:
+        return _refused(
+            ResourceExhausted(
+                f"API key {state.key_id} is throttled by anomaly detection: "
+                f"{state.flag_reason}; an admin must clear it (AdminService.ClearKeyFlag)",
+                reason=THROTTLED,
+            ),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        )
+
     def check_account(self, principal: Principal, method: str, request: Any) -> None:
         # An empty account names nobody's data: the handler refuses it as INVALID_ARGUMENT.
         account = request_account(request)
@@ -213,6 +345,22 @@ class AuthInterceptor(aio.ServerInterceptor):
             raise Refused(
                 grpc.StatusCode.PERMISSION_DENIED, "this API key is not for the account named"
             )
+
+    def recheck(self, token: str, method: str, txn: Any | None = None) -> Refused | None:
+        """Why a key admitted earlier may no longer go on (None: it may)."""
+        if txn is None:
+            with self.store.read() as fresh:
+                state = apikeys.lookup(fresh, token)
+        else:
+            state = apikeys.lookup(txn, token)
+        if state is None:
+            return _refused(
+                Unauthenticated("the API key was revoked", reason=REVOKED),
+                grpc.StatusCode.UNAUTHENTICATED,
+            )
+        if state.flagged_at_us and method in _REFUSED_WHEN_FLAGGED:
+            return self._throttled(state)
+        return None
 
     def _audit_denied(
         self, principal: Principal, method: str, outcome: str, detail: str = ""
@@ -229,16 +377,28 @@ class AuthInterceptor(aio.ServerInterceptor):
             )
         )
 
-    # -- after the call -----------------------------------------------------------------
+    # -- what an answer reveals -----------------------------------------------------------
 
-    async def _observe(self, admitted: _Admitted, method: str, pids: list[bytes]) -> None:
-        if method not in CUSTOMER_READS or not pids:
-            return
+    async def _reveal(
+        self, admitted: _Admitted, method: str, request: Any, response: Any
+    ) -> tuple[list[bytes], Refused | None]:
+        """The customers an answer names, and the refusal if they take the key over its threshold.
+
+        Counted before the answer is sent (SPEC 8): the answer that would cross
+        the threshold is not sent, the key is flagged, and every later read of
+        the key is refused until an admin clears it.
+        """
+        pids = customer_pids(response)
+        if method not in CUSTOMER_READS:
+            return pids, None
+        asked = [] if request is None else customer_pids(request)
         principal = admitted.principal
-        reason = self.detector.observe(
-            principal.key_id, pids, admitted.max_customers, admitted.window_seconds
+        reason, crossed = self.detector.reveal(
+            principal.key_id, [*asked, *pids], admitted.max_customers, admitted.window_seconds
         )
-        if reason:
+        if not reason:
+            return pids, None
+        if crossed:
             await asyncio.get_running_loop().run_in_executor(
                 None,
                 self.detector.flag,
@@ -247,17 +407,29 @@ class AuthInterceptor(aio.ServerInterceptor):
                 principal.role_name,
                 reason,
             )
+        refusal = _refused(
+            ResourceExhausted(
+                f"API key {principal.key_id} is throttled by anomaly detection: {reason};"
+                " an admin must clear it (AdminService.ClearKeyFlag)",
+                reason=THROTTLED,
+            ),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        )
+        return pids, refusal
 
     def _audit_call(
-        self, admitted: _Admitted, method: str, pids: list[bytes], outcome: str, count: int = 0
+        self,
+        principal: Principal,
+        method: str,
+        pids: list[bytes],
+        outcome: str,
+        detail: str = "",
     ) -> None:
         if method in QUIET_READS:
             return
-        principal = admitted.principal
         unique = list(dict.fromkeys(p for p in pids if p))
-        detail = f"{len(unique)} customers" if len(unique) > MAX_AUDITED_PIDS else ""
-        if count:
-            detail = (detail + f" {count} messages").strip()
+        if len(unique) > MAX_AUDITED_PIDS:
+            detail = (f"{len(unique)} customers " + detail).strip()
         self.audit.append(
             PendingEvent(
                 principal.account,
@@ -269,6 +441,84 @@ class AuthInterceptor(aio.ServerInterceptor):
                 detail,
             )
         )
+
+    # -- open streams: quotas and re-checks ---------------------------------------------
+
+    def _open_stream(self, token: str, principal: Principal, method: str) -> _OpenStream:
+        """Count a new stream against its key's and account's quotas (raises Refused)."""
+        quotas = (
+            (self.streams.by_key[principal.key_id], self.max_streams_per_key, "key_streams"),
+            (
+                self.streams.by_account[principal.account],
+                self.max_streams_per_account,
+                "account_streams",
+            ),
+        )
+        for held, limit, gate in quotas:
+            if held >= limit:
+                if self.metrics is not None:
+                    self.metrics.shed.labels(method, gate).inc()
+                self._audit_denied(principal, method, "RESOURCE_EXHAUSTED", f"{gate} quota")
+                if gate == "key_streams":
+                    error = ResourceExhausted(
+                        f"stream quota of API key {principal.key_id} reached: at most {limit}"
+                        " open streams per key (--max-streams-per-key); end one first",
+                        reason=KEY_QUOTA,
+                    )
+                else:
+                    error = ResourceExhausted(
+                        f"stream quota of account {principal.account} reached: at most {limit}"
+                        " open streams per account (--max-streams-per-account); end one first",
+                        reason=ACCOUNT_QUOTA,
+                    )
+                raise _refused(error, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        stream = _OpenStream(token, principal, method, asyncio.current_task())
+        self.streams.add(stream)
+        return stream
+
+    def start(self) -> None:
+        """Start re-checking the keys of open streams (on the running event loop)."""
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_streams())
+
+    async def stop(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch_streams(self) -> None:
+        while True:
+            await asyncio.sleep(self.recheck_seconds)
+            try:
+                self.recheck_streams()
+            except Exception as exc:  # the store failed: its health shows it; try again
+                log.error("stream key re-check failed", extra={"error": type(exc).__name__})
+
+    def recheck_streams(self) -> int:
+        """End the open streams whose key was revoked or flagged since they opened; how many."""
+        live = [s for s in self.streams.open if s.refusal is None and s.task is not None]
+        if not live:
+            return 0
+        ended = 0
+        verdicts: dict[tuple[str, str], Refused | None] = {}
+        # One read transaction for all: a key lookup is a few microseconds.
+        with self.store.read() as txn:
+            for stream in live:
+                key = (stream.token, stream.method)
+                if key not in verdicts:
+                    verdicts[key] = self.recheck(stream.token, stream.method, txn)
+        for stream in live:
+            refusal = verdicts[(stream.token, stream.method)]
+            if refusal is None or stream not in self.streams.open or stream.task is None:
+                continue
+            stream.refusal = refusal
+            # The stream's task is waiting (this runs on the same loop): it wakes
+            # with CancelledError, which its wrapper turns into the refusal.
+            stream.task.cancel()
+            ended += 1
+        return ended
 
     # -- wrapping the handlers --------------------------------------------------------------
 
@@ -291,12 +541,20 @@ class AuthInterceptor(aio.ServerInterceptor):
         for name, make, streaming_in in kinds:
             behavior = getattr(handler, name)
             if behavior is not None:
+                wrap = self._wrap_stream if inspect.isasyncgenfunction(behavior) else self._wrap
                 return make(
-                    self._wrap(behavior, method, token, streaming_in),
+                    wrap(behavior, method, token, streaming_in),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
         return handler
+
+    @staticmethod
+    async def _abort(context: aio.ServicerContext, refused: Refused) -> None:
+        if refused.metadata:
+            context.set_trailing_metadata(refused.metadata)
+        await context.abort(refused.code, refused.message)
+        raise AssertionError("unreachable")
 
     async def _admit_or_abort(
         self, method: str, token: str, request: Any, context: aio.ServicerContext
@@ -304,16 +562,20 @@ class AuthInterceptor(aio.ServerInterceptor):
         try:
             return self.admit(method, token, request)
         except Refused as refused:
-            if refused.metadata:
-                context.set_trailing_metadata(refused.metadata)
-            await context.abort(refused.code, refused.message)
+            await self._abort(context, refused)
             raise AssertionError("unreachable") from None
 
-    def _checked_requests(
-        self, principal: Principal, method: str, requests: AsyncIterator[Any]
-    ) -> AsyncIterator[Any]:
+    def _checked_requests(self, stream: _OpenStream, requests: AsyncIterator[Any]) -> Any:
+        principal, method = stream.principal, stream.method
+
         async def checked() -> AsyncIterator[Any]:
             async for request in requests:
+                # The key is read again for every message: a revocation or a
+                # flag made by any process stops the stream at the next one.
+                refusal = stream.refusal or self.recheck(stream.token, method)
+                if refusal is not None:
+                    stream.refusal = refusal
+                    raise _refusal_error(refusal)
                 account = request_account(request)
                 if account and account != principal.account:
                     self._audit_denied(principal, method, "PERMISSION_DENIED", "another account")
@@ -325,59 +587,125 @@ class AuthInterceptor(aio.ServerInterceptor):
     def _wrap(
         self, behavior: Callable[..., Any], method: str, token: str, streaming_in: bool
     ) -> Callable[..., Any]:
-        if inspect.isasyncgenfunction(behavior):
-
-            async def stream(request: Any, context: aio.ServicerContext) -> Any:
-                admitted = await self._admit_or_abort(
-                    method, token, None if streaming_in else request, context
-                )
-                if streaming_in:
-                    request = self._checked_requests(admitted.principal, method, request)
-                CALLER.set(admitted.principal)
-                pids: list[bytes] = []
-                count = 0
-                outcome = "OK"
-                try:
-                    async for item in behavior(request, context):
-                        found = customer_pids(item)
-                        if found:
-                            pids.extend(found)
-                            await self._observe(admitted, method, found)
-                        count += 1
-                        yield item
-                except asyncio.CancelledError:
-                    outcome = "CANCELLED"
-                    raise
-                except BaseException:
-                    outcome = _code_name(context)
-                    raise
-                finally:
-                    self._audit_call(admitted, method, pids, outcome, count)
-
-            return stream
-
         async def unary(request: Any, context: aio.ServicerContext) -> Any:
             admitted = await self._admit_or_abort(
                 method, token, None if streaming_in else request, context
             )
-            if streaming_in:
-                request = self._checked_requests(admitted.principal, method, request)
-            CALLER.set(admitted.principal)
-            pids = [] if streaming_in else customer_pids(request)
+            principal = admitted.principal
+            asked = None if streaming_in else request
+            opened: _OpenStream | None = None
+            if streaming_in:  # a client-streaming call holds a stream slot
+                refused_or_opened = self._refuse_or_open(token, principal, method)
+                if isinstance(refused_or_opened, Refused):
+                    await self._abort(context, refused_or_opened)
+                opened = refused_or_opened
+                request = self._checked_requests(refused_or_opened, request)
+            pids = [] if asked is None else customer_pids(asked)
             outcome = "OK"
             try:
-                response = await behavior(request, context)
-                found = customer_pids(response)
+                with _admitted_caller(context, principal):
+                    response = await behavior(request, context)
+                found, refusal = await self._reveal(admitted, method, asked, response)
+                if refusal is not None:
+                    outcome = refusal.code.name
+                    await self._abort(context, refusal)
                 pids.extend(found)
-                await self._observe(admitted, method, found)
                 return response
+            except aio.AbortError:
+                if outcome == "OK":
+                    outcome = _code_name(context)
+                raise
             except asyncio.CancelledError:
                 outcome = "CANCELLED"
                 raise
             except BaseException:
-                outcome = _code_name(context)
+                outcome = "UNKNOWN"
                 raise
             finally:
-                self._audit_call(admitted, method, pids, outcome)
+                if opened is not None:
+                    self.streams.remove(opened)
+                self._audit_call(principal, method, pids, outcome)
 
         return unary
+
+    def _refuse_or_open(self, token: str, principal: Principal, method: str) -> Any:
+        try:
+            return self._open_stream(token, principal, method)
+        except Refused as refused:
+            return refused
+
+    def _wrap_stream(
+        self, behavior: Callable[..., Any], method: str, token: str, streaming_in: bool
+    ) -> Callable[..., Any]:
+        # A coroutine that writes the answers itself: see the module docstring.
+        async def stream(request: Any, context: aio.ServicerContext) -> None:
+            admitted = await self._admit_or_abort(
+                method, token, None if streaming_in else request, context
+            )
+            principal = admitted.principal
+            opened = self._refuse_or_open(token, principal, method)
+            if isinstance(opened, Refused):
+                await self._abort(context, opened)
+            asked = None if streaming_in else request
+            if streaming_in:
+                request = self._checked_requests(opened, request)
+            outcome = "OK"
+            refusal: Refused | None = None
+            responses: Any = None
+            try:
+                with _admitted_caller(context, principal):
+                    responses = behavior(request, context)
+                    async for item in responses:
+                        found, refusal = await self._reveal(admitted, method, asked, item)
+                        if refusal is not None:
+                            break
+                        await context.write(item)
+                        opened.messages += 1
+                        # Audited as it goes: an endless or killed stream leaves
+                        # the answers it gave in the audit log.
+                        self._audit_call(principal, method, found, "OK", _message_detail(item))
+            except asyncio.CancelledError:
+                if opened.refusal is None:
+                    outcome = "CANCELLED"
+                    raise
+                # The re-check ended the stream: answer with its status instead.
+                refusal = opened.refusal
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+            except aio.AbortError:
+                outcome = _code_name(context)
+                raise
+            except BaseException:
+                outcome = "UNKNOWN"
+                raise
+            finally:
+                # First, synchronously: the re-check never cancels a stream that is closing.
+                self.streams.remove(opened)
+                if refusal is not None:
+                    outcome = refusal.code.name
+                try:
+                    if responses is not None:
+                        await responses.aclose()
+                finally:
+                    if outcome != "OK" or not opened.messages:
+                        detail = f"after {opened.messages} messages" if opened.messages else ""
+                        pids = [] if asked is None else customer_pids(asked)
+                        self._audit_call(principal, method, pids, outcome, detail)
+            if refusal is not None:
+                await self._abort(context, refusal)
+
+        return stream
+
+
+def _message_detail(message: Any) -> str:
+    """What one answer of a stream is about, for its audit event (an ingest ack: its batch)."""
+    if "committed_seq" in message.DESCRIPTOR.fields_by_name:
+        return f"seq {message.committed_seq}: {message.records} records"
+    return ""
+
+
+def _refusal_error(refusal: Refused) -> IdlinkError:
+    if refusal.code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(refusal.message, reason=REVOKED)
+    return ResourceExhausted(refusal.message, reason=THROTTLED)

@@ -1,9 +1,10 @@
 """Prometheus metrics of one server process (SPEC 9).
 
-Calls and latency per method and status code, records committed through
-``Ingest``, and the store's size, served on an optional HTTP port
-(``idlink serve --metrics-port``). With ``--workers N`` each worker serves on
-its own port: the given port plus the worker's index.
+Calls and latency per method and status code, calls shed by the load gates
+and the stream quotas, records committed through ``Ingest``, and the store's
+size, served on an optional HTTP port (``idlink serve --metrics-port``). With
+``--workers N`` each worker serves on its own port: the given port plus the
+worker's index.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ class Metrics:
             "RPC time from the first request message to the last answer, by method.",
             ["method"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "idlink_shed",
+            "Calls refused with RESOURCE_EXHAUSTED before they ran, by method and by the"
+            " limit that refused them (calls, streams, key_streams, account_streams).",
+            ["method", "gate"],
             registry=self.registry,
         )
         self.ingested = Counter(

@@ -9,6 +9,10 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_MAX_CONCURRENT_CALLS = 512
 DEFAULT_MAX_STREAMS = 256
+# Quotas of open streams (docs/operations.md, "Stream quotas"): one key, or one
+# account, cannot take every stream slot from the others.
+DEFAULT_MAX_STREAMS_PER_KEY = 32
+DEFAULT_MAX_STREAMS_PER_ACCOUNT = 64
 DEFAULT_RETENTION_INTERVAL = 3600.0
 DEFAULT_HEALTH_INTERVAL = 2.0
 # Below this much free disk the store is reported NOT_SERVING: LMDB can still
@@ -36,6 +40,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-concurrent-calls", type=int, default=DEFAULT_MAX_CONCURRENT_CALLS)
     parser.add_argument("--max-streams", type=int, default=DEFAULT_MAX_STREAMS)
+    parser.add_argument(
+        "--max-streams-per-key",
+        type=int,
+        default=DEFAULT_MAX_STREAMS_PER_KEY,
+        help=f"open streams one API key may hold (default {DEFAULT_MAX_STREAMS_PER_KEY})",
+    )
+    parser.add_argument(
+        "--max-streams-per-account",
+        type=int,
+        default=DEFAULT_MAX_STREAMS_PER_ACCOUNT,
+        help=f"open streams one account may hold (default {DEFAULT_MAX_STREAMS_PER_ACCOUNT})",
+    )
     parser.add_argument("--tls-cert", help="PEM certificate chain (TLS)")
     parser.add_argument("--tls-key", help="PEM private key (TLS)")
     parser.add_argument("--tls-client-ca", help="PEM CA of client certificates (mutual TLS)")

@@ -4,7 +4,11 @@
   (``grpc.health.v1``) and reflection services.
 - Engine calls run on a thread pool; the event loop never blocks on LMDB.
 - Load shedding: beyond ``max_concurrent_calls`` unary calls (or
-  ``max_streams`` open streams) a call gets ``RESOURCE_EXHAUSTED`` at once.
+  ``max_streams`` open streams) a call gets ``RESOURCE_EXHAUSTED`` at once,
+  counted in the metrics; gRPC core's own queue of calls not yet picked up is
+  made long enough that it never drops a call first. A key and an account each
+  have a quota of open streams (``service/auth.py``).
+- A servicer context is never touched after its call ended (``CallInterceptor``).
 - Message size limits, plaintext only on loopback (TLS or mutual TLS otherwise).
 - SIGTERM / SIGINT: health goes NOT_SERVING, change-feed streams end, calls in
   flight get ``grace`` seconds, the store is closed.
@@ -32,7 +36,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +46,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from idlink.domain.engine import IdentityEngine
-from idlink.domain.errors import IdlinkError, InvalidArgument
+from idlink.domain.errors import IdlinkError, InvalidArgument, ResourceExhausted
 from idlink.domain.retention import apply_retention
 from idlink.security.audit import AnomalyDetector, AuditLog
 from idlink.security.secrets import load_master_secret
@@ -57,6 +61,8 @@ from idlink.service.options import (
     DEFAULT_LISTEN,
     DEFAULT_MAX_CONCURRENT_CALLS,
     DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_ACCOUNT,
+    DEFAULT_MAX_STREAMS_PER_KEY,
     DEFAULT_MIN_FREE_BYTES,
     DEFAULT_RETENTION_INTERVAL,
     add_serve_arguments,
@@ -128,12 +134,25 @@ def configure_logging(level: str | int = "INFO") -> None:
 
 # -- load shedding and call logs ---------------------------------------------------------
 
+# gRPC core keeps calls that arrived before the server asked for them in a queue
+# of its own, and beyond ``grpc.server.max_pending_requests`` (default 1000, and
+# surely beyond the hard limit, default 3000) it drops them at random: the
+# client sees a bare CANCELLED and nothing here knows (docs/operations.md,
+# "Load shedding"). The queue is made far longer than any burst the gates below
+# let through, so that calls reach the gates and are shed with a status.
+CORE_PENDING_REQUESTS = 100_000
+CORE_PENDING_REQUESTS_HARD_LIMIT = 200_000
+# A shed is logged at most this often (with the count since the last line).
+SHED_LOG_SECONDS = 1.0
+SHED_REASON = "SERVER_BUSY"
+
 
 class _Gate:
     """A bound on calls in flight; beyond it calls are refused, not queued."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, kind: str) -> None:
         self.limit = limit
+        self.kind = kind
         self.active = 0
 
     def enter(self) -> bool:
@@ -146,11 +165,8 @@ class _Gate:
         self.active -= 1
 
 
-def _code_name(context: aio.ServicerContext, default: str) -> str:
-    try:
-        code = context.code()
-    except Exception:  # older grpc: no code() on the servicer context
-        code = None
+def code_name(code: Any, default: str) -> str:
+    """The name of a status code as ``ServicerContext.code()`` gives it (``default`` if unset)."""
     if isinstance(code, grpc.StatusCode):
         return code.name
     if isinstance(code, int):
@@ -160,15 +176,41 @@ def _code_name(context: aio.ServicerContext, default: str) -> str:
     return default
 
 
+def _aborted_code(context: aio.ServicerContext) -> str:
+    # Only ever called while the call is live (an abort was just raised in it);
+    # code() reads what abort() recorded.
+    try:
+        return code_name(context.code(), "UNKNOWN")
+    except Exception:  # older grpc: no code() on the servicer context
+        return "UNKNOWN"
+
+
+def _peer(context: aio.ServicerContext) -> str:
+    try:
+        return str(context.peer())
+    except Exception:  # reporting only
+        return ""
+
+
 class CallInterceptor(aio.ServerInterceptor):
-    """Sheds load beyond the limits, counts every call, logs failed and slow ones."""
+    """Sheds load beyond the limits, counts every call, logs failed and slow ones.
+
+    The servicer context is touched only while its call is live: gRPC frees the
+    call when the handler's task ends, and a finished call's context used later
+    (a generator closed by the garbage collector, say) crashes the process. So
+    the peer is read at the start, the outcome is taken from the exception that
+    ended the handler, and a streaming handler is run here as a writer
+    (``context.write``) that closes the handler's generator before returning.
+    """
 
     def __init__(
         self, max_concurrent_calls: int, max_streams: int, metrics: Metrics | None = None
     ) -> None:
-        self.calls = _Gate(max_concurrent_calls)
-        self.streams = _Gate(max_streams)
+        self.calls = _Gate(max_concurrent_calls, "calls")
+        self.streams = _Gate(max_streams, "streams")
         self.metrics = metrics or Metrics()
+        self._sheds_unlogged = 0
+        self._shed_logged_at = 0.0
 
     async def intercept_service(
         self,
@@ -182,33 +224,32 @@ class CallInterceptor(aio.ServerInterceptor):
         parse = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap(handler.unary_unary, method, self.calls),
+                self._wrap_unary(handler.unary_unary, method, self.calls, False),
                 request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap(handler.unary_stream, method, self.streams),
+                self._wrap_stream(handler.unary_stream, method, False),
                 request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap(handler.stream_unary, method, self.streams, streaming_requests=True),
+                self._wrap_unary(handler.stream_unary, method, self.streams, True),
                 request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap(handler.stream_stream, method, self.streams, streaming_requests=True),
+            self._wrap_stream(handler.stream_stream, method, True),
             request_deserializer=parse,
             response_serializer=handler.response_serializer,
         )
 
-    def _log(self, method: str, context: aio.ServicerContext, started: float, outcome: str) -> None:
+    def _log(self, method: str, code: str, started: float, peer: str) -> None:
         # Every call is counted in the metrics; the log keeps failures and slow calls
         # (a line per successful call costs a sixth of a busy server's time).
         seconds = time.monotonic() - started
-        code = _code_name(context, outcome)
         self.metrics.observe_call(method, code, seconds)
         slow = seconds >= SLOW_CALL_SECONDS
         level = logging.INFO if code != "OK" or slow else logging.DEBUG
@@ -220,70 +261,106 @@ class CallInterceptor(aio.ServerInterceptor):
                     "method": method,
                     "code": code,
                     "ms": round(seconds * 1000, 2),
-                    "peer": context.peer(),
+                    "peer": peer,
                 },
             )
 
-    @staticmethod
-    async def _refuse(method: str, context: aio.ServicerContext, gate: _Gate) -> None:
-        log.warning(
-            "load shed", extra={"method": method, "active": gate.active, "limit": gate.limit}
-        )
+    async def _refuse(self, method: str, context: aio.ServicerContext, gate: _Gate) -> None:
+        self.metrics.shed.labels(method, gate.kind).inc()
+        self.metrics.observe_call(method, "RESOURCE_EXHAUSTED", 0.0)
+        self._sheds_unlogged += 1
+        now = time.monotonic()
+        if now - self._shed_logged_at >= SHED_LOG_SECONDS:
+            log.warning(
+                "load shed",
+                extra={
+                    "method": method,
+                    "gate": gate.kind,
+                    "active": gate.active,
+                    "limit": gate.limit,
+                    "shed_since_last_line": self._sheds_unlogged,
+                },
+            )
+            self._shed_logged_at = now
+            self._sheds_unlogged = 0
+        context.set_trailing_metadata(error_metadata(ResourceExhausted("", reason=SHED_REASON)))
         await context.abort(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"server busy: more than {gate.limit} calls in flight; retry with backoff",
+            f"server busy: more than {gate.limit} {gate.kind} in flight; retry with backoff",
         )
 
-    def _wrap(
-        self,
-        behavior: Callable[..., Any],
-        method: str,
-        gate: _Gate,
-        *,
-        streaming_requests: bool = False,
+    def _wrap_unary(
+        self, behavior: Callable[..., Any], method: str, gate: _Gate, streaming_requests: bool
     ) -> Callable[..., Any]:
-        if inspect.isasyncgenfunction(behavior):
-
-            async def stream(request: Any, context: aio.ServicerContext) -> Any:
-                started = time.monotonic()
-                if not gate.enter():
-                    await self._refuse(method, context, gate)
-                outcome = "OK"
-                try:
-                    request = await _parsed(request, context, streaming_requests)
-                    async for item in behavior(request, context):
-                        yield item
-                except asyncio.CancelledError:
-                    outcome = "CANCELLED"
-                    raise
-                except BaseException:
-                    outcome = "UNKNOWN"
-                    raise
-                finally:
-                    gate.leave()
-                    self._log(method, context, started, outcome)
-
-            return stream
-
         async def unary(request: Any, context: aio.ServicerContext) -> Any:
             started = time.monotonic()
+            peer = _peer(context)
             if not gate.enter():
                 await self._refuse(method, context, gate)
-            outcome = "OK"
+            code = "OK"
             try:
                 request = await _parsed(request, context, streaming_requests)
                 return await behavior(request, context)
+            except aio.AbortError:
+                code = _aborted_code(context)
+                raise
             except asyncio.CancelledError:
-                outcome = "CANCELLED"
+                code = "CANCELLED"
                 raise
             except BaseException:
-                outcome = "UNKNOWN"
+                code = "UNKNOWN"
                 raise
             finally:
                 gate.leave()
-                self._log(method, context, started, outcome)
+                self._log(method, code, started, peer)
 
         return unary
+
+    def _wrap_stream(
+        self, behavior: Callable[..., Any], method: str, streaming_requests: bool
+    ) -> Callable[..., Any]:
+        gate = self.streams
+        writes = inspect.isasyncgenfunction(behavior)
+
+        # A coroutine, not a generator: gRPC awaits it inside the call, so
+        # everything below, the handler's clean-up included, runs while the
+        # call is live (a generator handler abandoned by its client would be
+        # closed later, by the garbage collector, after the call was freed).
+        async def stream(request: Any, context: aio.ServicerContext) -> None:
+            started = time.monotonic()
+            peer = _peer(context)
+            if not gate.enter():
+                await self._refuse(method, context, gate)
+            code = "OK"
+            try:
+                request = await _parsed(request, context, streaming_requests)
+                if writes:
+                    await write_all(behavior(request, context), context)
+                else:  # the handler writes its answers itself
+                    await behavior(request, context)
+            except aio.AbortError:
+                code = _aborted_code(context)
+                raise
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except BaseException:
+                code = "UNKNOWN"
+                raise
+            finally:
+                gate.leave()
+                self._log(method, code, started, peer)
+
+        return stream
+
+
+async def write_all(responses: AsyncIterator[Any], context: aio.ServicerContext) -> None:
+    """Write every answer of a generator handler, and close it before returning."""
+    try:
+        async for item in responses:
+            await context.write(item)
+    finally:
+        await responses.aclose()  # type: ignore[attr-defined]
 
 
 class _Malformed:
@@ -380,6 +457,8 @@ async def serve(
     threads: int = DEFAULT_THREADS,
     max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
     max_streams: int = DEFAULT_MAX_STREAMS,
+    max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY,
+    max_streams_per_account: int = DEFAULT_MAX_STREAMS_PER_ACCOUNT,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     map_size: int | None = None,
     multi_process: bool = False,
@@ -418,6 +497,7 @@ async def serve(
     health_watch: asyncio.Task[None] | None = None
     audit = AuditLog(store)
     sweeper: asyncio.Task[None] | None = None
+    auth: AuthInterceptor | None = None
     try:
         engine = IdentityEngine(store, load_master_secret(data_dir))
         notifier = ChangeNotifier(engine, loop)
@@ -428,12 +508,19 @@ async def serve(
             metrics.serve(metrics_port)
         detector = AnomalyDetector(store, audit)
         audit.start()
+        auth = AuthInterceptor(
+            store,
+            audit,
+            detector,
+            max_streams_per_key=max_streams_per_key,
+            max_streams_per_account=max_streams_per_account,
+            metrics=metrics,
+        )
         server = aio.server(
-            interceptors=[
-                CallInterceptor(max_concurrent_calls, max_streams, metrics),
-                AuthInterceptor(store, audit, detector),
-            ],
+            interceptors=[CallInterceptor(max_concurrent_calls, max_streams, metrics), auth],
             options=[
+                ("grpc.server.max_pending_requests", CORE_PENDING_REQUESTS),
+                ("grpc.server.max_pending_requests_hard_limit", CORE_PENDING_REQUESTS_HARD_LIMIT),
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
@@ -473,6 +560,7 @@ async def serve(
                 audit=audit,
             )
         await server.start()
+        auth.start()
         notifier.start()
         if retention_interval > 0:
             sweeper = asyncio.create_task(_retention_sweeps(engine, executor, retention_interval))
@@ -506,6 +594,8 @@ async def serve(
         server = None
     finally:
         await _cancel(health_watch)
+        if auth is not None:
+            await auth.stop()
         if sweeper is not None:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -712,6 +802,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         grace=args.grace,
         max_concurrent_calls=args.max_concurrent_calls,
         max_streams=args.max_streams,
+        max_streams_per_key=args.max_streams_per_key,
+        max_streams_per_account=args.max_streams_per_account,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

@@ -108,8 +108,9 @@ def guard_stream(
         async def handler(
             self: Any, request: Any, context: aio.ServicerContext
         ) -> AsyncIterator[T]:
+            responses = fn(self, request, context)
             try:
-                async for item in fn(self, request, context):
+                async for item in responses:
                     yield item
             except IdlinkError as exc:
                 await abort_with(context, exc)
@@ -117,6 +118,11 @@ def guard_stream(
                 if _is_abort(exc):
                     raise
                 await abort_internal(context, method, exc)
+            finally:
+                # Close the handler now, while its call is live: left to the
+                # garbage collector, its clean-up would run after the call
+                # ended, when the call must no longer be touched.
+                await responses.aclose()  # type: ignore[attr-defined]
 
         handler.__name__ = fn.__name__
         handler.__doc__ = fn.__doc__
