@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -253,3 +255,136 @@ def test_erasure_through_the_api(running):
         assert kinds[-1] == common_pb2.CHANGE_KIND_ERASED
     finally:
         stubs.close()
+
+
+# A record id that is a phone number, in the forms a dump might hold it, and labels.
+PHONE_RECORD_ID = "+44 7700 900123"
+RECORD_ID_FORMS = [b"+44 7700 900123", b"447700900123", b"7700 900123", b"7700900123"]
+LABELS = ["VIP-gold-7731", "debtor:high-priority"]
+
+
+def where_found(data: Path, needles: list[bytes]) -> dict[bytes, list[str]]:
+    """Where each needle occurs in the raw store: the file (free pages included) and every entry."""
+    found: dict[bytes, list[str]] = {needle: [] for needle in needles}
+    raw = (data / "data.mdb").read_bytes()
+    for needle in needles:
+        if needle in raw:
+            found[needle].append(f"data.mdb at byte {raw.index(needle)}")
+    import lmdb
+
+    from idlink.store.txn import SUBDATABASES
+
+    env = lmdb.open(str(data), readonly=True, lock=False, max_dbs=len(SUBDATABASES) + 1)
+    try:
+        with env.begin() as txn:
+            for name in SUBDATABASES:
+                db = env.open_db(name.encode(), txn=txn, create=False)
+                for key, value in txn.cursor(db=db):
+                    for needle in needles:
+                        for part, content in (("key", key), ("value", value)):
+                            if needle in bytes(content):
+                                found[needle].append(f"{name} {part} of {bytes(key)[:24].hex()}")
+    finally:
+        env.close()
+    return found
+
+
+def test_a_phone_number_record_id_and_labels_are_not_in_the_store_in_clear(tmp_path):
+    # SPEC 8: the dump of the store shows no phone number in clear; a record id
+    # can be one, and labels (VIP, debtor) are profile data (docs/security.md).
+    account = "sealed-ids"
+    data = tmp_path / "data"
+    token = create_key(data, account, "admin")
+    server = ServerProcess(data).start()
+    stubs = Stubs(server.target)
+    try:
+        dana = [key("email", "dana@example.org"), key("phone", "+1 (415) 555-0142")]
+        linked = link(stubs, token, account, PHONE_RECORD_ID, *dana)
+        pid = linked.customer.customer_pid
+        record = identity_pb2.Record(source="desk", record_id=PHONE_RECORD_ID, contacts=dana[:1])
+        acks = list(
+            stubs.identity.Ingest(
+                iter([identity_pb2.IngestRequest(account=account, seq=1, records=[record])]),
+                metadata=auth(token),
+                timeout=10,
+            )
+        )
+        assert acks[-1].committed_seq == 1
+        update = profile_pb2.UpdateCustomerRequest(
+            account=account,
+            customer=common_pb2.Customer(customer_pid=pid),
+            add_labels=LABELS,
+        )
+        stubs.profile.UpdateCustomer(update, metadata=auth(token))
+        got = stubs.profile.GetCustomer(
+            profile_pb2.GetCustomerRequest(account=account, customer_pid=pid), metadata=auth(token)
+        )
+        assert sorted(got.labels) == sorted(LABELS)
+        explained = stubs.identity.ExplainLink(
+            identity_pb2.ExplainLinkRequest(account=account, contact=dana[0], other=dana[1]),
+            metadata=auth(token),
+        )
+        assert explained.linked
+        assert [hop.record_id for hop in explained.hops] == [PHONE_RECORD_ID]  # admin: in clear
+    finally:
+        stubs.close()
+        assert server.stop() == 0, server.log()[-3000:]
+    # What the store holds in clear, reported per sub-database and key.
+    found = where_found(data, [*RECORD_ID_FORMS, *(label.encode() for label in LABELS)])
+    leaks = {needle.decode(): places for needle, places in found.items() if places}
+    print(f"in clear in the store: {leaks or 'no record id and no label'}")
+    assert not leaks, f"found in clear: {leaks}"
+    # The search itself finds what is in clear: the account's name is in its meta key.
+    assert where_found(data, [account.encode()])[account.encode()]
+
+
+def compact(data: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "idlink", "compact", "--data", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_compact_drops_an_erased_customers_contact_pids_from_the_free_pages(tmp_path):
+    data = tmp_path / "data"
+    with Store(data) as store:
+        engine = IdentityEngine(store, load_master_secret(data))
+        customers = fill(engine, "acme")
+        victim = engine.get_customer("acme", customers[0])
+        erase_customer(engine, "acme", customers[0], "dpo")
+    pids = [c.pid for c in victim.contacts]
+    # Erasure removed every entry, but LMDB only freed their pages.
+    assert any(pid in (data / "data.mdb").read_bytes() for pid in pids)
+
+    server = ServerProcess(data).start()
+    try:
+        refused = compact(data)
+        assert refused.returncode == 1
+        assert f"in use by pid {server.pid}" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    finally:
+        assert server.stop() == 0
+
+    done = compact(data)
+    assert done.returncode == 0, done.stderr
+    assert "free pages dropped" in done.stdout
+    dump = (data / "data.mdb").read_bytes()
+    assert [pid for pid in pids if pid in dump] == []
+    for needle in needles(PEOPLE[0][0], PEOPLE[0][1]):
+        assert needle not in dump
+    assert (data / "data.mdb").stat().st_mode & 0o777 == 0o600
+    checked = subprocess.run(
+        [sys.executable, "-m", "idlink", "check", "--data", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "store ok" in checked.stdout
+    with Store(data) as store:
+        engine = IdentityEngine(store, load_master_secret(data))
+        others = engine.get_customer("acme", customers[1])
+        assert {c.value for c in others.contacts} == {"+12125550187", "bob.stone@example.com"}
+        assert engine.resolve("acme", ContactKey("email", PEOPLE[0][1])).status == 3  # NOT_FOUND
