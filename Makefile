@@ -6,7 +6,7 @@ DATA ?= ./var/idlink
 LISTEN ?= 127.0.0.1:50051
 PYTEST_ARGS ?=
 
-.PHONY: all build serve test test-pure lint bench bench-smoke crash-test load-test test-stress mutation clean
+.PHONY: all build serve test test-pure test-browser browser-deps openapi lint bench bench-smoke crash-test load-test test-stress mutation clean
 
 all: build
 
@@ -29,11 +29,31 @@ build: .build-stamp
 serve: build
 	$(VENV)/bin/idlink serve --data $(DATA) --listen $(LISTEN)
 
-test: build
+test: build browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-pure: build
+test-pure: build browser-deps
 	IDLINK_PURE_PYTHON=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# The console's browser tests (tests/console) drive Debian's headless Chromium
+# with Selenium. The packages are installed where they are missing and we may
+# (CI runs as root); elsewhere the tests are skipped and say why.
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
+				|| echo "could not install chromium: the browser tests will be skipped"; \
+		else \
+			echo "chromium and chromium-driver are missing: the browser tests will be skipped"; \
+		fi; \
+	fi
+
+test-browser: build browser-deps
+	$(PY) -m pytest tests/console $(PYTEST_ARGS)
+
+# docs/openapi.json after a change of the protos (tests/http checks it is current).
+openapi: build
+	$(PY) -m idlink.service.http.openapi > docs/openapi.json
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]'
