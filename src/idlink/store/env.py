@@ -489,16 +489,12 @@ class Store:
         )
 
     def _grow_or_fail(self) -> None:
+        # --map-size bounds what this process grows to. A size another process
+        # recorded in the file is not taken up here (a command's larger default
+        # would lift the bound): only once the file outgrows this process's map
+        # (MDB_MAP_RESIZED, _adopt_map_size), because then it must.
         with self._gate.exclusive():
             size = self._env.info()["map_size"]
-            # Another process may have grown the map already: take that size first.
-            self._env.set_mapsize(0)
-            adopted = self._env.info()["map_size"]
-            if adopted > size:
-                log.info("store map size adopted from another process: %d MiB", adopted >> 20)
-                return
-            if adopted != size:
-                self._env.set_mapsize(size)
             if self.multi_process:
                 raise StoreFull(
                     f"the store map ({size >> 20} MiB) is full; raise --map-size and restart"
