@@ -312,3 +312,50 @@ def test_a_failed_operation_leaves_nothing_half_written(engine):
     with pytest.raises(InvalidArgument):
         engine.ingest(A, [rec("2", email("b@x.com"), at=2), rec("3", ContactKey("fax", "x"), at=3)])
     assert (engine.partition(A), engine.changes_after(A, 0)) == before
+
+
+def test_a_batch_is_one_operation_for_customer_pids(engine):
+    """SPEC 3.5: PIDs go to heirs of the customers as they were before the batch.
+
+    A batch applies its newest records first and replays the late ones after;
+    the PIDs must not follow the state in between.
+    """
+    engine.put_key_type(A, KeyType("member", NORMALIZER_TRIM, max_per_customer=1))
+    engine.link(A, rec("1", email("a@x.com"), at=1))
+    engine.link(A, rec("2", email("b@x.com"), at=2))
+    x, y = customer_of(engine, email("a@x.com")), customer_of(engine, email("b@x.com"))
+    seq = len(engine.changes_after(A, 0))
+    results = engine.ingest(
+        A,
+        [
+            rec("3", email("a@x.com"), email("b@x.com"), at=3),  # newest: would merge x and y
+            rec("0a", email("a@x.com"), ContactKey("member", "M1"), at=0),  # late
+            rec("0b", email("b@x.com"), ContactKey("member", "M2"), at=0),  # late
+        ],
+    )
+    assert [r.outcome for r in results] == [CONFLICT, APPLIED, APPLIED]
+    # Nobody merged, so both keep their PIDs: y is no redirect to x.
+    assert customer_of(engine, email("a@x.com")) == x
+    assert customer_of(engine, email("b@x.com")) == y
+    assert engine.get_customer(A, y).redirected_from == b""
+    assert {e.kind for e in engine.changes_after(A, seq)} == {"updated"}
+
+
+def test_a_contact_new_in_a_batch_is_no_part_of_a_customer_it_only_met_in_between(engine):
+    engine.set_account_policy(A, AccountPolicy(max_contacts=3, isolate_min_connections=3))
+    engine.link(A, rec("0", phone("+14155550001"), at=0))
+    x = customer_of(engine, phone("+14155550001"))
+    engine.ingest(
+        A,
+        [
+            rec("0", phone("+14155550001"), phone("+14155550003"), email("ann@x.com"), at=0),
+            rec("1", phone("+14155550001"), phone("+14155550002"), at=1),
+        ],
+    )
+    assert engine.resolve(A, phone("+14155550001")).status == NOT_LINKABLE  # isolated
+    assert customer_of(engine, phone("+14155550001")) == x
+    alone = engine.get_customer(A, customer_of(engine, phone("+14155550002")))
+    assert [c.value for c in alone.contacts] == ["+14155550002"]
+    assert alone.split_from == b""  # it was new: it split from nothing
+    added = [e for e in engine.changes_after(A, 0) if e.customer_pid == x]
+    assert all(alone.contacts[0].pid not in e.contacts_added for e in added)

@@ -652,16 +652,22 @@ class _Session:
 
     def flush(self) -> None:
         """Write back everything the loaded graph changed."""
+        graph = self._flush_evidence()
+        if graph is not None:
+            self._write_components(graph.components(), graph.nodes)
+
+    def _flush_evidence(self) -> LinkGraph | None:
+        """Write the loaded graph's connections and records; return it for its customers."""
         graph = self.graph
         if graph is None:
-            return
+            return None
         self.graph = None
         for a, b in graph.new_pairs:
             self.txn.put_edge(self.prefix, graph.nodes[a].pid, graph.nodes[b].pid)
         for key, (record, result) in self.pending.items():
             self._store_record(key, record, result)
         self.pending = {}
-        self._write_components(graph)
+        return graph
 
     def apply_batch(
         self, records: Sequence[RecordInput], prepared: Sequence[Sequence[PreparedContact]]
@@ -678,11 +684,37 @@ class _Session:
         outcomes: dict[int, tuple[int, list[tuple[bytes, bytes]]]] = {}
         for i in order:
             outcomes[i] = self._apply_one(records[i], prepared[i])
-        self.flush()
-        if self.deferred:
+        graph = self._flush_evidence()
+        if not self.deferred:
+            if graph is not None:
+                self._write_components(graph.components(), graph.nodes)
+        else:
             # One replay for every record of the batch that needed one: a closed
             # region replayed from nothing is canonical whatever was stored.
-            replayed = self.replay_region(self.deferred)
+            region = self._region(self.deferred)
+            if graph is not None:
+                # The batch is one operation (SPEC 3.5): customers the replay
+                # works out again keep the PIDs they had before the batch, so
+                # the fast path's customers there are not written in between.
+                while True:
+                    inside = [
+                        c for c in graph.components() if any(n.pid in region.seen for n in c[0])
+                    ]
+                    missing = {n.pid for c in inside for n in c[0]} - region.seen
+                    if not missing:
+                        break
+                    region = self._region(self.deferred | missing)
+                outside = [
+                    c for c in graph.components() if not any(n.pid in region.seen for n in c[0])
+                ]
+                self._write_components(outside, [n for c in outside for n in c[0]])
+                # A contact the region holds but does not replay all records of
+                # may have been named by a fast-path record of this batch.
+                for c in inside:
+                    for n in c[0]:
+                        if n.pid in region.partial:
+                            region.first_seen[n.pid] = (n.first_key, n.position)
+            replayed = self._replay(region)
             self.deferred = set()
             for i in order:
                 record = records[i]
@@ -758,53 +790,61 @@ class _Session:
     # -- the replay path -------------------------------------------------------------------
 
     def replay_region(self, seeds: set[bytes]) -> dict[bytes, StepResult]:
-        """Work out again, from their records, the customers around ``seeds``.
+        """Work out again, from their records, the customers around ``seeds``."""
+        self.flush()
+        return self._replay(self._region(seeds))
+
+    def _region(self, seeds: set[bytes]) -> _Region:
+        """The closed region around ``seeds``, as stored.
 
         The region is closed: every record of a usable contact in it, every
         contact of those records, and every contact of their customers. Nothing
         outside it can change, so the rest of the store is not read.
         """
-        self.flush()
-        region: list[bytes] = []
-        in_region: set[bytes] = set()
-        # Contacts whose records are not all in the region: their first-seen key stands.
-        partial: set[bytes] = set()
-        records: dict[bytes, RecordState] = {}
+        region = _Region()
         queue = list(seeds)
         while queue:
             pid = queue.pop()
-            if pid in in_region:
+            if pid in region.seen:
                 continue
             contact = self.contact(pid)
             if contact is None:
                 continue
-            in_region.add(pid)
-            region.append(pid)
+            region.seen.add(pid)
+            region.contacts.append(pid)
             if contact.customer_pid:
                 customer = self.txn.get_customer(self.prefix, contact.customer_pid)
                 if customer is not None:
                     queue.extend(customer.contact_pids)
             if pid not in seeds and not self.node(pid).usable:
-                partial.add(pid)
+                region.partial.add(pid)
                 continue
             for key in self.txn.record_keys_of(self.prefix, pid):
-                if key not in records:
+                if key not in region.records:
                     record = self.txn.get_record_by_canonical(self.prefix, key)
                     if record is not None:
-                        records[key] = record
+                        region.records[key] = record
                         queue.extend(record.contact_pids)
+        return region
+
+    def _replay(self, region: _Region) -> dict[bytes, StepResult]:
+        """Replay a region's records from nothing and write back what changed."""
         graph = LinkGraph(
             self.config.policy.max_contacts, self.config.policy.isolate_min_connections
         )
-        for pid in sorted(region, key=lambda p: self.contacts[p].first_seen):
+        for pid in sorted(region.contacts, key=lambda p: self.contacts[p].first_seen):
             node = self.node(pid, fresh=True)
-            if pid in partial:
-                # No record of it was added or removed (those contacts are
-                # seeds), so where it was first seen has not changed.
-                node.first_key, node.position = self.first_seen_at(pid, self.contacts[pid])
+            if pid in region.partial:
+                # No record of it was removed or replayed (those contacts are
+                # seeds), so where it was first seen is as stored, or as the
+                # batch's fast path left it.
+                node.first_key, node.position = region.first_seen.get(pid) or self.first_seen_at(
+                    pid, self.contacts[pid]
+                )
             graph.add_node(node)
+        records = region.records
         results = graph.replay((key, list(r.contact_pids)) for key, r in records.items())
-        for pid in region:
+        for pid in region.contacts:
             self.txn.delete_edges_of(self.prefix, pid)
         for a, b in graph.new_pairs:
             self.txn.put_edge(self.prefix, graph.nodes[a].pid, graph.nodes[b].pid)
@@ -813,7 +853,7 @@ class _Session:
             _set_result(record, results[key])
             if record.SerializeToString() != before:
                 self.txn.put_record(self.prefix, record)
-        self._write_components(graph)
+        self._write_components(graph.components(), graph.nodes)
         return results
 
     def replayed_account_graph(self) -> tuple[LinkGraph, dict[bytes, StepResult]]:
@@ -839,9 +879,11 @@ class _Session:
 
     # -- writing customers back ----------------------------------------------------------------
 
-    def _write_components(self, graph: LinkGraph) -> None:
-        changes = customer_rules.reconcile(self, graph.components())
-        for node in graph.nodes:
+    def _write_components(
+        self, components: list[tuple[list[Node], bytes]], nodes: Iterable[Node]
+    ) -> None:
+        changes = customer_rules.reconcile(self, components)
+        for node in nodes:
             contact = self.contacts[node.pid]
             customer = changes.customer_of[node.pid]
             if (
@@ -913,6 +955,19 @@ class _Session:
                 if contact is not None and contact.customer_pid not in conflicts:
                     conflicts.append(contact.customer_pid)
         return LinkResult(outcome, customer, pids, conflicts)
+
+
+@dataclass(slots=True)
+class _Region:
+    """A closed region of contacts and the records that decide their customers."""
+
+    contacts: list[bytes] = field(default_factory=list)
+    seen: set[bytes] = field(default_factory=set)
+    # Contacts whose records are not all in the region: their first-seen key stands.
+    partial: set[bytes] = field(default_factory=set)
+    # First-seen keys of partial contacts not yet written (pending in a batch).
+    first_seen: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
+    records: dict[bytes, RecordState] = field(default_factory=dict)
 
 
 class _Reader:
