@@ -43,11 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="small sizes, a check that all runs")
     parser.add_argument(
-        "--only", default="", help="comma-separated groups: native,engine,grpc,http"
+        "--only",
+        default="",
+        help="comma-separated groups: native,engine,grpc,http,redis,bulk (peers: redis and bulk)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    groups = set(filter(None, args.only.split(","))) or {"native", "engine", "grpc", "http"}
+    groups = set(filter(None, args.only.split(","))) or {
+        "native",
+        "engine",
+        "grpc",
+        "http",
+        "redis",
+        "bulk",
+    }
+    if "peers" in groups:
+        groups |= {"redis", "bulk"}
     smoke = args.smoke
     repeats = 1 if smoke else 3
     started = time.perf_counter()
@@ -75,6 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import bench_http
 
         entries += bench_http.bench_http(smoke=smoke, repeats=repeats)
+    if "redis" in groups:
+        from benchmarks import bench_redis
+
+        entries += bench_redis.bench_redis(smoke=smoke, repeats=repeats)
+        entries += bench_redis.against_idlink(entries)
+    if "bulk" in groups:
+        from benchmarks import bench_bulk
+
+        entries += bench_bulk.bench_bulk(smoke=smoke)
     name = "smoke" if smoke else "latest"
     json_path, md_path = write(entries, name)
     print(md_path.read_text())
