@@ -2,9 +2,12 @@
 
 Every read of customer data and every change is appended: who (the key id,
 never the token), when, what (the RPC and the customer PIDs) and the outcome.
-Events are buffered for a fraction of a second and written in one write
+Events are buffered for ``FLUSH_SECONDS`` and written in one write
 transaction per batch, so that reads do not each pay for a durable commit;
-``flush()`` writes what is buffered (the admin listing calls it first).
+``flush()`` writes what is buffered (the admin listing calls it first, and a
+graceful stop writes the rest). The price is a bound, not a guarantee: a
+kill -9 loses the events of the reads answered in the last ``FLUSH_SECONDS``
+plus one commit (docs/security.md, "Audit", has the measured figure).
 
 Audit events hold PIDs, never contact values, so erasing a customer leaves
 nothing in the audit log that names the erased values.
@@ -32,7 +35,8 @@ from idlink.store.txn import AuditEventState
 
 log = logging.getLogger("idlink.audit")
 
-FLUSH_SECONDS = 0.2
+# Short, so that a kill -9 loses little; a batch commit costs about a millisecond.
+FLUSH_SECONDS = 0.05
 MAX_BUFFERED = 10_000
 
 
