@@ -30,6 +30,7 @@ from idlink.domain.keytypes import (
 from idlink.domain.linking import APPLIED, CONFLICT
 from idlink.domain.profiles import STRING, ProfileUpdate, update_customer
 from idlink.domain.views import FOUND, NOT_LINKABLE
+from idlink.store import codec
 from tests.domain.conftest import SECRETS
 
 A = "acme"
@@ -421,3 +422,50 @@ def test_shared_devices_caps_and_limits_are_the_same_under_two_secrets(make_engi
     ) in after_move.lineage
     assert steps[7].outcome is not None and steps[7].outcome[0] == CONFLICT
     assert steps[10].isolated == {(("phone", "", "+14155550012"), 4)}
+
+
+def test_isolated_contacts_are_listed_in_contact_order_and_paged(make_engine):
+    lists = []
+    for secret in SECRETS[:3]:
+        engine = make_engine(secret)
+        engine.set_account_policy(A, AccountPolicy(max_contacts=3, isolate_min_connections=2))
+        n = 0
+        # Sent hub by hub, but hub2's records are the oldest and the phone hub's
+        # the very oldest: a phone still comes after every email.
+        for hub, start in (
+            (email("hub0@x.com"), 300),
+            (email("hub1@x.com"), 200),
+            (email("hub2@x.com"), 100),
+            (phone("+14155550999"), 0),
+        ):
+            for i in range(4):
+                n += 1
+                engine.link(A, rec(f"r{n}", hub, phone(f"+1415555{n:04d}"), at=start + i))
+        first_page = engine.list_isolated(A, limit=2)
+        rest = engine.list_isolated(A, after=first_page[-1].pid, limit=10)
+        lists.append([c.value for c in first_page + rest])
+    assert lists == [["hub2@x.com", "hub1@x.com", "hub0@x.com", "+14155550999"]] * 3
+
+
+def test_contacts_stored_before_first_seen_keys_get_them_from_their_records(engine):
+    engine.link(A, rec("1", email("a@x.com"), email("b@x.com"), at=1))
+    config = engine.account_config(A)
+    prefix = codec.account_prefix(config.account_id)
+
+    def forget_first_seen(txn) -> None:
+        for pid, contact in list(txn.iter_contacts(prefix)):
+            contact.first_key, contact.first_position = b"", 0
+            txn.put_contact(prefix, pid, contact)
+
+    engine.store.write(forget_first_seen)
+    engine.link(A, rec("2", email("b@x.com"), email("c@x.com"), at=2))  # the fast path
+    assert values(engine, customer_of(engine, email("a@x.com"))) == [
+        "a@x.com",
+        "b@x.com",
+        "c@x.com",
+    ]
+    rebuilt = engine.rebuild(A).contacts
+    with engine.read() as reader:
+        for pid, contact in reader.txn.iter_contacts(prefix):  # all loaded by the link
+            node = rebuilt[pid]
+            assert (contact.first_key, contact.first_position) == (node.first_key, node.position)
