@@ -326,14 +326,14 @@ def check_served(target: str, token: str, dataset: Dataset) -> str:
 
             async def one(start: int) -> None:
                 chunk = expected[start : start + CHECK_BATCH]
-                request = identity_pb2.BatchResolveRequest(
-                    account=ACCOUNT,
-                    contacts=[
-                        common_pb2.ContactKey(type=m[0][0], source=m[0][1], value=m[0][2])
-                        for m in chunk
-                    ],
-                )
                 async with gate:
+                    request = identity_pb2.BatchResolveRequest(
+                        account=ACCOUNT,
+                        contacts=[
+                            common_pb2.ContactKey(type=m[0][0], source=m[0][1], value=m[0][2])
+                            for m in chunk
+                        ],
+                    )
                     reply = await stub.BatchResolve(request, metadata=metadata, timeout=120)
                 for offset, (members, answer) in enumerate(
                     zip(chunk, reply.responses, strict=True)
