@@ -359,3 +359,23 @@ def test_a_contact_new_in_a_batch_is_no_part_of_a_customer_it_only_met_in_betwee
     assert alone.split_from == b""  # it was new: it split from nothing
     added = [e for e in engine.changes_after(A, 0) if e.customer_pid == x]
     assert all(alone.contacts[0].pid not in e.contacts_added for e in added)
+
+
+def test_check_finds_isolation_or_first_seen_keys_a_rebuild_contradicts(engine):
+    from idlink.domain.check import check_account
+    from idlink.store import codec
+
+    engine.link(A, rec("1", email("a@x.com"), email("b@x.com"), at=1))
+    engine.link(A, rec("2", email("b@x.com"), email("c@x.com"), at=2))
+    assert check_account(engine, A).ok
+    prefix = codec.account_prefix(engine.account_config(A).account_id)
+
+    def tamper(txn) -> None:
+        for pid, contact in list(txn.iter_contacts(prefix)):
+            if contact.value == "c@x.com":
+                contact.first_key = codec.canonical_key(1, "crm", "1")
+                txn.put_contact(prefix, pid, contact)
+
+    engine.store.write(tamper)
+    problems = check_account(engine, A).problems
+    assert len(problems) == 1 and "first seen elsewhere than a rebuild says" in problems[0]
