@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compact.add_argument("--data", default=DEFAULT_DATA, help="store folder")
     compact.set_defaults(run=_compact)
+
+    from idlink.generations.cli import register as register_generations
+
+    register_generations(commands)
     return parser
 
 

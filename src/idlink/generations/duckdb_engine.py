@@ -9,8 +9,8 @@ Beyond" (SoCC 2014), the one GraphFrames uses. Edges are kept as
 - *small-star*: every node ``u`` links itself and each smaller neighbour to
   the smallest of them;
 
-and rounds repeat until a round changes nothing. Each component is then a
-star around its smallest node, which is its label. Every round's edges are a
+and rounds repeat until the edges are a star forest (the fixed point). Each
+component is then a star around its smallest node, which is its label. Every round's edges are a
 table of their own (the checkpoint between rounds); the number of rounds is
 reported in the generation's manifest.
 """
@@ -41,9 +41,12 @@ WITH m AS (SELECT a AS u, min(b) AS m FROM large GROUP BY a),
      x AS (SELECT a AS u, b AS v FROM large UNION SELECT a AS u, a AS v FROM large)
 SELECT DISTINCT x.v AS a, m.m AS b FROM x JOIN m USING (u) WHERE x.v <> m.m
 """
-CHANGED = """
-SELECT (SELECT count(*) FROM small) <> (SELECT count(*) FROM edges)
-    OR EXISTS (SELECT a, b FROM small EXCEPT SELECT a, b FROM edges)
+# The fixed point: every node has at most one edge, to a node that has none.
+# Rounds keep the components and edges run from larger to smaller nodes, so
+# then each star is one component around its smallest node.
+NOT_A_STAR_FOREST = """
+SELECT EXISTS (SELECT a FROM edges GROUP BY a HAVING count(*) > 1)
+    OR EXISTS (SELECT 1 FROM edges x JOIN edges y ON x.b = y.a)
 """
 
 
@@ -56,18 +59,16 @@ def large_small_star(connection: Any, edges: pa.Table) -> int:
     )
     connection.unregister("input_edges")
     rounds = 0
-    while True:
+    while connection.execute(NOT_A_STAR_FOREST).fetchone()[0]:
         rounds += 1
+        if rounds > MAX_ROUNDS:
+            raise RuntimeError(f"large-star / small-star did not converge in {MAX_ROUNDS} rounds")
         connection.execute(LARGE_STAR)
         connection.execute(SMALL_STAR)
-        changed = connection.execute(CHANGED).fetchone()[0]
         connection.execute("DROP TABLE edges")
         connection.execute("ALTER TABLE small RENAME TO edges")
         connection.execute("DROP TABLE large")
-        if not changed:
-            return rounds
-        if rounds >= MAX_ROUNDS:
-            raise RuntimeError(f"large-star / small-star did not converge in {MAX_ROUNDS} rounds")
+    return rounds
 
 
 def components(inputs: Inputs, details: dict[str, Any]) -> np.ndarray:
