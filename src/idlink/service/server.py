@@ -2,7 +2,8 @@
 
 - The identity, profile and admin services, plus the standard health
   (``grpc.health.v1``) and reflection services.
-- Engine calls run on a thread pool; the event loop never blocks on LMDB.
+- Writes and long engine calls run on a thread pool; short reads run inline
+  (``service/runtime.py``).
 - Load shedding: beyond ``max_concurrent_calls`` unary calls (or
   ``max_streams`` open streams) a call gets ``RESOURCE_EXHAUSTED`` at once,
   counted in the metrics; gRPC core's own queue of calls not yet picked up is
