@@ -135,6 +135,7 @@ class Cipher:
         self._aeads: dict[int, AESGCM] = {}
         self.current = 0
         self._index_key = b""
+        self._record_key = b""
         self.reload()
 
     @classmethod
@@ -150,6 +151,9 @@ class Cipher:
             self._aeads = {int(v): AESGCM(bytes.fromhex(k)) for v, k in data["keys"].items()}
             self.current = int(data["current"])
             self._index_key = bytes.fromhex(data["index_key"])
+            self._record_key = hmac.new(
+                self._index_key, b"idlink record hash key", hashlib.sha256
+            ).digest()
             self._checked = time.monotonic()
 
     def _maybe_reload(self) -> None:
@@ -206,12 +210,14 @@ class Cipher:
     def record_hash(self, prefix: bytes, record_id_key: bytes) -> bytes:
         """The keyed hash that stands for a record's (source, record id) in LMDB keys (16 bytes).
 
-        HMAC-SHA-256 under the index key over a label, the account id and the
-        record's ``codec.record_id_key``: a record id (it may be a phone number)
-        cannot be found from it by guessing without the key.
+        Keyed BLAKE2b (a MAC) over the account id and the record's
+        ``codec.record_id_key``, under a key derived from the index key: a
+        record id (it may be a phone number) cannot be found from it by
+        guessing without the key. BLAKE2b rather than HMAC because it is on
+        every record lookup (about 1 us instead of 5).
         """
-        message = b"record\0" + prefix + record_id_key
-        return hmac.new(self._index_key, message, hashlib.sha256).digest()[:16]
+        digest = hashlib.blake2b(prefix + record_id_key, key=self._record_key, digest_size=16)
+        return digest.digest()
 
     # -- hooks the store calls ---------------------------------------------------------
 

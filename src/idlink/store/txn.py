@@ -83,6 +83,7 @@ class Txn:
         self.writable = writable
         self.cipher = cipher
         self._records: dict[bytes, bytes | None] = {}
+        self._hashes: dict[bytes, bytes] = {}  # canonical key -> record hash, from the index
 
     # -- helpers -------------------------------------------------------------
 
@@ -213,6 +214,9 @@ class Txn:
         return digest
 
     def _hash_of_canonical(self, prefix: bytes, canonical: bytes) -> bytes:
+        known = self._hashes.get(prefix + canonical)
+        if known is not None:
+            return known
         missing = codec.hash_of_missing_record_key(canonical)
         if missing is not None:
             return missing
@@ -225,6 +229,7 @@ class Txn:
             clear = self._unseal(key, self._get("records", key))
             if len(self._records) >= _RECORD_CACHE_LIMIT:
                 self._records.clear()
+                self._hashes.clear()
             self._records[key] = clear
         return self._decode(RecordState, clear)
 
@@ -274,12 +279,16 @@ class Txn:
         keys = []
         for value in cursor.iternext_dup(keys=False, values=True):
             ref = bytes(value)
-            record = self._record_at(prefix + ref[codec.TIME_BYTES :])
+            record_hash = ref[codec.TIME_BYTES :]
+            record = self._record_at(prefix + record_hash)
             if record is None:
                 keys.append(codec.missing_record_key(ref))
-            else:
-                id_key = codec.record_id_key(record.source, record.record_id)
-                keys.append(ref[: codec.TIME_BYTES] + id_key)
+                continue
+            canonical = ref[: codec.TIME_BYTES] + codec.record_id_key(
+                record.source, record.record_id
+            )
+            self._hashes[prefix + canonical] = record_hash
+            keys.append(canonical)
         keys.sort()
         return keys
 
