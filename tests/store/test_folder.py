@@ -77,6 +77,7 @@ def fill(folder, count: int = 200) -> None:
 
 def test_compaction_drops_free_pages_and_keeps_every_entry(tmp_path):
     fill(tmp_path)
+    (tmp_path / ".compact-1.mdb").write_bytes(b"left by an interrupted compaction")
     before = (tmp_path / "data.mdb").read_bytes()
     assert b"secret-0000" in before  # a deleted value, still in a free page
     sizes = compact_in_place(tmp_path)

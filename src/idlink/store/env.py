@@ -599,9 +599,12 @@ def compact_in_place(path: str | os.PathLike[str]) -> tuple[int, int]:
     with server_lock(folder, "idlink compact"), _alone_in(folder):
         secure_folder(folder)
         before = os.path.getsize(data)
+        # A copy left by an interrupted compaction was never the store: drop it.
+        for name in os.listdir(folder):
+            if name.startswith(".compact-") and name.endswith(".mdb"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
         temporary = os.path.join(folder, f".compact-{os.getpid()}.mdb")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
         counts = _copy_compacted(folder, temporary, map_size=max(DEFAULT_MAP_SIZE, before))
         try:
             copied = _entry_counts(temporary, subdir=False)
