@@ -318,6 +318,13 @@ def test_an_admin_enrols_a_key_and_sees_its_qr_code(browser, console_server, sto
     browser.find_element(By.ID, "isolated-load").click()
     _wait(browser, lambda b: b.find_element(By.ID, "isolated-result").text or None)
     shot("11-enrolment-qr-code")
+    # Preview: at most two contacts a customer would split the three-contact customer.
+    browser.find_element(By.ID, "preview-max-contacts").send_keys("2")
+    browser.find_element(By.ID, "preview-submit").click()
+    counts = _wait(browser, ec.visibility_of_element_located((By.ID, "preview-counts"))).text
+    splits = int(counts.split(" would split")[0].rsplit(" ", 1)[1])
+    assert splits >= 1, counts
+    shot("12-preview-of-a-policy-change")
     browser.find_element(By.ID, "sign-out").click()
 
 
