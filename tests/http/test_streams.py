@@ -207,3 +207,40 @@ def test_watch_changes_refused_without_a_key(http_server: HttpServer, account):
         assert error["code"] == 16
     finally:
         connection.close()
+
+
+def test_an_error_of_the_server_mid_stream_keeps_its_status(
+    http_server: HttpServer, tokens, account
+):
+    """The server refuses line 2 (no contact): INVALID_ARGUMENT ends the answer, not INTERNAL."""
+    for _ in range(5):
+        lines = _ndjson(
+            {"contact": contact("phone", "+15550004444"), "createIfMissing": True},
+            {},
+            *[{"contact": contact("phone", "+15550005555")}] * 20,
+        )
+        answer = _post_lines(
+            http_server, f"/v1/accounts/{account}/contacts:streamResolve", tokens["writer"], lines
+        )
+        out = answer.lines()
+        assert len(out) == 2 and out[0]["contactPid"]
+        assert out[-1]["error"]["code"] == 3, out[-1]
+        batches = _ndjson(
+            {
+                "records": [
+                    {
+                        "source": "crm",
+                        "recordId": "ok",
+                        "contacts": [contact("phone", "+15550006666")],
+                    }
+                ]
+            },
+            {"records": [{"source": "crm", "recordId": "", "contacts": []}]},
+            *[{"records": []}] * 20,
+        )
+        ingest = _post_lines(
+            http_server, f"/v1/accounts/{account}/records:ingest", tokens["writer"], batches
+        )
+        acks = ingest.lines()
+        assert int(acks[0]["committedSeq"]) == 1
+        assert acks[-1]["error"]["code"] == 3, acks[-1]

@@ -29,6 +29,7 @@ import os
 import shutil
 import ssl
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -190,6 +191,21 @@ class Gateway:
     # -- dispatch ------------------------------------------------------------------------
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._dispatch(request)
+        except (web.HTTPException, asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as exc:
+            # A bug: logged with an incident id; the caller gets INTERNAL and no internals.
+            incident = uuid.uuid4().hex[:12]
+            log.error(
+                "unexpected error",
+                extra={"path": request.path, "incident": incident, "error": type(exc).__name__},
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            return gateway_error(code_pb2.INTERNAL, f"internal error (incident {incident})")
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         raw_path = request.raw_path.split("?", 1)[0]
         if raw_path == "/openapi.json":
             return self._serve_openapi(request)
@@ -332,9 +348,32 @@ class Gateway:
         metadata: list[tuple[str, str]],
     ) -> web.StreamResponse:
         call = self._calls[route.name](metadata=metadata, wait_for_ready=True)
-        state: dict[str, Any] = {}
         account = variables.get("account", "")
         numbered = "seq" in route.request_class.DESCRIPTOR.fields_by_name
+        # One line in flight at a time: the next is sent when the previous one is
+        # answered (StreamResolve) or acknowledged (Ingest). A gRPC client that
+        # is still writing when the server ends the stream gets INTERNAL instead
+        # of the server's status (grpc.aio replaces it when the write fails), so
+        # this is what keeps every error of a stream exact.
+        progress = asyncio.Event()
+        call.add_done_callback(lambda _: progress.set())
+        state: dict[str, Any] = {"answered": 0, "acked": 0}
+
+        def note(message: Any) -> None:
+            state["answered"] += 1
+            state["acked"] = max(state["acked"], getattr(message, "committed_seq", 0))
+            progress.set()
+
+        async def answered(sent: int, seq: int) -> None:
+            while not call.done() and not (
+                state["acked"] >= seq if numbered else state["answered"] >= sent
+            ):
+                progress.clear()
+                waiter = asyncio.ensure_future(progress.wait())
+                try:
+                    await asyncio.wait({waiter}, timeout=1.0)
+                finally:
+                    waiter.cancel()
 
         async def feed() -> None:
             number = 0
@@ -366,6 +405,7 @@ class Gateway:
                             item.seq = last_seq + 1
                         last_seq = item.seq
                     await call.write(item)
+                    await answered(number, last_seq)
                 await call.done_writing()
             except _LineTooLong as exc:
                 state["error"] = errors.build_status(
@@ -381,7 +421,13 @@ class Gateway:
         feeder = asyncio.ensure_future(feed())
         try:
             return await self._relay(
-                request, call, sse=False, feeder=feeder, state=state, metadata=metadata
+                request,
+                call,
+                sse=False,
+                feeder=feeder,
+                state=state,
+                metadata=metadata,
+                on_message=note,
             )
         finally:
             if not feeder.done():
@@ -398,6 +444,7 @@ class Gateway:
         feeder: asyncio.Future[None] | None,
         state: dict[str, Any] | None = None,
         metadata: list[tuple[str, str]] | None = None,
+        on_message: Callable[[Any], None] | None = None,
     ) -> web.StreamResponse:
         """Copy a call's answers to the HTTP response as they come (NDJSON or SSE)."""
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(STREAM_QUEUE)
@@ -406,6 +453,8 @@ class Gateway:
         async def pump() -> None:
             try:
                 async for item in call:
+                    if on_message is not None:
+                        on_message(item)
                     await queue.put(("message", item))
                 await queue.put(("end", None))
             except grpc.aio.AioRpcError as exc:
@@ -437,12 +486,18 @@ class Gateway:
                     if response is None:
                         response = await start()
                     elif sse:
-                        await response.write(b": keep-alive\n\n")
+                        try:
+                            await response.write(b": keep-alive\n\n")
+                        except ConnectionResetError:
+                            return response
                     continue
                 if kind == "message":
                     if response is None:
                         response = await start()
-                    await response.write(self._frame(item, sse))
+                    try:
+                        await response.write(self._frame(item, sse))
+                    except ConnectionResetError:
+                        return response  # the client went away: the call is cancelled below
                     continue
                 status = None
                 if feeder is not None:
@@ -515,20 +570,24 @@ class _LineTooLong(ValueError):
 
 async def _lines(request: web.Request) -> Any:
     """The non-empty lines of a request body, each at most MAX_BODY_BYTES."""
-    pending = b""
+    pending = bytearray()
     async for chunk in request.content.iter_any():
+        searched = len(pending)  # only the new bytes can hold the next newline
         pending += chunk
+        start = 0
         while True:
-            end = pending.find(b"\n")
+            end = pending.find(b"\n", max(start, searched))
             if end < 0:
                 break
-            line, pending = pending[:end], pending[end + 1 :]
+            line = bytes(pending[start:end])
+            start = end + 1
             if line.strip():
                 yield line
+        del pending[:start]
         if len(pending) > MAX_BODY_BYTES:
             raise _LineTooLong(f"a line is longer than {MAX_BODY_BYTES} bytes")
-    if pending.strip():
-        yield pending
+    if bytes(pending).strip():
+        yield bytes(pending)
 
 
 # -- running beside the gRPC server ----------------------------------------------------------

@@ -248,7 +248,7 @@ def build_request(
     if route.body == "*" and body.strip():
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise RouteError(f"the body is not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise RouteError("the body must be a JSON object")
@@ -264,7 +264,7 @@ def parse_message(cls: Any, text: bytes) -> Any:
     """One message of ``cls`` from one JSON object (one NDJSON line)."""
     try:
         data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise RouteError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RouteError("each line must be a JSON object")
