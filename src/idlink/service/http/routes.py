@@ -182,10 +182,6 @@ def _query_value(fd: descriptor.FieldDescriptor, text: str, path: str) -> Any:
         raise RouteError(f"{path} is a message: send it in a JSON body", path)
     # Numbers, enums (by name or number), strings, bytes and the well-known string
     # types are given to the JSON parser as strings, which it accepts for all of them.
-    if fd.type in (_FD.TYPE_DOUBLE, _FD.TYPE_FLOAT):
-        return text
-    if fd.cpp_type in (_FD.CPPTYPE_INT32, _FD.CPPTYPE_UINT32) and text.lstrip("-").isdigit():
-        return int(text)
     return text
 
 
