@@ -473,7 +473,7 @@
           svg("title", {}, `${describe(c)}${c.linkable ? "" : ` (${c.reason || "not linkable"})`}`),
           svg("circle", { cx: p.x, cy: p.y, r: 10 }),
           svg("text", { x: p.x + 14, y: p.y - 3, class: "kind" }, `${c.type}${c.source ? `/${c.source}` : ""}`),
-          svg("text", { x: p.x + 14, y: p.y + 11 }, clip(c.value || "", 28)),
+          svg("text", { x: p.x + 14, y: p.y + 11 }, clip(c.value || "", 24)),
         ),
       );
     }
