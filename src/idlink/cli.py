@@ -64,7 +64,7 @@ def _existing_store(data: str) -> str:
 
 def _backup(args: argparse.Namespace) -> int:
     """Copy the store with LMDB's consistent (compacting) copy, then the key files."""
-    from idlink.domain.errors import IdlinkError
+    from idlink.errors import IdlinkError
     from idlink.store.env import Store
 
     try:
@@ -92,7 +92,7 @@ def _backup(args: argparse.Namespace) -> int:
 
 def _compact(args: argparse.Namespace) -> int:
     """Rewrite the store without its free pages, in place (docs/operations.md, compaction)."""
-    from idlink.domain.errors import IdlinkError
+    from idlink.errors import IdlinkError
     from idlink.store.env import compact_in_place
 
     try:
@@ -112,7 +112,7 @@ def _check(args: argparse.Namespace) -> int:
     """Check every account's invariants; exit status 1 when there is any problem."""
     from idlink.domain.check import check_store
     from idlink.domain.engine import IdentityEngine
-    from idlink.domain.errors import IdlinkError
+    from idlink.errors import IdlinkError
     from idlink.security.secrets import load_master_secret
     from idlink.store.env import Store
 

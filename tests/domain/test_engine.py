@@ -6,10 +6,10 @@ import pytest
 
 from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, RecordInput
-from idlink.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from idlink.domain.keytypes import NORMALIZER_EMAIL, NORMALIZER_TRIM, AccountPolicy, KeyType
 from idlink.domain.linking import APPLIED, CAPPED, CONFLICT
 from idlink.domain.views import CREATED, FOUND, INVALID, NOT_FOUND, NOT_LINKABLE
+from idlink.errors import FailedPrecondition, InvalidArgument, NotFound
 
 A = "acme"
 

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from idlink.domain import patterns
-from idlink.domain.errors import InvalidArgument
 from idlink.domain.keytypes import NORMALIZER_PHONE, KeyType, default_key_types
+from idlink.errors import InvalidArgument
 
 EXPONENTIAL = r"^(a+)+$"  # 2^n steps for a backtracking engine on "a" * n + "b"
 LEGACY_PHONE_DEFAULT = r"^\+?(\d)\1*$"  # the default phone pattern before RE2

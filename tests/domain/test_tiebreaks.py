@@ -19,7 +19,6 @@ import pytest
 
 from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, LinkResult, RecordInput
-from idlink.domain.errors import InvalidArgument
 from idlink.domain.keytypes import (
     NORMALIZER_EMAIL,
     NORMALIZER_TRIM,
@@ -30,6 +29,7 @@ from idlink.domain.keytypes import (
 from idlink.domain.linking import APPLIED, CONFLICT
 from idlink.domain.profiles import STRING, ProfileUpdate, update_customer
 from idlink.domain.views import FOUND, NOT_LINKABLE
+from idlink.errors import InvalidArgument
 from idlink.store import codec
 from tests.domain.conftest import SECRETS
 

@@ -21,8 +21,8 @@ import atheris
 with atheris.instrument_imports():
     from idlink._native import _contacts_c, _contacts_py
     from idlink.domain.contacts import ContactKey, prepare_contact
-    from idlink.domain.errors import InvalidArgument
     from idlink.domain.keytypes import AccountConfig
+    from idlink.errors import InvalidArgument
 
 SECRET = b"f" * 32
 CONFIG = AccountConfig("fuzz", 1)

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from idlink._native import _contacts_c, _contacts_py
 from idlink.domain.contacts import ContactKey, prepare_contact
-from idlink.domain.errors import InvalidArgument
 from idlink.domain.keytypes import AccountConfig
+from idlink.errors import InvalidArgument
 from idlink.v1 import admin_pb2, identity_pb2, profile_pb2
 from tests.reliability.harness import (
     Client,

@@ -16,7 +16,7 @@ from google.protobuf import field_mask_pb2
 from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, RecordInput
 from idlink.domain.erasure import erase_customer, export_customer
-from idlink.domain.errors import NotFound
+from idlink.errors import NotFound
 from idlink.security.apikeys import create_key
 from idlink.security.crypto import KEY_FILE, load_key_file, rotate_key
 from idlink.security.secrets import load_master_secret

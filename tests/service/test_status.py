@@ -8,7 +8,7 @@ import logging
 import grpc
 import pytest
 
-from idlink.domain.errors import FailedPrecondition, InvalidArgument, NotFound, StoreFull
+from idlink.errors import FailedPrecondition, InvalidArgument, NotFound, StoreFull
 from idlink.service.status import guard_stream, guard_unary
 
 

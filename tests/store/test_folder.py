@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from idlink.domain.errors import StoreFormatError
+from idlink.errors import StoreFormatError
 from idlink.store.env import Store, StoreInUse, compact_in_place, server_lock
 
 _HOLD = """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from idlink.domain.errors import StoreError
+from idlink.errors import StoreError
 from idlink.store import codec
 from idlink.store.env import Store
 from idlink.store.txn import CustomerState, RecordState

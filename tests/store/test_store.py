@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from idlink.domain.errors import StoreError, StoreFormatError, StoreFull
+from idlink.errors import StoreError, StoreFormatError, StoreFull
 from idlink.store.env import Store
 
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import phonenumbers
 
 from idlink._native import _contacts
-from idlink.domain.errors import InvalidArgument
 from idlink.domain.keytypes import NORMALIZER_PHONE, AccountConfig, KeyType
+from idlink.errors import InvalidArgument
 
 MAX_SOURCE_BYTES = 128
 MAX_RECORD_ID_BYTES = 256

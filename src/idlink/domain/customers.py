@@ -29,8 +29,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from idlink.domain.errors import FailedPrecondition
 from idlink.domain.linking import Node, SeenKey
+from idlink.errors import FailedPrecondition
 from idlink.store.txn import CustomerState, Profile, Txn
 
 if TYPE_CHECKING:

@@ -26,7 +26,6 @@ from idlink.domain.contacts import (
     prepare_contact,
     unusable_reason,
 )
-from idlink.domain.errors import InvalidArgument, NotFound
 from idlink.domain.journey import journey_page
 from idlink.domain.keytypes import AccountConfig, AccountPolicy, KeyType
 from idlink.domain.linking import APPLIED, LinkGraph, Node, StepResult
@@ -43,6 +42,7 @@ from idlink.domain.views import (
     has_policies,
     policy_count_key,
 )
+from idlink.errors import InvalidArgument, NotFound
 from idlink.store import codec
 from idlink.store.env import Store
 from idlink.store.txn import (

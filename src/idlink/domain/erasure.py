@@ -23,10 +23,10 @@ from idlink.domain import profiles
 from idlink.domain.contacts import national_number
 from idlink.domain.customers import follow_redirects
 from idlink.domain.engine import IdentityEngine, _prefix, _Session
-from idlink.domain.errors import NotFound
 from idlink.domain.journey import journey_page
 from idlink.domain.keytypes import AccountConfig, KeyType
 from idlink.domain.views import ContactView
+from idlink.errors import NotFound
 from idlink.store import codec
 from idlink.store.txn import CustomerState, Txn
 

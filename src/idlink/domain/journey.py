@@ -11,7 +11,7 @@ import base64
 import struct
 
 from idlink.domain.customers import follow_redirects
-from idlink.domain.errors import InvalidArgument
+from idlink.errors import InvalidArgument
 from idlink.store.txn import EngagementState, Txn
 
 MAX_PAGE_SIZE = 1000

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from idlink.domain import patterns
-from idlink.domain.errors import FailedPrecondition, InvalidArgument
+from idlink.errors import FailedPrecondition, InvalidArgument
 
 NORMALIZER_TRIM = 1
 NORMALIZER_PHONE = 2

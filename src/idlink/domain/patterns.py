@@ -29,7 +29,7 @@ from typing import Any
 
 import re2
 
-from idlink.domain.errors import InvalidArgument
+from idlink.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 

@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 from idlink.domain.contacts import check_text
 from idlink.domain.customers import follow_redirects
-from idlink.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from idlink.domain.views import CustomerView, View
+from idlink.errors import FailedPrecondition, InvalidArgument, NotFound
 from idlink.store import codec
 from idlink.store.txn import Txn
 

@@ -11,9 +11,9 @@ from idlink.domain.contacts import (
     unusable_reason,
 )
 from idlink.domain.customers import follow_redirects
-from idlink.domain.errors import InvalidArgument, NotFound
 from idlink.domain.keytypes import AccountConfig, default_priority
 from idlink.domain.linking import CAPPED, CONFLICT, SeenKey, seen_key
+from idlink.errors import InvalidArgument, NotFound
 from idlink.store import codec
 from idlink.store.txn import ChangeEvent, ContactState, CustomerState, Profile, RecordState, Txn
 

@@ -46,7 +46,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _export_records(args: argparse.Namespace) -> int:
-    from idlink.domain.errors import IdlinkError
+    from idlink.errors import IdlinkError
     from idlink.generations.export import export_records
 
     try:
@@ -64,7 +64,7 @@ def _export_records(args: argparse.Namespace) -> int:
 
 
 def _recluster(args: argparse.Namespace) -> int:
-    from idlink.domain.errors import IdlinkError
+    from idlink.errors import IdlinkError
     from idlink.generations.manifest import ExportError
     from idlink.generations.recluster import recluster
 

@@ -155,7 +155,7 @@ def export_records(
 ) -> Manifest:
     """Export one account of the store in ``data`` into the new folder ``out``."""
     from idlink.domain.engine import IdentityEngine
-    from idlink.domain.errors import NotFound
+    from idlink.errors import NotFound
     from idlink.security.secrets import load_master_secret
     from idlink.store.env import Store
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from idlink.domain.errors import FailedPrecondition
+from idlink.errors import FailedPrecondition
 
 MANIFEST_FILE = "manifest.json"
 EXPORT_FORMAT = "idlink-export"

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from idlink.domain.contacts import check_text
-from idlink.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from idlink.errors import FailedPrecondition, InvalidArgument, NotFound
 from idlink.security import totp
 from idlink.security.roles import ROLE_NAMES, role_value
 from idlink.store.txn import ApiKeyState

@@ -35,7 +35,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from idlink.domain.errors import StoreError
+from idlink.errors import StoreError
 
 KEY_FILE = "data.keys"
 ENV_VAR = "IDLINK_DATA_KEYS_FILE"

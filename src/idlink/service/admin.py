@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grpc import aio
 
-from idlink.domain.errors import InvalidArgument
+from idlink.errors import InvalidArgument
 from idlink.security.roles import caller
 from idlink.service import convert
 from idlink.service.runtime import Runtime, actor

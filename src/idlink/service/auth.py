@@ -50,7 +50,7 @@ from grpc import aio
 
 from idlink.domain import profiles
 from idlink.domain.erasure import erased_error, is_erased
-from idlink.domain.errors import (
+from idlink.errors import (
     IdlinkError,
     PermissionDenied,
     ResourceExhausted,

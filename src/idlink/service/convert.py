@@ -25,7 +25,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from idlink.domain import profiles
 from idlink.domain.contacts import ContactKey, check_text
 from idlink.domain.engine import MAX_ACCOUNT_BYTES, LinkResult, Preview, RecordInput
-from idlink.domain.errors import InvalidArgument
 from idlink.domain.keytypes import (
     DEFAULT_ISOLATE_MIN_CONNECTIONS,
     DEFAULT_MAX_CONTACTS,
@@ -34,6 +33,7 @@ from idlink.domain.keytypes import (
     KeyType,
 )
 from idlink.domain.views import ContactView, CustomerView, Explanation, Resolution, Suggestion
+from idlink.errors import InvalidArgument
 from idlink.security import masking
 from idlink.security.roles import READER, Principal
 from idlink.store.txn import ChangeEvent, EngagementState

@@ -20,8 +20,8 @@ from idlink.domain.engine import (
     RecordInput,
     manual_record,
 )
-from idlink.domain.errors import IdlinkError, InvalidArgument, PermissionDenied, ResourceExhausted
 from idlink.domain.linking import APPLIED
+from idlink.errors import IdlinkError, InvalidArgument, PermissionDenied, ResourceExhausted
 from idlink.security.roles import ROLE_NAMES, WRITER, Principal, caller
 from idlink.service import convert
 from idlink.service.runtime import Runtime, actor

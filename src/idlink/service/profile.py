@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from idlink.domain import profiles
-from idlink.domain.errors import InvalidArgument
+from idlink.errors import InvalidArgument
 from idlink.security.roles import caller
 from idlink.service import convert
 from idlink.service.runtime import Runtime, actor

@@ -28,7 +28,7 @@ from grpc import aio
 
 from idlink.domain.contacts import check_text
 from idlink.domain.engine import IdentityEngine
-from idlink.domain.errors import FailedPrecondition, NotFound
+from idlink.errors import FailedPrecondition, NotFound
 from idlink.security.roles import Principal
 from idlink.service.metrics import Metrics
 from idlink.v1 import common_pb2

@@ -13,7 +13,7 @@ from typing import Any
 from grpc import aio
 
 from idlink.domain import erasure, retention
-from idlink.domain.errors import InvalidArgument, PermissionDenied
+from idlink.errors import InvalidArgument, PermissionDenied
 from idlink.security import apikeys
 from idlink.security.audit import AnomalyDetector, AuditFilter, AuditLog, list_events
 from idlink.security.policy import load_policy, store_policy, with_defaults

@@ -47,8 +47,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from idlink.domain.engine import IdentityEngine
-from idlink.domain.errors import IdlinkError, InvalidArgument, ResourceExhausted
 from idlink.domain.retention import apply_retention
+from idlink.errors import IdlinkError, InvalidArgument, ResourceExhausted
 from idlink.security.audit import AnomalyDetector, AuditLog
 from idlink.security.secrets import load_master_secret
 from idlink.service.admin import AdminServicer

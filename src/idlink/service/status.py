@@ -1,6 +1,6 @@
 """The one place where errors become gRPC statuses.
 
-An :class:`~idlink.domain.errors.IdlinkError` keeps its canonical code and
+An :class:`~idlink.errors.IdlinkError` keeps its canonical code and
 message; its reason and field travel in the trailing metadata
 (``idlink-error-reason``, ``idlink-error-field``, ``idlink-error-domain``) so
 that clients can act on them without parsing text. Anything else is a bug:
@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from grpc import aio
 
-from idlink.domain.errors import IdlinkError
+from idlink.errors import IdlinkError
 
 log = logging.getLogger("idlink.service")
 

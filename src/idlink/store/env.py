@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from idlink.domain.errors import FailedPrecondition, StoreError, StoreFormatError, StoreFull
+from idlink.errors import FailedPrecondition, StoreError, StoreFormatError, StoreFull
 from idlink.store.txn import SUBDATABASES, Txn
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 from google.rpc import code_pb2
 
-from idlink.domain.errors import IdlinkError
+from idlink.errors import IdlinkError
 from idlink.security import apikeys, totp
 from idlink.security.audit import PendingEvent
 from idlink.security.roles import ADMIN, ROLE_NAMES
