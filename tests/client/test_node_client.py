@@ -17,12 +17,15 @@ from pathlib import Path
 
 import grpc_tools
 import pytest
+from google.api import annotations_pb2
 
 from idlink.v1 import identity_pb2
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 INSTALLED_MARKER = NODE_DIR / "node_modules" / ".package-lock.json"
 WELL_KNOWN_PROTOS = Path(grpc_tools.__file__).resolve().parent / "_proto"
+# google/api/annotations.proto, which the service protos import, where setup.py finds it.
+GOOGLEAPIS_PROTOS = Path(annotations_pb2.__file__).resolve().parents[2]
 NPM_TIMEOUT = 240
 # npm's words for a registry it cannot reach (DNS, refused, timed out, proxy, offline).
 NETWORK_FAILURE = re.compile(
@@ -56,6 +59,16 @@ def install_node_packages() -> None:
         pytest.fail(f"npm ci failed:\n{output[-4000:]}")
 
 
+def node_env() -> dict[str, str]:
+    """The client's environment: where the well-known and the googleapis protos are."""
+    return {
+        **os.environ,
+        "IDLINK_WELL_KNOWN_PROTOS": str(WELL_KNOWN_PROTOS),
+        "IDLINK_GOOGLEAPIS_PROTOS": str(GOOGLEAPIS_PROTOS),
+        "PYTHON": sys.executable,
+    }
+
+
 def test_node_client_links_and_resolves(server, token, account, idlink):
     install_node_packages()
     done = subprocess.run(
@@ -64,11 +77,7 @@ def test_node_client_links_and_resolves(server, token, account, idlink):
         capture_output=True,
         text=True,
         timeout=60,
-        env={
-            **os.environ,
-            "IDLINK_WELL_KNOWN_PROTOS": str(WELL_KNOWN_PROTOS),
-            "PYTHON": sys.executable,
-        },
+        env=node_env(),
     )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
@@ -91,7 +100,7 @@ def test_node_client_without_a_key_is_refused(server, account):
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "IDLINK_WELL_KNOWN_PROTOS": str(WELL_KNOWN_PROTOS)},
+        env=node_env(),
     )
     assert done.returncode == 1
     assert "idlink node client: 16" in done.stderr  # UNAUTHENTICATED

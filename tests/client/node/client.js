@@ -5,7 +5,10 @@
 //
 // The protos are read from the repository's protos/ folder; the well-known
 // types (google/protobuf/*.proto) from IDLINK_WELL_KNOWN_PROTOS, or else from
-// the _proto folder of Python's grpc_tools ($PYTHON, default python3).
+// the _proto folder of Python's grpc_tools ($PYTHON, default python3); the
+// googleapis protos the service protos import (google/api/annotations.proto)
+// from IDLINK_GOOGLEAPIS_PROTOS, or else from Python's googleapis-common-protos,
+// the folder setup.py gives protoc.
 'use strict';
 
 const path = require('path');
@@ -24,9 +27,16 @@ const wellKnown = process.env.IDLINK_WELL_KNOWN_PROTOS || execFileSync(
   { encoding: 'utf8' },
 ).trim();
 
+const googleapis = process.env.IDLINK_GOOGLEAPIS_PROTOS || execFileSync(
+  process.env.PYTHON || 'python3',
+  ['-c', 'import pathlib; from google.api import annotations_pb2; '
+    + 'print(pathlib.Path(annotations_pb2.__file__).parents[2])'],
+  { encoding: 'utf8' },
+).trim();
+
 const protos = path.resolve(__dirname, '..', '..', '..', 'protos');
 const definition = protoLoader.loadSync('idlink/v1/identity.proto', {
-  includeDirs: [protos, wellKnown],
+  includeDirs: [protos, wellKnown, googleapis],
   keepCase: true,
   longs: String,
   enums: String,
