@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	touch $@
 
 # Generated protobuf modules and the compiled extensions, rebuilt when sources change.
-.build-stamp: $(VENV)/.installed $(shell find protos cython_ext -name '*.proto' -o -name '*.pyx' -o -name '*.pxd' 2>/dev/null) setup.py
+.build-stamp: $(VENV)/.installed $(shell find protos cython_ext -name '*.proto' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h' 2>/dev/null) setup.py
 	$(PY) -c "from setup import generate_protos; generate_protos()"
 	$(PY) setup.py -q build_ext --inplace
 	touch $@

@@ -19,6 +19,8 @@ from libcpp.vector cimport vector
 
 import array as _array_module
 
+include "_buffers.pxi"
+
 cdef Py_ssize_t _MAX_ID = 0xFFFFFFFF
 cdef size_t _DENSE_SLACK = 1 << 20  # ids this far past the vector still grow it
 cdef array.array _UINT_TEMPLATE = _array_module.array("I")
@@ -155,45 +157,30 @@ Distinct-neighbour counts over records of dense contact ids."""
         return self._pairs.size()
 
 
+cdef bint _copy_typed(const index_t* kind, object values, vector[int64_t]& out) except -1:
+    """Copy values into out if it is a buffer of kind's type; False if it is not."""
+    cdef const index_t[:] view = _typed_view(kind, values)
+    cdef Py_ssize_t i, m
+    if view is None:
+        return False
+    m = view.shape[0]
+    out.resize(m)
+    with nogil:
+        for i in range(m):
+            out[i] = <int64_t>view[i]
+    return True
+
+
 cdef vector[int64_t] _as_indexes(object values, object overflow) except *:
     """Copy a typed integer buffer or a sequence of ints into a vector."""
     cdef vector[int64_t] out
-    cdef const uint32_t[:] u32
-    cdef const int64_t[:] i64
-    cdef const int32_t[:] i32
-    cdef Py_ssize_t i, m
-    try:
-        u32 = values
-    except (TypeError, ValueError, BufferError):
-        pass
-    else:
-        m = u32.shape[0]
-        out.resize(m)
-        with nogil:
-            for i in range(m):
-                out[i] = u32[i]
-        return out
-    try:
-        i64 = values
-    except (TypeError, ValueError, BufferError):
-        pass
-    else:
-        m = i64.shape[0]
-        out.resize(m)
-        with nogil:
-            for i in range(m):
-                out[i] = i64[i]
-        return out
-    try:
-        i32 = values
-    except (TypeError, ValueError, BufferError):
-        pass
-    else:
-        m = i32.shape[0]
-        out.resize(m)
-        with nogil:
-            for i in range(m):
-                out[i] = i32[i]
+    # uint64 is not among them: such ids go through the sequence path, which
+    # refuses values above 2**63 - 1 with `overflow` rather than wrapping them.
+    if (
+        _copy_typed(<const uint32_t*>NULL, values, out)
+        or _copy_typed(<const int64_t*>NULL, values, out)
+        or _copy_typed(<const int32_t*>NULL, values, out)
+    ):
         return out
     for value in values:
         out.push_back(PyNumber_AsSsize_t(value, overflow))

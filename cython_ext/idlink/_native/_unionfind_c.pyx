@@ -18,11 +18,7 @@ import array as _array_module
 cdef Py_ssize_t _MAX_ELEMENTS = <Py_ssize_t>1 << 32
 cdef array.array _UINT_TEMPLATE = _array_module.array("I")
 
-ctypedef fused index_t:
-    uint32_t
-    int32_t
-    int64_t
-    uint64_t
+include "_buffers.pxi"
 
 
 cdef Py_ssize_t _count(object n) except -1:
@@ -162,58 +158,33 @@ cdef Py_ssize_t _link_all(
     return -1
 
 
+cdef Py_ssize_t _link_typed(
+    const index_t* kind, uint32_t* p, uint64_t n, object src, object dst
+) except -2:
+    """Link the edges if src and dst are both buffers of kind's type; -3 if they are not."""
+    cdef const index_t[:] s = _typed_view(kind, src)
+    cdef const index_t[:] d = _typed_view(kind, dst)
+    cdef Py_ssize_t bad
+    if s is None or d is None:
+        return -3
+    if s.shape[0] != d.shape[0]:
+        raise ValueError("src and dst must have the same length")
+    with nogil:
+        bad = _link_all(p, n, s, d)
+    return bad
+
+
 cdef Py_ssize_t _link_buffers(uint32_t* p, uint64_t n, object src, object dst) except -2:
     """Link the edges if src and dst are buffers of one integer type; -3 if they are not."""
-    cdef const uint32_t[:] su32, du32
-    cdef const int64_t[:] si64, di64
-    cdef const int32_t[:] si32, di32
-    cdef const uint64_t[:] su64, du64
-    cdef Py_ssize_t bad
-    try:
-        su32 = src
-        du32 = dst
-    except (TypeError, ValueError, BufferError):
-        pass
-    else:
-        if su32.shape[0] != du32.shape[0]:
-            raise ValueError("src and dst must have the same length")
-        with nogil:
-            bad = _link_all(p, n, su32, du32)
-        return bad
-    try:
-        si64 = src
-        di64 = dst
-    except (TypeError, ValueError, BufferError):
-        pass
-    else:
-        if si64.shape[0] != di64.shape[0]:
-            raise ValueError("src and dst must have the same length")
-        with nogil:
-            bad = _link_all(p, n, si64, di64)
-        return bad
-    try:
-        si32 = src
-        di32 = dst
-    except (TypeError, ValueError, BufferError):
-        pass
-    else:
-        if si32.shape[0] != di32.shape[0]:
-            raise ValueError("src and dst must have the same length")
-        with nogil:
-            bad = _link_all(p, n, si32, di32)
-        return bad
-    try:
-        su64 = src
-        du64 = dst
-    except (TypeError, ValueError, BufferError):
-        pass
-    else:
-        if su64.shape[0] != du64.shape[0]:
-            raise ValueError("src and dst must have the same length")
-        with nogil:
-            bad = _link_all(p, n, su64, du64)
-        return bad
-    return -3
+    # The types are tried in this order; the first that both src and dst are wins.
+    cdef Py_ssize_t bad = _link_typed(<const uint32_t*>NULL, p, n, src, dst)
+    if bad == -3:
+        bad = _link_typed(<const int64_t*>NULL, p, n, src, dst)
+    if bad == -3:
+        bad = _link_typed(<const int32_t*>NULL, p, n, src, dst)
+    if bad == -3:
+        bad = _link_typed(<const uint64_t*>NULL, p, n, src, dst)
+    return bad
 
 
 def connected_components(n, src, dst):
