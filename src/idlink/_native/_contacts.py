@@ -3,13 +3,14 @@
 `IDLINK_PURE_PYTHON=1` forces the twin; so does a failed import of the
 compiled module (tests/_native/test_compiled_loaded.py makes that failure
 loud wherever the variable is not set). `IMPLEMENTATION` says which one is
-in use: "c" or "python".
+in use: "c" or "python". The choice is made by `_select.select`.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
+
+from idlink._native._select import select
 
 __all__ = [
     "NORMALIZER_EMAIL",
@@ -22,10 +23,9 @@ __all__ = [
     "prepare_many",
 ]
 
-IMPLEMENTATION = "python"
-_IMPORT_ERROR: str | None = None
+IMPLEMENTATION, _IMPORT_ERROR, _names = select(__name__, __all__)
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the twin is the type source
     from idlink._native._contacts_py import (
         NORMALIZER_EMAIL,
         NORMALIZER_PHONE,
@@ -37,30 +37,4 @@ if TYPE_CHECKING:
         prepare_many,
     )
 else:
-    if os.environ.get("IDLINK_PURE_PYTHON") != "1":
-        try:
-            from idlink._native._contacts_c import (
-                NORMALIZER_EMAIL,
-                NORMALIZER_PHONE,
-                NORMALIZER_TRIM,
-                clean,
-                contact_pid,
-                invalid_reason,
-                prepare,
-                prepare_many,
-            )
-        except ImportError as exc:  # not built: the twin, and a test says so
-            _IMPORT_ERROR = repr(exc)
-        else:
-            IMPLEMENTATION = "c"
-    if IMPLEMENTATION == "python":
-        from idlink._native._contacts_py import (
-            NORMALIZER_EMAIL,
-            NORMALIZER_PHONE,
-            NORMALIZER_TRIM,
-            clean,
-            contact_pid,
-            invalid_reason,
-            prepare,
-            prepare_many,
-        )
+    globals().update(_names)

@@ -3,28 +3,26 @@
 `IDLINK_PURE_PYTHON=1` forces the twin; so does a failed import of the
 compiled module (tests/_native/test_compiled_loaded.py makes that failure
 loud wherever the variable is not set). `IMPLEMENTATION` says which one is
-in use: "c" or "python".
+in use: "c" or "python". The choice is made by `_select.select`.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
-__all__ = ["ConnectionCounter", "count_connections"]
+from idlink._native._select import select
 
-IMPLEMENTATION = "python"
-_IMPORT_ERROR: str | None = None
+__all__ = [
+    "ConnectionCounter",
+    "count_connections",
+]
 
-if TYPE_CHECKING:
-    from idlink._native._degree_py import ConnectionCounter, count_connections
+IMPLEMENTATION, _IMPORT_ERROR, _names = select(__name__, __all__)
+
+if TYPE_CHECKING:  # the twin is the type source
+    from idlink._native._degree_py import (
+        ConnectionCounter,
+        count_connections,
+    )
 else:
-    if os.environ.get("IDLINK_PURE_PYTHON") != "1":
-        try:
-            from idlink._native._degree_c import ConnectionCounter, count_connections
-        except ImportError as exc:  # not built: the twin, and a test says so
-            _IMPORT_ERROR = repr(exc)
-        else:
-            IMPLEMENTATION = "c"
-    if IMPLEMENTATION == "python":
-        from idlink._native._degree_py import ConnectionCounter, count_connections
+    globals().update(_names)
