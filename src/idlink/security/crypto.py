@@ -16,7 +16,6 @@ within :data:`RELOAD_SECONDS` (and at once when it meets an unknown key id), so
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import functools
 import hashlib
@@ -24,7 +23,6 @@ import hmac
 import json
 import os
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from idlink.errors import StoreError
+from idlink.security.secrets import write_private
 
 KEY_FILE = "data.keys"
 ENV_VAR = "IDLINK_DATA_KEYS_FILE"
@@ -53,27 +52,6 @@ def key_file_path(data_dir: str | os.PathLike[str]) -> Path:
     return Path(configured) if configured else Path(data_dir) / KEY_FILE
 
 
-def _write_private(path: Path, data: bytes, *, replace: bool) -> None:
-    """Write a whole file with mode 0600, atomically (a reader never sees part of it)."""
-    path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".keys.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o600)
-        if replace:
-            os.replace(temporary, path)
-            temporary = ""
-        else:
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, path)  # exactly one of several racing creators wins
-    finally:
-        if temporary:
-            os.unlink(temporary)
-
-
 def _new_file() -> dict[str, Any]:
     return {
         "index_key": secrets.token_hex(KEY_BYTES),
@@ -86,7 +64,7 @@ def _new_file() -> dict[str, Any]:
 def load_key_file(path: Path) -> dict[str, Any]:
     """The key file's content, created on first use."""
     if not path.exists():
-        _write_private(path, json.dumps(_new_file()).encode(), replace=False)
+        write_private(path, json.dumps(_new_file()).encode(), replace=False, prefix=".keys.")
     data: dict[str, Any] = json.loads(path.read_bytes())
     return data
 
@@ -112,7 +90,7 @@ def add_key_version(path: Path) -> int:
             raise ValueError(f"{path} already holds {MAX_VERSIONS} key versions")
         data["keys"][str(version)] = secrets.token_hex(KEY_BYTES)
         data["current"] = version
-        _write_private(path, json.dumps(data).encode(), replace=True)
+        write_private(path, json.dumps(data).encode(), replace=True, prefix=".keys.")
     return version
 
 
@@ -121,7 +99,7 @@ def retire_versions(path: Path, versions: list[int]) -> None:
     with _locked(path):
         data = load_key_file(path)
         data["retired"] = sorted(set(data.get("retired", [])) | set(versions))
-        _write_private(path, json.dumps(data).encode(), replace=True)
+        write_private(path, json.dumps(data).encode(), replace=True, prefix=".keys.")
 
 
 class Cipher:
