@@ -22,8 +22,8 @@ from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, RecordInput
 from idlink.domain.keytypes import NORMALIZER_TRIM, AccountPolicy, KeyType
 from idlink.generations import local
+from idlink.generations.export import account_reader
 from idlink.security.secrets import load_master_secret
-from idlink.store import codec
 from idlink.store.env import Store
 
 ACCOUNT = "acme"
@@ -75,11 +75,9 @@ def snapshot(engine: IdentityEngine, account: str) -> tuple[set, set, dict]:
     partition = set(engine.partition(account))
     isolated = {c.pid for c in engine.list_isolated(account, limit=100_000)}
     customers = {}
-    with engine.read() as reader:
-        config = reader.config(account)
-        assert config is not None
-        prefix = codec.account_prefix(config.account_id)
-        for pid, state in reader.txn.iter_customers(prefix):
+    with account_reader(engine, account) as reader:
+        assert reader is not None
+        for pid, state in reader.txn.iter_customers():
             customers[pid] = (frozenset(state.contact_pids), state.split_from)
     return partition, isolated, customers
 

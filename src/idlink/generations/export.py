@@ -20,10 +20,12 @@ of the store, also while a server writes to it.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from idlink.domain.keytypes import KeyType
+from idlink.domain.keytypes import AccountConfig, KeyType
 from idlink.generations.manifest import (
     EXPORT_FORMAT,
     META_ACCOUNT,
@@ -167,20 +169,19 @@ def export_records(
     # Shared with a running server, as `idlink check` and `idlink backup` are.
     with Store(data_path, multi_process=True) as store:
         engine = IdentityEngine(store, load_master_secret(data_path))
-        with engine.read() as reader:
-            config = reader.config(account)
-            if config is None:
+        with account_reader(engine, account) as reader:
+            if reader is None:
                 raise NotFound(f"account {account!r} has nothing in {data_path}", field="account")
             manifest = Manifest(
                 format=EXPORT_FORMAT,
                 export_id=uuid.uuid4().hex,
                 account=account,
                 secret_fingerprint=secret_fingerprint(engine.secret(account)),
-                change_seq=0,
+                change_seq=reader.change_seq(),
                 created_at_us=time.time_ns() // 1000,
             )
             metadata = {META_EXPORT_ID: manifest.export_id.encode(), META_ACCOUNT: account.encode()}
-            for table, rows in _account_rows(reader.txn, config).items():
+            for table, rows in _account_rows(reader).items():
                 writer = _TableWriter(out_path, table, metadata)
                 try:
                     for row in rows:
@@ -188,35 +189,76 @@ def export_records(
                 finally:
                     count = writer.close()
                 manifest.add_file(out_path, file_name(table), count)
-            manifest.change_seq = _change_seq(reader.txn, config.account_id)
     write_manifest(out_path, manifest)
     return manifest
 
 
-def _change_seq(txn: Any, account_id: int) -> int:
-    from idlink.store import codec
+class AccountReader:
+    """What an export reads of one account, in one read transaction of the engine."""
 
-    # The change feed's counter (domain/engine.py emit): the last event the export includes.
-    return int(txn.counter(b"changes:" + codec.account_prefix(account_id)))
+    def __init__(self, txn: Any, config: AccountConfig, has_policies: bool) -> None:
+        self.txn = txn  # the account's part of the transaction (store.txn.AccountTxn)
+        self.config = config
+        self.has_policies = has_policies
+
+    def change_seq(self) -> int:
+        return int(self.txn.change_seq())
 
 
-def _account_rows(txn: Any, config: Any) -> dict[str, Iterable[dict[str, Any]]]:
+@contextmanager
+def account_reader(engine: Any, account: str) -> Iterator[AccountReader | None]:
+    """One account of the engine through its read front door; None for an unknown account."""
+    if "account" not in inspect.signature(engine.read).parameters:
+        with _prefixed_reader(engine, account) as reader:
+            yield reader
+        return
+    with engine.read(account) as view:
+        yield AccountReader(view.txn, view.config, view.has_policies) if view.exists else None
+
+
+class _PrefixedTxn:
+    """An engine whose ``read()`` gives the whole transaction: the account's part of it."""
+
+    def __init__(self, txn: Any, prefix: bytes) -> None:
+        self._txn, self._prefix = txn, prefix
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._txn, name)
+        return lambda *args: method(self._prefix, *args)
+
+    def change_seq(self) -> int:
+        return int(self._txn.counter(b"changes:" + self._prefix))
+
+
+@contextmanager
+def _prefixed_reader(engine: Any, account: str) -> Iterator[AccountReader | None]:
     from idlink.domain.views import has_policies
     from idlink.store import codec
 
-    prefix = codec.account_prefix(config.account_id)
-    with_policies = has_policies(txn, prefix)
+    with engine.read() as reader:
+        config = reader.config(account)
+        if config is None:
+            yield None
+            return
+        prefix = codec.account_prefix(config.account_id)
+        yield AccountReader(
+            _PrefixedTxn(reader.txn, prefix), config, has_policies(reader.txn, prefix)
+        )
+
+
+def _account_rows(reader: AccountReader) -> dict[str, Iterable[dict[str, Any]]]:
+    txn, config = reader.txn, reader.config
     types: dict[str, KeyType] = config.key_types
     policies: list[dict[str, Any]] = []
 
     def records() -> Iterator[dict[str, Any]]:
         contact_cache: dict[bytes, tuple[str, str]] = {}
-        for record in txn.iter_records(prefix):
+        for record in txn.iter_records():
             entries = []
             for pid in record.contact_pids:
                 found = contact_cache.get(pid)
                 if found is None:
-                    contact = txn.get_contact(prefix, pid)
+                    contact = txn.get_contact(pid)
                     found = (contact.type, contact.source) if contact is not None else ("", "")
                     if len(contact_cache) < 1 << 20:
                         contact_cache[pid] = found
@@ -230,13 +272,13 @@ def _account_rows(txn: Any, config: Any) -> dict[str, Iterable[dict[str, Any]]]:
             }
 
     def contacts() -> Iterator[dict[str, Any]]:
-        for pid, contact in txn.iter_contacts(prefix):
+        for pid, contact in txn.iter_contacts():
             key_type = types.get(contact.type)
             # The blocked verdict of the key types in force (contacts.unusable_reason):
             # the value itself stays in the store.
             blocked = key_type is not None and key_type.is_blocked(contact.value)
-            if with_policies:
-                policy = txn.get_policy(prefix, pid)
+            if reader.has_policies:
+                policy = txn.get_policy(pid)
                 if policy is not None:
                     policies.append(
                         {
@@ -258,7 +300,7 @@ def _account_rows(txn: Any, config: Any) -> dict[str, Iterable[dict[str, Any]]]:
             }
 
     def customers() -> Iterator[dict[str, Any]]:
-        for pid, customer in txn.iter_customers(prefix):
+        for pid, customer in txn.iter_customers():
             yield {
                 "customer_pid": pid,
                 "created_seq": customer.created_seq,
