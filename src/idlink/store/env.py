@@ -284,7 +284,7 @@ class Store:
         self._env.reader_check()
         try:
             self._write_with_retry(_check_format)
-        except (StoreError, StoreFormatError):
+        except BaseException:  # refused format, full map, failed write: nothing stays open
             self._env.close()
             self._forget_path()
             raise
