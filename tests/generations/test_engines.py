@@ -204,3 +204,66 @@ def test_hub_is_isolated_and_a_conflict_is_refused_on_every_engine(tmp_path, spa
         sizes = sorted(len(c) for c in generation.partition())
         # 8 phones alone, the placeholder alone, C-2 alone, {emma, C-1, +44...}.
         assert sizes == [1] * 10 + [3], engine
+
+
+def test_a_first_load_without_customers_creates_every_customer(tmp_path):
+    """An export with records and no customers yet (a bulk load) gets new PIDs, all created."""
+    import pyarrow as pa
+
+    from idlink.generations.export import write_export
+
+    def pid(i: int) -> bytes:
+        return bytes([i]) * 16
+
+    entry = [("contact_pid", pa.binary()), ("type", pa.string()), ("source", pa.string())]
+    records = pa.table(
+        {
+            "source": ["crm", "crm"],
+            "record_id": ["1", "2"],
+            "observed_at_us": [1, 2],
+            "deleted": [False, False],
+            "contacts": pa.array(
+                [
+                    [{"contact_pid": pid(1), "type": "phone", "source": ""}],
+                    [
+                        {"contact_pid": pid(2), "type": "email", "source": ""},
+                        {"contact_pid": pid(3), "type": "phone", "source": ""},
+                    ],
+                ],
+                pa.list_(pa.struct(entry)),
+            ),
+        }
+    )
+    contacts = pa.table(
+        {
+            "contact_pid": [pid(1), pid(2), pid(3)],
+            "type": ["phone", "email", "phone"],
+            "source": ["", "", ""],
+            "invalid_reason": ["", "", ""],
+            "blocked": [False, False, False],
+            "customer_pid": [b"", b"", b""],
+            "first_seen": [1, 2, 3],
+        }
+    )
+    policy = pa.table({"max_contacts": [100], "isolate_min_connections": [20]})
+    write_export(
+        tmp_path / "export",
+        account=ACCOUNT,
+        fingerprint="0" * 64,
+        change_seq=0,
+        tables={"records": records, "contacts": contacts, "account_policy": policy},
+    )
+    for engine in ("local", "duckdb"):
+        generation = compute(tmp_path / "export", engine)
+        assert set(generation.partition()) == {
+            frozenset({pid(1)}),
+            frozenset({pid(2), pid(3)}),
+        }
+        assert generation.assignment is not None
+        assert generation.assignment.kind == ["created", "created"]
+        assert len(set(generation.assignment.customer_pid)) == 2
+        # The email has the key type priority before the phone: it is listed first.
+        offsets = generation.assignment.members_offsets
+        two = [p for p in range(2) if offsets[p + 1] - offsets[p] == 2][0]
+        members = generation.assignment.members[offsets[two] : offsets[two + 1]]
+        assert [generation.inputs.pids[int(m)].as_py() for m in members] == [pid(2), pid(3)]

@@ -193,6 +193,39 @@ def export_records(
     return manifest
 
 
+def write_export(
+    out: str | os.PathLike[str],
+    *,
+    account: str,
+    fingerprint: str,
+    change_seq: int,
+    tables: dict[str, pa.Table],
+) -> Manifest:
+    """Write an export from tables already in memory (records of a file, a benchmark's set)."""
+    out_path = Path(out)
+    _prepare_folder(out_path)
+    manifest = Manifest(
+        format=EXPORT_FORMAT,
+        export_id=uuid.uuid4().hex,
+        account=account,
+        secret_fingerprint=fingerprint,
+        change_seq=change_seq,
+        created_at_us=time.time_ns() // 1000,
+    )
+    metadata = {META_EXPORT_ID: manifest.export_id.encode(), META_ACCOUNT: account.encode()}
+    for table in TABLES:
+        schema = SCHEMAS[table].with_metadata({**metadata, META_TABLE: table.encode()})
+        found = tables.get(table)
+        data = pa.Table.from_pylist([], schema=schema) if found is None else found.cast(schema)
+        path = out_path / file_name(table)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as sink:
+            pq.write_table(data, sink)
+        manifest.add_file(out_path, file_name(table), data.num_rows)
+    write_manifest(out_path, manifest)
+    return manifest
+
+
 class AccountReader:
     """What an export reads of one account, in one read transaction of the engine."""
 

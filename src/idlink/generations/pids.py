@@ -185,7 +185,9 @@ def assign(
     # Removed from a part: former contacts of its survivor that are now elsewhere.
     survivor_part = np.full(old_count, -1, np.int64)
     survivor_part[survivor[survivor >= 0]] = np.flatnonzero(survivor >= 0)
-    home = np.where(old_customer >= 0, survivor_part[np.maximum(old_customer, 0)], -1)
+    home = np.full(n, -1, np.int64)
+    known = old_customer >= 0
+    home[known] = survivor_part[old_customer[known]]
     left = (home >= 0) & (home != part_of)
     left_sorted = left[by_rank]
     removed_offsets, removed = _grouped(home[by_rank][left_sorted], by_rank[left_sorted], parts)

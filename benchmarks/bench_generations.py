@@ -1,0 +1,178 @@
+"""Re-clustering an export on each engine: records/s and rounds, beside scipy (docs/scale-out.md).
+
+The records are the shared CRM-like generator (``benchmarks.datasets``),
+written straight to an export folder (contact PIDs keyed by a fixed bench
+secret; no store is needed to time the engines). Each engine computes the
+generation of the same export in the same run; on the cap-free set every
+partition is checked against scipy's connected components, on the CRM-like
+set (a placeholder hub) against the local engine.
+
+    python -m benchmarks.bench_generations --records 1000000 --engines local,duckdb,spark
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from benchmarks.datasets import contact_of, crm_records, same_partition
+from idlink._native import _contacts
+from idlink.domain.contacts import ContactKey, prepare_contact
+from idlink.domain.keytypes import AccountConfig
+from idlink.generations.export import write_export
+from idlink.generations.manifest import secret_fingerprint
+from idlink.generations.recluster import compute
+
+ACCOUNT = "bench"
+SECRET = b"idlink bench secret".ljust(32, b"\0")
+
+
+def write_dataset_export(dataset, folder: Path) -> tuple[Path, list[bytes]]:
+    """The dataset as an export (a first load: no customers yet); the PIDs in contact order."""
+    config = AccountConfig(ACCOUNT, 1)
+    index: dict[bytes, int] = {}
+    types: list[str] = []
+    sources: list[str] = []
+    invalid: list[str] = []
+    blocked: list[bool] = []
+    records = {"source": [], "record_id": [], "observed_at_us": [], "deleted": [], "contacts": []}
+    for record in dataset.records:
+        entries = []
+        for key in record.contacts:
+            prepared = prepare_contact(SECRET, config, key)
+            if prepared.pid not in index:
+                index[prepared.pid] = len(index)
+                types.append(key.type)
+                sources.append(prepared.source)
+                reason = prepared.invalid_reason
+                invalid.append("" if reason == "BLOCKED" else reason)
+                blocked.append(reason == "BLOCKED")
+            entries.append(
+                {"contact_pid": prepared.pid, "type": key.type, "source": prepared.source}
+            )
+        records["source"].append(record.source)
+        records["record_id"].append(record.record_id)
+        records["observed_at_us"].append(record.observed_at_us)
+        records["deleted"].append(False)
+        records["contacts"].append(entries)
+    pids = list(index)
+    contacts = pa.table(
+        {
+            "contact_pid": pa.array(pids, pa.binary()),
+            "type": types,
+            "source": sources,
+            "invalid_reason": invalid,
+            "blocked": blocked,
+            "customer_pid": pa.array([b""] * len(pids), pa.binary()),
+            "first_seen": pa.array(np.arange(1, len(pids) + 1), pa.int64()),
+        }
+    )
+    key_types = pa.Table.from_pylist(
+        [
+            {
+                "name": k.name,
+                "normalizer": k.normalizer,
+                "source_scoped": k.source_scoped,
+                "max_per_customer": k.max_per_customer,
+                "reassignable": k.reassignable,
+                "anonymous": k.anonymous,
+                "priority": k.priority,
+                "blocked_values": list(k.blocked_values),
+                "blocked_patterns": list(k.blocked_patterns),
+            }
+            for k in config.key_types.values()
+        ]
+    )
+    policy = pa.table(
+        {
+            "max_contacts": [config.policy.max_contacts],
+            "isolate_min_connections": [config.policy.isolate_min_connections],
+        }
+    )
+    out = folder / "export"
+    write_export(
+        out,
+        account=ACCOUNT,
+        fingerprint=secret_fingerprint(SECRET),
+        change_seq=0,
+        tables={
+            "records": pa.table(records),
+            "contacts": contacts,
+            "key_types": key_types,
+            "account_policy": policy,
+        },
+    )
+    return out, pids
+
+
+_pids: dict[tuple[str, str, str], bytes] = {}
+
+
+def pid_of(key: ContactKey) -> bytes:
+    """The contact PID of a clean contact (SPEC 2.3), as prepare_contact computes it."""
+    contact = contact_of(key)
+    found = _pids.get(contact)
+    if found is None:
+        found = _pids[contact] = _contacts.contact_pid(SECRET, contact[0], contact[1], contact[2])
+    return found
+
+
+def scipy_labels(dataset, pids: list[bytes]) -> np.ndarray:
+    """scipy's component of every contact, in the export's contact order."""
+    labels = {}
+    for label, members in dataset.customers().items():
+        for type_, source, value in members:
+            labels[pid_of(ContactKey(type_, value, source))] = label
+    return np.array([labels[p] for p in pids], np.int64)
+
+
+def run(count: int, engines: list[str], master: str, cap_free: bool) -> dict:
+    dataset = crm_records(count, cap_free=cap_free)
+    report: dict = {"records": count, "set": dataset.name, "engines": {}}
+    with tempfile.TemporaryDirectory(prefix="idlink-bench-gen-") as folder:
+        started = time.perf_counter()
+        export, pids = write_dataset_export(dataset, Path(folder))
+        report["export_seconds"] = round(time.perf_counter() - started, 2)
+        truth = None
+        if cap_free:
+            started = time.perf_counter()
+            truth = scipy_labels(dataset, pids)
+            report["scipy_seconds_with_ids"] = round(time.perf_counter() - started, 2)
+        for engine in engines:
+            started = time.perf_counter()
+            generation = compute(export, engine, master=master)
+            seconds = time.perf_counter() - started
+            if truth is None:
+                truth = generation.labels
+            report["engines"][engine] = {
+                "seconds": round(seconds, 2),
+                "records_per_second": round(count / seconds),
+                "rounds": generation.details.get("rounds"),
+                "replayed_components": generation.details["replayed_components"],
+                "same_partition": bool(same_partition(generation.labels, truth)),
+                "details": generation.details,
+            }
+    report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--engines", default="local,duckdb,spark")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--crm-like", action="store_true", help="with the placeholder hub")
+    args = parser.parse_args()
+    report = run(args.records, args.engines.split(","), args.master, not args.crm_like)
+    print(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
