@@ -201,3 +201,35 @@ def test_an_unknown_account_or_store_is_a_clear_error(built: Built, tmp_path: Pa
     )
     refused(capsys, status, "no idlink store")
     assert not (tmp_path / "none").exists()
+
+
+def test_records_naming_a_contact_the_export_does_not_hold_are_refused(tmp_path, capsys):
+    import pyarrow as pa
+
+    from idlink.generations.export import write_export
+
+    entry = pa.struct(
+        [("contact_pid", pa.binary()), ("type", pa.string()), ("source", pa.string())]
+    )
+    records = pa.table(
+        {
+            "source": ["crm"],
+            "record_id": ["1"],
+            "observed_at_us": [1],
+            "deleted": [False],
+            "contacts": pa.array(
+                [[{"contact_pid": b"\x01" * 16, "type": "phone", "source": ""}]], pa.list_(entry)
+            ),
+        }
+    )
+    policy = pa.table({"max_contacts": [100], "isolate_min_connections": [20]})
+    write_export(
+        tmp_path / "export",
+        account=ACCOUNT,
+        fingerprint="0" * 64,
+        change_seq=0,
+        tables={"records": records, "account_policy": policy},
+    )
+    status = recluster(tmp_path / "export", tmp_path / "gen")
+    refused(capsys, status, "records.parquet", "contacts.parquet", "1 contact(s)")
+    assert not (tmp_path / "gen").exists()

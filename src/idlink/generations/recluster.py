@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -468,9 +467,6 @@ def write_generation(generation: Generation, out: str | os.PathLike[str]) -> Man
     return manifest
 
 
-EngineRun = Callable[[Inputs, dict[str, Any]], np.ndarray]
-
-
 def compute(
     export_path: str | os.PathLike[str],
     engine: str,
@@ -528,7 +524,3 @@ def recluster(
     )
     generation.details["seconds"] = round(time.perf_counter() - started, 3)
     return write_generation(generation, out_path)
-
-
-def new_export_id() -> str:
-    return uuid.uuid4().hex
