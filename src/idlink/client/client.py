@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2, status_pb2
 
 from idlink.v1 import (
     admin_pb2_grpc,
@@ -91,17 +92,44 @@ class IdlinkError(Exception):
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> IdlinkError:
-        """Build from a grpc error, reading ``idlink-error-reason`` / ``-field``."""
+        """Build from a grpc error, reading its ``google.rpc.Status`` (ErrorInfo, BadRequest).
+
+        A server of an earlier release sends only ``idlink-error-reason`` /
+        ``-field`` trailing metadata: those are read when the status has no details.
+        """
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         message = error.details() if hasattr(error, "details") else str(error)
         trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
         details = {m.key: m.value for m in (trailing or ())}
-        return cls(
-            code or grpc.StatusCode.UNKNOWN,
-            message or "",
-            reason=str(details.get("idlink-error-reason", "")),
-            field=str(details.get("idlink-error-field", "")),
-        )
+        reason = str(details.get("idlink-error-reason", ""))
+        field = str(details.get("idlink-error-field", ""))
+        rich = details.get(_STATUS_DETAILS_KEY)
+        if isinstance(rich, bytes):
+            reason, field = _reason_and_field(rich, reason, field)
+        return cls(code or grpc.StatusCode.UNKNOWN, message or "", reason=reason, field=field)
+
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def _reason_and_field(data: bytes, reason: str, field: str) -> tuple[str, str]:
+    """The ErrorInfo reason and the BadRequest field of a serialised google.rpc.Status."""
+    try:
+        status = status_pb2.Status.FromString(data)
+    except Exception:  # not a status: keep what the metadata said
+        return reason, field
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason or reason
+            field = info.metadata.get("field", field)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            if bad.field_violations:
+                field = bad.field_violations[0].field
+    return reason, field
 
 
 def contact_key(contact: ContactLike) -> common_pb2.ContactKey:

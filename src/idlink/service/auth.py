@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -67,20 +66,25 @@ from idlink.security.roles import (
     ROLE_NAMES,
     Principal,
 )
+from idlink.service.interceptors import EXEMPT_PREFIXES, aborted_code, rewrap
 from idlink.service.metrics import Metrics
 from idlink.service.options import DEFAULT_MAX_STREAMS_PER_ACCOUNT, DEFAULT_MAX_STREAMS_PER_KEY
-from idlink.service.status import error_metadata
+from idlink.service.status import abort_with
 from idlink.store import codec
 
 log = logging.getLogger("idlink.auth")
 
-EXEMPT_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 AUTHORIZATION = "authorization"
 MAX_AUDITED_PIDS = 1000
 # Every open stream's key is read again at least this often (SPEC 8: a revoked
 # or flagged key's open streams end within a second).
 RECHECK_SECONDS = 0.5
 
+# The reasons of the refusals made here (docs/api.md, "Errors").
+MISSING_KEY = "API_KEY_MISSING"
+UNKNOWN_KEY = "API_KEY_UNKNOWN"
+ROLE_TOO_LOW = "ROLE_NOT_ALLOWED"
+OTHER_ACCOUNT = "OTHER_ACCOUNT"
 REVOKED = "KEY_REVOKED"
 THROTTLED = "KEY_THROTTLED"
 KEY_QUOTA = "KEY_STREAM_QUOTA"
@@ -114,20 +118,6 @@ _CUSTOMER_REQUESTS = frozenset(
         "AdminService/ExportCustomer",
     )
 )
-
-
-class Refused(Exception):
-    """A call that may not go on: its status and message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, metadata: tuple[Any, ...] = ()):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.metadata = metadata
-
-
-def _refused(error: IdlinkError, code: grpc.StatusCode) -> Refused:
-    return Refused(code, error.message, error_metadata(error))
 
 
 def bearer_token(metadata: Any) -> str:
@@ -185,7 +175,7 @@ class _OpenStream:
     principal: Principal
     method: str
     task: asyncio.Task[Any] | None
-    refusal: Refused | None = None
+    refusal: IdlinkError | None = None
     messages: int = 0
 
 
@@ -213,21 +203,6 @@ class _Streams:
             counter[name] -= 1
             if counter[name] <= 0:
                 del counter[name]
-
-
-def _code_name(context: aio.ServicerContext) -> str:
-    # Called only while the call is live, right after an abort raised in it.
-    try:
-        code = context.code()
-    except Exception:
-        return "UNKNOWN"
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    if isinstance(code, int):
-        for status in grpc.StatusCode:
-            if status.value[0] == code:
-                return status.name
-    return "UNKNOWN"
 
 
 # The admitted caller of each call being served, by its servicer context.
@@ -285,56 +260,53 @@ class AuthInterceptor(aio.ServerInterceptor):
     # -- admission ------------------------------------------------------------------
 
     def admit(self, method: str, token: str, request: Any | None) -> _Admitted:
-        """Check a call before it runs (raises Refused)."""
+        """Check a call before it runs (raises the IdlinkError that refuses it)."""
         if not token:
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED,
+            raise Unauthenticated(
                 "missing API key: send metadata 'authorization: Bearer <token>'",
+                reason=MISSING_KEY,
             )
         with self.store.read() as txn:
             state = apikeys.lookup(txn, token)
             if state is None:
-                raise Refused(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked API key")
+                raise Unauthenticated("unknown or revoked API key", reason=UNKNOWN_KEY)
             minimum = MINIMUM_ROLE.get(method)
             principal = Principal(state.key_id, state.account, state.role)
             if minimum is None or state.role < minimum:
                 needed = ROLE_NAMES.get(minimum or 0, "a role no key has")
                 self._audit_denied(principal, method, "PERMISSION_DENIED")
-                raise Refused(
-                    grpc.StatusCode.PERMISSION_DENIED,
+                raise PermissionDenied(
                     f"role {principal.role_name} may not call {method.rsplit('/', 1)[-1]}"
                     f" (needs {needed})",
+                    reason=ROLE_TOO_LOW,
                 )
             if request is not None:
                 self.check_account(principal, method, request)
             account_id = txn.account_id(state.account)
             prefix = None if account_id is None else codec.account_prefix(account_id)
+            scoped = None if account_id is None else txn.account(account_id)
             if method in _REFUSED_WHEN_FLAGGED:
                 if state.flagged_at_us:
                     self._audit_denied(principal, method, "RESOURCE_EXHAUSTED")
                     raise self._throttled(state)
                 self.detector.seen_unflagged(state.key_id)
-            if request is not None and prefix is not None and method in _CUSTOMER_REQUESTS:
+            if request is not None and scoped is not None and method in _CUSTOMER_REQUESTS:
                 pids = customer_pids(request)
-                if pids and is_erased(txn, prefix, pids[0]):
-                    error: IdlinkError = erased_error()
-                    raise Refused(grpc.StatusCode.NOT_FOUND, error.message, error_metadata(error))
-            if state.role < PII_CLEAR_ROLE and prefix is not None:
-                schema = profiles.load_schema(txn, prefix)
+                if pids and is_erased(scoped, pids[0]):
+                    raise erased_error()
+            if state.role < PII_CLEAR_ROLE and scoped is not None:
+                schema = profiles.load_schema(scoped)
                 pii = frozenset(f.name for f in schema.ordered() if f.pii)
                 principal = Principal(state.key_id, state.account, state.role, pii)
             max_customers, window = thresholds(txn, prefix)
         return _Admitted(principal, max_customers, window)
 
     @staticmethod
-    def _throttled(state: Any) -> Refused:
-        return _refused(
-            ResourceExhausted(
-                f"API key {state.key_id} is throttled by anomaly detection: "
-                f"{state.flag_reason}; an admin must clear it (AdminService.ClearKeyFlag)",
-                reason=THROTTLED,
-            ),
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+    def _throttled(state: Any) -> IdlinkError:
+        return ResourceExhausted(
+            f"API key {state.key_id} is throttled by anomaly detection: "
+            f"{state.flag_reason}; an admin must clear it (AdminService.ClearKeyFlag)",
+            reason=THROTTLED,
         )
 
     def check_account(self, principal: Principal, method: str, request: Any) -> None:
@@ -342,11 +314,11 @@ class AuthInterceptor(aio.ServerInterceptor):
         account = request_account(request)
         if account and account != principal.account:
             self._audit_denied(principal, method, "PERMISSION_DENIED", "another account")
-            raise Refused(
-                grpc.StatusCode.PERMISSION_DENIED, "this API key is not for the account named"
+            raise PermissionDenied(
+                "this API key is not for the account named", reason=OTHER_ACCOUNT
             )
 
-    def recheck(self, token: str, method: str, txn: Any | None = None) -> Refused | None:
+    def recheck(self, token: str, method: str, txn: Any | None = None) -> IdlinkError | None:
         """Why a key admitted earlier may no longer go on (None: it may)."""
         if txn is None:
             with self.store.read() as fresh:
@@ -354,10 +326,7 @@ class AuthInterceptor(aio.ServerInterceptor):
         else:
             state = apikeys.lookup(txn, token)
         if state is None:
-            return _refused(
-                Unauthenticated("the API key was revoked", reason=REVOKED),
-                grpc.StatusCode.UNAUTHENTICATED,
-            )
+            return Unauthenticated("the API key was revoked", reason=REVOKED)
         if state.flagged_at_us and method in _REFUSED_WHEN_FLAGGED:
             return self._throttled(state)
         return None
@@ -381,7 +350,7 @@ class AuthInterceptor(aio.ServerInterceptor):
 
     async def _reveal(
         self, admitted: _Admitted, method: str, request: Any, response: Any
-    ) -> tuple[list[bytes], Refused | None]:
+    ) -> tuple[list[bytes], IdlinkError | None]:
         """The customers an answer names, and the refusal if they take the key over its threshold.
 
         Counted before the answer is sent (SPEC 8): the answer that would cross
@@ -407,13 +376,10 @@ class AuthInterceptor(aio.ServerInterceptor):
                 principal.role_name,
                 reason,
             )
-        refusal = _refused(
-            ResourceExhausted(
-                f"API key {principal.key_id} is throttled by anomaly detection: {reason};"
-                " an admin must clear it (AdminService.ClearKeyFlag)",
-                reason=THROTTLED,
-            ),
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        refusal = ResourceExhausted(
+            f"API key {principal.key_id} is throttled by anomaly detection: {reason};"
+            " an admin must clear it (AdminService.ClearKeyFlag)",
+            reason=THROTTLED,
         )
         return pids, refusal
 
@@ -445,7 +411,7 @@ class AuthInterceptor(aio.ServerInterceptor):
     # -- open streams: quotas and re-checks ---------------------------------------------
 
     def _open_stream(self, token: str, principal: Principal, method: str) -> _OpenStream:
-        """Count a new stream against its key's and account's quotas (raises Refused)."""
+        """Count a new stream against its key's and account's quotas (raises the refusal)."""
         quotas = (
             (self.streams.by_key[principal.key_id], self.max_streams_per_key, "key_streams"),
             (
@@ -471,7 +437,7 @@ class AuthInterceptor(aio.ServerInterceptor):
                         " open streams per account (--max-streams-per-account); end one first",
                         reason=ACCOUNT_QUOTA,
                     )
-                raise _refused(error, grpc.StatusCode.RESOURCE_EXHAUSTED)
+                raise error
         stream = _OpenStream(token, principal, method, asyncio.current_task())
         self.streams.add(stream)
         return stream
@@ -502,7 +468,7 @@ class AuthInterceptor(aio.ServerInterceptor):
         if not live:
             return 0
         ended = 0
-        verdicts: dict[tuple[str, str], Refused | None] = {}
+        verdicts: dict[tuple[str, str], IdlinkError | None] = {}
         # One read transaction for all: a key lookup is a few microseconds.
         with self.store.read() as txn:
             for stream in live:
@@ -532,36 +498,25 @@ class AuthInterceptor(aio.ServerInterceptor):
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
         token = bearer_token(details.invocation_metadata)
-        kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, False),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, True),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
-        )
-        for name, make, streaming_in in kinds:
-            behavior = getattr(handler, name)
-            if behavior is not None:
-                wrap = self._wrap_stream if inspect.isasyncgenfunction(behavior) else self._wrap
-                return make(
-                    wrap(behavior, method, token, streaming_in),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-        return handler
+
+        def wrap(
+            behavior: Callable[..., Any], streaming_in: bool, writes: bool
+        ) -> Callable[..., Any]:
+            wrapper = self._wrap_stream if writes else self._wrap
+            return wrapper(behavior, method, token, streaming_in)
+
+        return rewrap(handler, wrap)
 
     @staticmethod
-    async def _abort(context: aio.ServicerContext, refused: Refused) -> None:
-        if refused.metadata:
-            context.set_trailing_metadata(refused.metadata)
-        await context.abort(refused.code, refused.message)
-        raise AssertionError("unreachable")
+    async def _abort(context: aio.ServicerContext, refused: IdlinkError) -> None:
+        await abort_with(context, refused)
 
     async def _admit_or_abort(
         self, method: str, token: str, request: Any, context: aio.ServicerContext
     ) -> _Admitted:
         try:
             return self.admit(method, token, request)
-        except Refused as refused:
+        except IdlinkError as refused:
             await self._abort(context, refused)
             raise AssertionError("unreachable") from None
 
@@ -575,7 +530,7 @@ class AuthInterceptor(aio.ServerInterceptor):
                 refusal = stream.refusal or self.recheck(stream.token, method)
                 if refusal is not None:
                     stream.refusal = refusal
-                    raise _refusal_error(refusal)
+                    raise refusal
                 account = request_account(request)
                 if account and account != principal.account:
                     self._audit_denied(principal, method, "PERMISSION_DENIED", "another account")
@@ -596,7 +551,7 @@ class AuthInterceptor(aio.ServerInterceptor):
             opened: _OpenStream | None = None
             if streaming_in:  # a client-streaming call holds a stream slot
                 refused_or_opened = self._refuse_or_open(token, principal, method)
-                if isinstance(refused_or_opened, Refused):
+                if isinstance(refused_or_opened, IdlinkError):
                     await self._abort(context, refused_or_opened)
                 opened = refused_or_opened
                 request = self._checked_requests(refused_or_opened, request)
@@ -607,13 +562,13 @@ class AuthInterceptor(aio.ServerInterceptor):
                     response = await behavior(request, context)
                 found, refusal = await self._reveal(admitted, method, asked, response)
                 if refusal is not None:
-                    outcome = refusal.code.name
+                    outcome = refusal.code
                     await self._abort(context, refusal)
                 pids.extend(found)
                 return response
             except aio.AbortError:
                 if outcome == "OK":
-                    outcome = _code_name(context)
+                    outcome = aborted_code(context)
                 raise
             except asyncio.CancelledError:
                 outcome = "CANCELLED"
@@ -631,7 +586,7 @@ class AuthInterceptor(aio.ServerInterceptor):
     def _refuse_or_open(self, token: str, principal: Principal, method: str) -> Any:
         try:
             return self._open_stream(token, principal, method)
-        except Refused as refused:
+        except IdlinkError as refused:
             return refused
 
     def _wrap_stream(
@@ -644,13 +599,13 @@ class AuthInterceptor(aio.ServerInterceptor):
             )
             principal = admitted.principal
             opened = self._refuse_or_open(token, principal, method)
-            if isinstance(opened, Refused):
+            if isinstance(opened, IdlinkError):
                 await self._abort(context, opened)
             asked = None if streaming_in else request
             if streaming_in:
                 request = self._checked_requests(opened, request)
             outcome = "OK"
-            refusal: Refused | None = None
+            refusal: IdlinkError | None = None
             responses: Any = None
             try:
                 with _admitted_caller(context, principal):
@@ -674,7 +629,7 @@ class AuthInterceptor(aio.ServerInterceptor):
                 if task is not None:
                     task.uncancel()
             except aio.AbortError:
-                outcome = _code_name(context)
+                outcome = aborted_code(context)
                 raise
             except BaseException:
                 outcome = "UNKNOWN"
@@ -683,7 +638,7 @@ class AuthInterceptor(aio.ServerInterceptor):
                 # First, synchronously: the re-check never cancels a stream that is closing.
                 self.streams.remove(opened)
                 if refusal is not None:
-                    outcome = refusal.code.name
+                    outcome = refusal.code
                 try:
                     if responses is not None:
                         await responses.aclose()
@@ -703,9 +658,3 @@ def _message_detail(message: Any) -> str:
     if "committed_seq" in message.DESCRIPTOR.fields_by_name:
         return f"seq {message.committed_seq}: {message.records} records"
     return ""
-
-
-def _refusal_error(refusal: Refused) -> IdlinkError:
-    if refusal.code == grpc.StatusCode.UNAUTHENTICATED:
-        return Unauthenticated(refusal.message, reason=REVOKED)
-    return ResourceExhausted(refusal.message, reason=THROTTLED)

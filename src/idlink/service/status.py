@@ -1,11 +1,23 @@
 """The one place where errors become gRPC statuses.
 
-An :class:`~idlink.errors.IdlinkError` keeps its canonical code and
-message; its reason and field travel in the trailing metadata
-(``idlink-error-reason``, ``idlink-error-field``, ``idlink-error-domain``) so
-that clients can act on them without parsing text. Anything else is a bug:
-it is logged here with its traceback and the caller gets ``INTERNAL`` with no
-internals in the message.
+Every error a client sees is a standard ``google.rpc.Status`` (AIP-193), sent
+in the ``grpc-status-details-bin`` trailer, so ``rpc_status.from_call`` reads it
+in any gRPC client:
+
+- its code and message are the error's canonical code and message;
+- an ``ErrorInfo`` carries the ``UPPER_SNAKE`` reason (docs/api.md lists them),
+  the domain ``idlink.v1``, and in its metadata the ``field`` at fault or the
+  ``incident`` id of an internal error;
+- a ``BadRequest`` with one field violation names the request field at fault.
+
+The same reason and field also travel as plain trailing metadata
+(``idlink-error-reason``, ``idlink-error-field``, ``idlink-error-domain``,
+``idlink-incident-id``): the HTTP gateway, the load test and clients written
+against earlier releases read them. They say nothing the status does not.
+
+An :class:`~idlink.errors.IdlinkError` keeps its code, reason and field.
+Anything else is a bug: it is logged here with its traceback and the caller
+gets ``INTERNAL`` with no internals in the message.
 """
 
 from __future__ import annotations
@@ -16,7 +28,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
+from grpc_status import rpc_status
 
 from idlink.errors import IdlinkError
 
@@ -30,8 +45,11 @@ FIELD_KEY = "idlink-error-field"
 DOMAIN_KEY = "idlink-error-domain"
 INCIDENT_KEY = "idlink-incident-id"
 MAX_MESSAGE_CHARS = 1024
+INTERNAL_REASON = "INTERNAL"
 
 _CODES: dict[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
+
+Metadata = tuple[tuple[str, str | bytes], ...]
 
 
 def status_code(error: IdlinkError) -> grpc.StatusCode:
@@ -39,16 +57,49 @@ def status_code(error: IdlinkError) -> grpc.StatusCode:
     return _CODES.get(error.code, grpc.StatusCode.INTERNAL)
 
 
-def error_metadata(error: IdlinkError) -> tuple[tuple[str, str], ...]:
-    metadata = [(DOMAIN_KEY, ERROR_DOMAIN), (REASON_KEY, error.reason)]
-    if error.field:
-        metadata.append((FIELD_KEY, error.field))
-    return tuple(metadata)
+def _packed(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def rich_status(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    *,
+    field: str | None = None,
+    incident: str | None = None,
+) -> status_pb2.Status:
+    """The ``google.rpc.Status`` of an error: ErrorInfo always, BadRequest when a field is named."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+    if field:
+        info.metadata["field"] = field
+    if incident:
+        info.metadata["incident"] = incident
+    details = [_packed(info)]
+    if field:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=field, description=message, reason=reason
+        )
+        details.append(_packed(error_details_pb2.BadRequest(field_violations=[violation])))
+    return status_pb2.Status(code=code.value[0], message=message, details=details)
 
 
 def _message(error: IdlinkError) -> str:
     text = error.message or error.reason
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+def error_metadata(error: IdlinkError) -> Metadata:
+    """The trailing metadata of a domain error: the rich status, then the plain keys."""
+    status = rpc_status.to_status(
+        rich_status(status_code(error), _message(error), error.reason, field=error.field)
+    )
+    plain: list[tuple[str, str | bytes]] = [(DOMAIN_KEY, ERROR_DOMAIN), (REASON_KEY, error.reason)]
+    if error.field:
+        plain.append((FIELD_KEY, error.field))
+    return (*status.trailing_metadata, *plain)
 
 
 async def abort_with(context: aio.ServicerContext, error: IdlinkError) -> NoReturn:
@@ -66,8 +117,12 @@ async def abort_internal(context: aio.ServicerContext, method: str, exc: BaseExc
         extra={"method": method, "incident": incident, "error": type(exc).__name__},
         exc_info=(type(exc), exc, exc.__traceback__),
     )
-    context.set_trailing_metadata(((INCIDENT_KEY, incident),))
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
+    message = f"internal error (incident {incident})"
+    status = rpc_status.to_status(
+        rich_status(grpc.StatusCode.INTERNAL, message, INTERNAL_REASON, incident=incident)
+    )
+    context.set_trailing_metadata((*status.trailing_metadata, (INCIDENT_KEY, incident)))
+    await context.abort(grpc.StatusCode.INTERNAL, message)
     raise AssertionError("unreachable")
 
 
