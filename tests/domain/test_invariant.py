@@ -80,9 +80,8 @@ def check_invariants(engine: IdentityEngine) -> None:
     rebuilt = sorted(sorted(c) for c in rebuild.partition)
     assert stored == rebuilt
     config = engine.account_config(ACCOUNT)
-    with engine.read() as reader:
-        view = reader.view(ACCOUNT)
-        for pid, contact in reader.txn.iter_contacts(view.prefix):
+    with engine.read(ACCOUNT) as view:
+        for pid, contact in view.txn.iter_contacts():
             node = rebuild.contacts[pid]
             derived = (
                 contact.connections,
@@ -98,16 +97,16 @@ def check_invariants(engine: IdentityEngine) -> None:
                 node.first_key,
                 node.position,
             ), (contact.type, contact.value)
-        for record in reader.txn.iter_records(view.prefix):
+        for record in view.txn.iter_records():
             key = codec.canonical_key(record.observed_at_us, record.source, record.record_id)
             step = rebuild.results[key]
             assert (record.outcome, list(record.group_pids)) == (step.outcome, step.group)
-        for customer_pid, state in reader.txn.iter_customers(view.prefix):
+        for customer_pid, state in view.txn.iter_customers():
             members = list(state.contact_pids)
             assert len(members) <= CAP
             types = Counter()
             for pid in members:
-                contact = reader.txn.get_contact(view.prefix, pid)
+                contact = view.txn.get_contact(pid)
                 assert contact.customer_pid == customer_pid
                 types[contact.type] += 1
             for name, count in types.items():

@@ -30,7 +30,6 @@ from idlink.domain.linking import APPLIED, CONFLICT
 from idlink.domain.profiles import STRING, ProfileUpdate, update_customer
 from idlink.domain.views import FOUND, NOT_LINKABLE
 from idlink.errors import InvalidArgument
-from idlink.store import codec
 from tests.domain.conftest import SECRETS
 
 A = "acme"
@@ -89,11 +88,10 @@ class Observed:
 
 
 def customers_by_pid(engine: IdentityEngine, account: str) -> dict[bytes, tuple[Described, ...]]:
-    with engine.read() as reader:
-        view = reader.view(account)
+    with engine.read(account) as view:
         return {
             pid: tuple((c.type, c.source, c.value) for c in view.customer(pid).contacts)
-            for pid, _ in reader.txn.iter_customers(view.prefix)
+            for pid, _ in view.txn.iter_customers()
         }
 
 
@@ -104,19 +102,18 @@ def observe(
     result: LinkResult | None,
 ) -> tuple[Observed, dict[bytes, tuple[Described, ...]]]:
     after = customers_by_pid(engine, account)
-    with engine.read() as reader:
-        view = reader.view(account)
+    with engine.read(account) as view:
         names = {
-            pid: (c.type, c.source, c.value) for pid, c in reader.txn.iter_contacts(view.prefix)
+            pid: (c.type, c.source, c.value) for pid, c in view.txn.iter_contacts()
         }
         moved = frozenset(
             (names[pid], c.moved_at)
-            for pid, c in reader.txn.iter_contacts(view.prefix)
+            for pid, c in view.txn.iter_contacts()
             if c.moved_at
         )
         records = frozenset(
             (r.source, r.record_id, r.outcome, tuple(names[p] for p in r.group_pids))
-            for r in reader.txn.iter_records(view.prefix)
+            for r in view.txn.iter_records()
         )
     isolated = frozenset(
         ((c.type, c.source, c.value), c.connections) for c in engine.list_isolated(account)
@@ -450,12 +447,12 @@ def test_isolated_contacts_are_listed_in_contact_order_and_paged(make_engine):
 def test_contacts_stored_before_first_seen_keys_get_them_from_their_records(engine):
     engine.link(A, rec("1", email("a@x.com"), email("b@x.com"), at=1))
     config = engine.account_config(A)
-    prefix = codec.account_prefix(config.account_id)
 
     def forget_first_seen(txn) -> None:
-        for pid, contact in list(txn.iter_contacts(prefix)):
+        scoped = txn.account(config.account_id)
+        for pid, contact in list(scoped.iter_contacts()):
             contact.first_key, contact.first_position = b"", 0
-            txn.put_contact(prefix, pid, contact)
+            scoped.put_contact(pid, contact)
 
     engine.store.write(forget_first_seen)
     engine.link(A, rec("2", email("b@x.com"), email("c@x.com"), at=2))  # the fast path
@@ -465,7 +462,7 @@ def test_contacts_stored_before_first_seen_keys_get_them_from_their_records(engi
         "c@x.com",
     ]
     rebuilt = engine.rebuild(A).contacts
-    with engine.read() as reader:
-        for pid, contact in reader.txn.iter_contacts(prefix):  # all loaded by the link
+    with engine.read(A) as view:
+        for pid, contact in view.txn.iter_contacts():  # all loaded by the link
             node = rebuilt[pid]
             assert (contact.first_key, contact.first_position) == (node.first_key, node.position)

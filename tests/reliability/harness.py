@@ -162,16 +162,12 @@ def offline_engine(data: Path) -> Iterator[object]:
 
 def missing_records(engine: object, account: str, records: Sequence[RecordShape]) -> list[str]:
     """The records of ``records`` the store does not hold."""
-    from idlink.store import codec
-
     missing = []
-    with engine.read() as reader:  # type: ignore[attr-defined]
-        config = reader.config(account)
-        if config is None:
+    with engine.read(account) as view:  # type: ignore[attr-defined]
+        if not view.exists:
             return [f"{r.source}/{r.record_id}" for r in records]
-        prefix = codec.account_prefix(config.account_id)
         for record in records:
-            found = reader.txn.get_record(prefix, record.source, record.record_id)
+            found = view.txn.get_record(record.source, record.record_id)
             if found is None or found.observed_at_us != record.observed_at_us:
                 missing.append(f"{record.source}/{record.record_id}")
     return missing

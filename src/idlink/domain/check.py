@@ -19,12 +19,10 @@ instead of stopping at the first, so an operator sees the whole damage:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from idlink.domain.engine import IdentityEngine
 from idlink.store import codec
-from idlink.store.txn import Txn
 
 MAX_REDIRECT_CHAIN = 64
 # Enough to show what is wrong without flooding a terminal on a badly broken store.
@@ -54,29 +52,16 @@ def _pid(pid: bytes) -> str:
     return pid.hex()
 
 
-def _redirects(txn: Txn, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    # Txn has no public iterator over redirects; the scan is read-only.
-    for key, target in txn._scan("redirects", prefix):
-        yield key[len(prefix) :], target
-
-
-def _is_erased(txn: Txn, prefix: bytes, pid: bytes) -> bool:
-    # The tombstone an erasure leaves (domain/erasure.py).
-    return txn.get_meta(b"erased:" + prefix + pid) is not None
-
-
 def check_account(engine: IdentityEngine, account: str) -> AccountReport:
     """Check every invariant of one account; the report lists each problem found."""
     report = AccountReport(account)
-    with engine.read() as reader:
-        config = reader.config(account)
-        if config is None:
+    with engine.read(account) as view:
+        if not view.exists:
             return report
-        txn = reader.txn
-        prefix = codec.account_prefix(config.account_id)
-        contacts = dict(txn.iter_contacts(prefix))
-        customers = dict(txn.iter_customers(prefix))
-        records = list(txn.iter_records(prefix))
+        config, txn = view.config, view.txn
+        contacts = dict(txn.iter_contacts())
+        customers = dict(txn.iter_customers())
+        records = list(txn.iter_records())
         report.contacts, report.customers, report.records = (
             len(contacts),
             len(customers),
@@ -140,15 +125,15 @@ def check_account(engine: IdentityEngine, account: str) -> AccountReport:
                     report.add(f"{where}: contact {_pid(pid)} does not exist")
                 keys = indexed.get(pid)
                 if keys is None:
-                    keys = indexed[pid] = set(txn.record_keys_of(prefix, pid))
+                    keys = indexed[pid] = set(txn.record_keys_of(pid))
                 if canonical not in keys:
                     report.add(f"{where}: not in the index of contact {_pid(pid)}")
         for pid in contacts:
             keys = indexed.get(pid)
             if keys is None:
-                keys = set(txn.record_keys_of(prefix, pid))
+                keys = set(txn.record_keys_of(pid))
             for canonical in sorted(keys):
-                indexed_record = txn.get_record_by_canonical(prefix, canonical)
+                indexed_record = txn.get_record_by_canonical(canonical)
                 source, record_id = codec.split_canonical_key(canonical)[1:]
                 if indexed_record is None:
                     report.add(
@@ -164,26 +149,26 @@ def check_account(engine: IdentityEngine, account: str) -> AccountReport:
                         f"{source!r}/{record_id!r}"
                     )
 
-        isolated = set(txn.iter_isolated(prefix))
+        isolated = set(txn.iter_isolated())
         for pid, contact in contacts.items():
             if contact.isolated and pid not in isolated:
                 report.add(f"contact {_pid(pid)}: isolated but not in the isolated index")
         for pid in isolated - {p for p, c in contacts.items() if c.isolated}:
             report.add(f"contact {_pid(pid)}: in the isolated index but not isolated")
 
-        for source_pid, target in _redirects(txn, prefix):
+        for source_pid, target in txn.iter_redirects():
             if source_pid in customers:
                 report.add(f"redirect {_pid(source_pid)}: the PID is also a live customer")
             current = target
             for _ in range(MAX_REDIRECT_CHAIN):
-                following = txn.get_redirect(prefix, current)
+                following = txn.get_redirect(current)
                 if following is None:
                     break
                 current = following
             else:
                 report.add(f"redirect {_pid(source_pid)}: chain longer than {MAX_REDIRECT_CHAIN}")
                 continue
-            if current not in customers and not _is_erased(txn, prefix, current):
+            if current not in customers and txn.tombstone(current) is None:
                 report.add(
                     f"redirect {_pid(source_pid)}: leads to {_pid(current)}, which does not exist"
                 )
@@ -216,6 +201,6 @@ def check_account(engine: IdentityEngine, account: str) -> AccountReport:
 
 def check_store(engine: IdentityEngine) -> list[AccountReport]:
     """Check every account of the store."""
-    with engine.store.read() as txn:
+    with engine.read_keys() as txn:
         accounts = sorted(txn.iter_account_names())
     return [check_account(engine, account) for account in accounts]

@@ -26,15 +26,13 @@ they depend on the account secret.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from idlink.domain.linking import Node, SeenKey
 from idlink.errors import FailedPrecondition
-from idlink.store.txn import CustomerState, Profile, Txn
-
-if TYPE_CHECKING:
-    from idlink.domain.engine import _Session
+from idlink.store.txn import AccountTxn, CustomerState, Profile
 
 MAX_REDIRECT_HOPS = 64
 
@@ -54,9 +52,25 @@ def heir_order(node: Node) -> tuple[bool, SeenKey]:
     return (node.reassignable, node.earliest_seen)
 
 
-def reconcile(session: _Session, components: list[tuple[list[Node], bytes]]) -> Reconciled:
+class Emit(Protocol):
+    """Appends one event to the change feed (``AccountUnit.emit``)."""
+
+    def __call__(
+        self,
+        kind: str,
+        customer_pid: bytes,
+        *,
+        others: Iterable[bytes] = (),
+        added: Iterable[bytes] = (),
+        removed: Iterable[bytes] = (),
+        detail: str = "",
+    ) -> None: ...
+
+
+def reconcile(
+    txn: AccountTxn, components: list[tuple[list[Node], bytes]], now: int, emit: Emit
+) -> Reconciled:
     """Assign customer PIDs to components and write customers, redirects and events."""
-    txn, prefix = session.txn, session.prefix
     out = Reconciled()
     # Components in the data's order, so that new customers are numbered
     # (created_seq, which decides later merges) the same under any secret.
@@ -69,7 +83,7 @@ def reconcile(session: _Session, components: list[tuple[list[Node], bytes]]) -> 
             if not pid:
                 continue
             if pid not in old:
-                state = txn.get_customer(prefix, pid)
+                state = txn.get_customer(pid)
                 if state is None:
                     continue
                 old[pid] = state
@@ -97,12 +111,12 @@ def reconcile(session: _Session, components: list[tuple[list[Node], bytes]]) -> 
                     state.watermark = watermark
                     del state.contact_pids[:]
                     state.contact_pids.extend(members)
-                    txn.put_customer(prefix, survivor, state)
+                    txn.put_customer(survivor, state)
                 for pid in members:
                     out.customer_of[pid] = survivor
                 continue
             for pid in absorbed:
-                _absorb(session, survivor, state, pid, old[pid])
+                _absorb(txn, survivor, state, pid, old[pid])
             customer_pid = survivor
             kind = "merged" if absorbed else "updated"
             others = absorbed
@@ -113,8 +127,8 @@ def reconcile(session: _Session, components: list[tuple[list[Node], bytes]]) -> 
             earliest = min(nodes, key=heir_order)
             split_from = earliest.customer_pid if earliest.customer_pid in old else b""
             state = CustomerState(
-                created_seq=txn.next_counter(b"customers:" + prefix),
-                created_at_us=session.now,
+                created_seq=txn.next_customer_seq(),
+                created_at_us=now,
                 split_from=split_from,
             )
             if split_from:
@@ -125,12 +139,12 @@ def reconcile(session: _Session, components: list[tuple[list[Node], bytes]]) -> 
         del state.contact_pids[:]
         state.contact_pids.extend(members)
         state.watermark = watermark
-        state.updated_at_us = session.now
-        txn.put_customer(prefix, customer_pid, state)
+        state.updated_at_us = now
+        txn.put_customer(customer_pid, state)
         for pid in members:
             out.customer_of[pid] = customer_pid
         before_set, after_set = set(before), set(members)
-        session.emit(
+        emit(
             kind,
             customer_pid,
             others=others,
@@ -141,16 +155,15 @@ def reconcile(session: _Session, components: list[tuple[list[Node], bytes]]) -> 
 
 
 def _absorb(
-    session: _Session, survivor: bytes, state: CustomerState, pid: bytes, other: CustomerState
+    txn: AccountTxn, survivor: bytes, state: CustomerState, pid: bytes, other: CustomerState
 ) -> None:
     """Fold one merged customer into the survivor: profile, pins, redirect."""
     merge_profile(state.profile, other.profile)
-    txn, prefix = session.txn, session.prefix
-    for engagement_id in txn.pins_of(prefix, pid):
-        txn.delete_pin(prefix, pid, engagement_id)
-        txn.put_pin(prefix, survivor, engagement_id)
-    txn.delete_customer(prefix, pid)
-    txn.put_redirect(prefix, pid, survivor)
+    for engagement_id in txn.pins_of(pid):
+        txn.delete_pin(pid, engagement_id)
+        txn.put_pin(survivor, engagement_id)
+    txn.delete_customer(pid)
+    txn.put_redirect(pid, survivor)
 
 
 def merge_profile(survivor: Profile, other: Profile) -> None:
@@ -168,11 +181,11 @@ def merge_profile(survivor: Profile, other: Profile) -> None:
         survivor.preferences = other.preferences
 
 
-def follow_redirects(txn: Txn, prefix: bytes, pid: bytes) -> tuple[bytes, bool]:
+def follow_redirects(txn: AccountTxn, pid: bytes) -> tuple[bytes, bool]:
     """The current PID of a customer PID that may have been merged away."""
     current, redirected = pid, False
     for _ in range(MAX_REDIRECT_HOPS):
-        target = txn.get_redirect(prefix, current)
+        target = txn.get_redirect(current)
         if target is None:
             return current, redirected
         current, redirected = target, True

@@ -22,25 +22,21 @@ from typing import Any
 from idlink.domain import profiles
 from idlink.domain.contacts import national_number
 from idlink.domain.customers import follow_redirects
-from idlink.domain.engine import IdentityEngine, _prefix, _Session
+from idlink.domain.engine import IdentityEngine
 from idlink.domain.journey import journey_page
-from idlink.domain.keytypes import AccountConfig, KeyType
+from idlink.domain.keytypes import KeyType
+from idlink.domain.unit import AccountUnit
 from idlink.domain.views import ContactView
 from idlink.errors import NotFound
-from idlink.store import codec
-from idlink.store.txn import CustomerState, Txn
+from idlink.store.txn import AccountTxn, CustomerState
 
 ERASED = "ERASED"
 
 
-def _tombstone_key(prefix: bytes, pid: bytes) -> bytes:
-    return b"erased:" + prefix + pid
-
-
-def is_erased(txn: Txn, prefix: bytes, pid: bytes) -> bool:
+def is_erased(txn: AccountTxn, pid: bytes) -> bool:
     """True when ``pid`` (or the PID it redirects to) is the tombstone of an erased customer."""
-    current, _ = follow_redirects(txn, prefix, pid)
-    return txn.get_meta(_tombstone_key(prefix, current)) is not None
+    current, _ = follow_redirects(txn, pid)
+    return txn.tombstone(current) is not None
 
 
 def erased_error() -> NotFound:
@@ -61,88 +57,74 @@ def erase_customer(
 ) -> Erasure:
     """Erase one customer in one write transaction and return what was removed."""
 
-    def run(txn: Txn) -> Erasure:
-        config = engine._config(txn, account, create=False)
-        if config is None:
-            raise NotFound("customer not found")
-        prefix = _prefix(config)
-        target, _ = follow_redirects(txn, prefix, customer_pid)
-        customer = txn.get_customer(prefix, target)
+    def run(unit: AccountUnit) -> Erasure:
+        target, _ = follow_redirects(unit.txn, customer_pid)
+        customer = unit.txn.get_customer(target)
         if customer is None:
-            if txn.get_meta(_tombstone_key(prefix, target)) is not None:
+            if unit.txn.tombstone(target) is not None:
                 raise erased_error()
             raise NotFound("customer not found")
-        return erase_in(engine, txn, config, target, customer, actor)
+        return erase_in(unit, target, customer)
 
-    result = engine.store.write(run)
-    engine._notify()
-    return result
+    return engine.write(account, actor, run, create=False)
 
 
-def erase_in(
-    engine: IdentityEngine,
-    txn: Txn,
-    config: AccountConfig,
-    target: bytes,
-    customer: CustomerState,
-    actor: str,
-) -> Erasure:
-    """Erase a customer inside a write transaction (used by erasure and retention)."""
-    prefix = _prefix(config)
+def erase_in(unit: AccountUnit, target: bytes, customer: CustomerState) -> Erasure:
+    """Erase a customer inside a write (used by erasure and retention)."""
+    txn, config = unit.txn, unit.config
     erased = set(customer.contact_pids)
     result = Erasure(target, contacts=len(erased))
     others: set[bytes] = set()
     records_seen: set[bytes] = set()
     for pid in customer.contact_pids:
-        for key in txn.record_keys_of(prefix, pid):
-            txn.unindex_record(prefix, pid, key)
+        for key in txn.record_keys_of(pid):
+            txn.unindex_record(pid, key)
             if key in records_seen:
                 continue
             records_seen.add(key)
-            record = txn.get_record_by_canonical(prefix, key)
+            record = txn.get_record_by_canonical(key)
             if record is None:
                 continue
             remaining = [p for p in record.contact_pids if p not in erased]
             if not remaining:
-                txn.delete_record(prefix, record.source, record.record_id)
+                txn.delete_record(record.source, record.record_id)
                 result.records_deleted += 1
                 continue
             others.update(remaining)
             _drop_contacts(record, erased)
-            txn.put_record(prefix, record)
+            txn.put_record(record)
             result.records_changed += 1
-    for engagement_id in txn.pins_of(prefix, target):
-        engagement = txn.get_engagement(prefix, engagement_id)
+    for engagement_id in txn.pins_of(target):
+        engagement = txn.get_engagement(engagement_id)
         if engagement is not None:
-            txn.delete_engagement(prefix, engagement)
+            txn.delete_engagement(engagement)
             result.engagements += 1
-        txn.delete_pin(prefix, target, engagement_id)
+        txn.delete_pin(target, engagement_id)
     for pid in customer.contact_pids:
-        contact = txn.get_contact(prefix, pid)
-        txn.delete_edges_of(prefix, pid)
-        for engagement in list(txn.engagements_of(prefix, pid)):
+        contact = txn.get_contact(pid)
+        txn.delete_edges_of(pid)
+        for engagement in list(txn.engagements_of(pid)):
             if engagement.pinned_customer_pid:
-                txn.delete_pin(prefix, engagement.pinned_customer_pid, engagement.engagement_id)
-            txn.delete_engagement(prefix, engagement)
+                txn.delete_pin(engagement.pinned_customer_pid, engagement.engagement_id)
+            txn.delete_engagement(engagement)
             result.engagements += 1
         if contact is not None:
             key_type = config.key_types.get(contact.type) or KeyType(contact.type)
             national = national_number(key_type, contact.value)
             if national:
-                txn.unindex_national(prefix, national, pid)
+                txn.unindex_national(national, pid)
             if contact.isolated:
-                txn.set_isolated(prefix, pid, False)
-        txn.delete_policy(prefix, pid)
-        txn.delete_contact(prefix, pid)
-    txn.delete_customer(prefix, target)
-    txn.delete_history(prefix, target)
+                txn.set_isolated(pid, False)
+        txn.delete_policy(pid)
+        txn.delete_contact(pid)
+    txn.delete_customer(target)
+    txn.delete_history(target)
     # The change feed and other customers' histories keep their events, without these contacts.
-    txn.scrub_contacts(prefix, erased)
-    session = _Session(engine, txn, config, actor)
-    txn.put_meta(_tombstone_key(prefix, target), codec.u64(session.now))
+    txn.scrub_contacts(erased)
+    txn.put_tombstone(target, unit.now)
     if others:
-        session.replay_region(others)
-    session.emit("erased", target, detail="customer erased")
+        unit.replay_region(others)
+    unit.emit("erased", target, detail="customer erased")
     return result
 
 
@@ -175,17 +157,15 @@ def _time(micros: int) -> str:
 
 def export_customer(engine: IdentityEngine, account: str, customer_pid: bytes) -> dict[str, Any]:
     """Everything held on one customer, as JSON-ready data (SPEC 8)."""
-    with engine.read() as reader:
-        view = reader.view(account)
-        if view.config.account_id and is_erased(reader.txn, view.prefix, customer_pid):
+    with engine.read(account) as view:
+        if view.exists and is_erased(view.txn, customer_pid):
             raise erased_error()
         customer = view.customer(customer_pid)
-        txn = reader.txn
-        prefix = view.prefix
+        txn = view.txn
         records: dict[bytes, dict[str, Any]] = {}
         for contact in customer.contacts:
-            for key in txn.record_keys_of(prefix, contact.pid):
-                record = txn.get_record_by_canonical(prefix, key)
+            for key in txn.record_keys_of(contact.pid):
+                record = txn.get_record_by_canonical(key)
                 if record is None or key in records:
                     continue
                 records[key] = {
@@ -200,7 +180,7 @@ def export_customer(engine: IdentityEngine, account: str, customer_pid: bytes) -
         token = ""
         while True:
             page, token = journey_page(
-                txn, prefix, customer.pid, [c.pid for c in customer.contacts], 500, token
+                txn, customer.pid, [c.pid for c in customer.contacts], 500, token
             )
             engagements.extend(
                 {
@@ -228,9 +208,9 @@ def export_customer(engine: IdentityEngine, account: str, customer_pid: bytes) -
                 "contacts_added": [_pid(p) for p in event.contacts_added],
                 "contacts_removed": [_pid(p) for p in event.contacts_removed],
             }
-            for event in txn.history_of(prefix, customer.pid)
+            for event in txn.history_of(customer.pid)
         ]
-        policies = _contact_policies(txn, prefix, customer.contacts)
+        policies = _contact_policies(txn, customer.contacts)
     attributes = {
         name: value
         for name, (_, value) in profiles.decode_attributes(customer.profile.attributes).items()
@@ -263,7 +243,7 @@ def export_customer(engine: IdentityEngine, account: str, customer_pid: bytes) -
     }
 
 
-def _contact_policies(txn: Txn, prefix: bytes, contacts: list[ContactView]) -> list[dict[str, Any]]:
+def _contact_policies(txn: AccountTxn, contacts: list[ContactView]) -> list[dict[str, Any]]:
     """The stored policy of each contact that has one (SPEC 2.5), in contact PID order.
 
     Only do-not-link and never-isolate are stored policies; isolation is derived
@@ -271,7 +251,7 @@ def _contact_policies(txn: Txn, prefix: bytes, contacts: list[ContactView]) -> l
     """
     out = []
     for contact in sorted(contacts, key=lambda c: c.pid):
-        policy = txn.get_policy(prefix, contact.pid)
+        policy = txn.get_policy(contact.pid)
         if policy is None:
             continue
         out.append(

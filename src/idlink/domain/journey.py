@@ -12,7 +12,7 @@ import struct
 
 from idlink.domain.customers import follow_redirects
 from idlink.errors import InvalidArgument
-from idlink.store.txn import EngagementState, Txn
+from idlink.store.txn import AccountTxn, EngagementState
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
@@ -20,8 +20,7 @@ _TOKEN = struct.Struct(">q16s")
 
 
 def journey_page(
-    txn: Txn,
-    prefix: bytes,
+    txn: AccountTxn,
     customer_pid: bytes,
     contact_pids: list[bytes],
     page_size: int,
@@ -34,14 +33,14 @@ def journey_page(
     after = decode_token(page_token) if page_token else None
     found: dict[bytes, EngagementState] = {}
     for contact_pid in contact_pids:
-        for engagement in txn.engagements_of(prefix, contact_pid):
+        for engagement in txn.engagements_of(contact_pid):
             if engagement.pinned_customer_pid:
-                owner, _ = follow_redirects(txn, prefix, engagement.pinned_customer_pid)
+                owner, _ = follow_redirects(txn, engagement.pinned_customer_pid)
                 if owner != customer_pid:
                     continue
             found[engagement.engagement_id] = engagement
-    for engagement_id in txn.pins_of(prefix, customer_pid):
-        pinned = txn.get_engagement(prefix, engagement_id)
+    for engagement_id in txn.pins_of(customer_pid):
+        pinned = txn.get_engagement(engagement_id)
         if pinned is not None:
             found[engagement_id] = pinned
     ordered = sorted(found.values(), key=lambda e: (e.occurred_at_us, e.engagement_id))

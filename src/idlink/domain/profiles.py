@@ -3,7 +3,7 @@
 Storage
 -------
 - The schema of an account is JSON in the meta sub-database under
-  ``b"schema:" + <4-byte account prefix>``::
+  the account's schema key (``AccountTxn.get_schema``)::
 
       {"version": 3, "updated_at_us": 1700000000000000,
        "fields": [{"name": "tier", "type": "enum", "required": false, "pii": false,
@@ -48,10 +48,11 @@ from typing import TYPE_CHECKING, Any
 
 from idlink.domain.contacts import check_text
 from idlink.domain.customers import follow_redirects
-from idlink.domain.views import CustomerView, View
+from idlink.domain.reads import AccountView
+from idlink.domain.unit import AccountUnit
+from idlink.domain.views import CustomerView
 from idlink.errors import FailedPrecondition, InvalidArgument, NotFound
-from idlink.store import codec
-from idlink.store.txn import Txn
+from idlink.store.txn import AccountTxn
 
 if TYPE_CHECKING:
     from idlink.domain.engine import IdentityEngine
@@ -134,13 +135,9 @@ class ProfileUpdate:
 # -- schema -------------------------------------------------------------------------
 
 
-def _schema_key(prefix: bytes) -> bytes:
-    return b"schema:" + prefix
-
-
-def load_schema(txn: Txn, prefix: bytes | None) -> Schema:
+def load_schema(txn: AccountTxn | None) -> Schema:
     """The stored schema of an account (system fields only when none is stored)."""
-    raw = txn.get_meta(_schema_key(prefix)) if prefix is not None else None
+    raw = txn.get_schema() if txn is not None else None
     if raw is None:
         return Schema()
     data = json.loads(raw)
@@ -183,9 +180,8 @@ def _dump_schema(schema: Schema) -> bytes:
 
 def get_schema(engine: IdentityEngine, account: str) -> Schema:
     """The schema of an account."""
-    with engine.store.read() as txn:
-        config = engine._config(txn, account, create=False)
-        return load_schema(txn, codec.account_prefix(config.account_id) if config else None)
+    with engine.read(account) as view:
+        return load_schema(view.txn)
 
 
 def validate_field(spec: FieldSpec, where: str) -> FieldSpec:
@@ -266,11 +262,9 @@ def update_schema(
                 reason="SYSTEM_FIELD",
             )
 
-    def run(txn: Txn) -> Schema:
-        config = engine._config(txn, account, create=True)
-        assert config is not None
-        prefix = codec.account_prefix(config.account_id)
-        current = load_schema(txn, prefix)
+    def run(unit: AccountUnit) -> Schema:
+        txn = unit.txn
+        current = load_schema(txn)
         fields = {} if replace else dict(current.fields)
         for name in removed:
             fields.pop(name, None)
@@ -294,11 +288,11 @@ def update_schema(
             raise InvalidArgument(f"a schema has at most {MAX_FIELDS} fields", field=field_prefix)
         if fields == current.fields:
             return current
-        updated = Schema(fields, current.version + 1, engine._clock())
-        txn.put_meta(_schema_key(prefix), _dump_schema(updated))
+        updated = Schema(fields, current.version + 1, unit.now)
+        txn.put_schema(_dump_schema(updated))
         return updated
 
-    return engine.store.write(run)
+    return engine.write(account, "", run)
 
 
 # -- attribute values ------------------------------------------------------------------
@@ -522,18 +516,13 @@ def update_customer(
     added = [check_label(x, f"add_labels[{i}]") for i, x in enumerate(update.add_labels)]
     removed = {x.strip() for x in update.remove_labels}
 
-    def run(txn: Txn) -> CustomerView:
-        from idlink.domain.engine import _Session
-
-        config = engine._config(txn, account, create=False)
-        if config is None:
-            raise NotFound("customer not found", field="customer.customer_pid")
-        prefix = codec.account_prefix(config.account_id)
-        current, _ = follow_redirects(txn, prefix, customer_pid)
-        state = txn.get_customer(prefix, current)
+    def run(unit: AccountUnit) -> CustomerView:
+        txn = unit.txn
+        current, _ = follow_redirects(txn, customer_pid)
+        state = txn.get_customer(current)
         if state is None:
             raise NotFound("customer not found", field="customer.customer_pid")
-        schema = load_schema(txn, prefix)
+        schema = load_schema(txn)
         profile = state.profile
         changed: list[str] = []
 
@@ -587,12 +576,9 @@ def update_customer(
                 changed.append("preferences")
 
         if changed:
-            state.updated_at_us = engine._clock()
-            txn.put_customer(prefix, current, state)
-            session = _Session(engine, txn, config, actor)
-            session.emit("updated", current, detail="profile: " + ", ".join(changed))
-        return View(txn, config).customer(customer_pid)
+            state.updated_at_us = unit.now
+            txn.put_customer(current, state)
+            unit.emit("updated", current, detail="profile: " + ", ".join(changed))
+        return AccountView(txn, unit.config).customer(customer_pid)
 
-    view = engine.store.write(run)
-    engine._notify()
-    return view
+    return engine.write(account, actor, run, create=False)

@@ -10,13 +10,12 @@ server runs it on an interval; admins run it on demand.
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass
 
-from idlink.domain.engine import IdentityEngine, _prefix
+from idlink.domain.engine import IdentityEngine
 from idlink.domain.erasure import erase_in
-from idlink.security.policy import load_policy
-from idlink.store.txn import Txn
+from idlink.domain.unit import AccountUnit
+from idlink.store.txn import SecurityPolicyState
 
 BATCH = 500
 
@@ -27,61 +26,55 @@ class RetentionResult:
     customers_erased: int = 0
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 def apply_retention(
     engine: IdentityEngine, account: str | None = None, *, now_us: int | None = None
 ) -> RetentionResult:
     """Apply the retention limits of one account (or of every account)."""
-    now = now_us if now_us is not None else _now_us()
+    now = now_us if now_us is not None else engine.clock()
     if account is None:
-        with engine.store.read() as txn:
+        with engine.read_keys() as txn:
             accounts = list(txn.iter_account_names())
     else:
         accounts = [account]
     total = RetentionResult()
     for name in accounts:
         while True:
-            step = engine.store.write(
-                functools.partial(_sweep_batch, engine, account=name, now=now)
+            step = engine.write(
+                name, "retention", functools.partial(_sweep_batch, now=now), create=False
             )
             total.engagements_deleted += step.engagements_deleted
             total.customers_erased += step.customers_erased
             if step.engagements_deleted + step.customers_erased == 0:
                 break
-    if total.customers_erased or total.engagements_deleted:
-        engine._notify()
     return total
 
 
-def _sweep_batch(engine: IdentityEngine, txn: Txn, *, account: str, now: int) -> RetentionResult:
+def _sweep_batch(unit: AccountUnit, *, now: int) -> RetentionResult:
     result = RetentionResult()
-    config = engine._config(txn, account, create=False)
-    if config is None:
+    txn = unit.txn
+    if not unit.config.account_id:
         return result
-    prefix = _prefix(config)
-    policy = load_policy(txn, prefix)
+    # Retention limits have no defaults: 0 keeps everything.
+    policy = txn.get_security_policy() or SecurityPolicyState()
     if policy.engagement_retention_seconds > 0:
         limit = now - policy.engagement_retention_seconds * 1_000_000
-        old = [e for e in txn.iter_engagements(prefix) if e.occurred_at_us < limit][:BATCH]
+        old = [e for e in txn.iter_engagements() if e.occurred_at_us < limit][:BATCH]
         for engagement in old:
             if engagement.pinned_customer_pid:
-                txn.delete_pin(prefix, engagement.pinned_customer_pid, engagement.engagement_id)
-            txn.delete_engagement(prefix, engagement)
+                txn.delete_pin(engagement.pinned_customer_pid, engagement.engagement_id)
+            txn.delete_engagement(engagement)
         result.engagements_deleted = len(old)
     if policy.inactive_customer_retention_seconds > 0 and result.engagements_deleted < BATCH:
         limit = now - policy.inactive_customer_retention_seconds * 1_000_000
         stale = [
             (pid, customer)
-            for pid, customer in txn.iter_customers(prefix)
+            for pid, customer in txn.iter_customers()
             if max(customer.created_at_us, customer.updated_at_us) < limit
         ][: BATCH - result.engagements_deleted]
         for pid, _ in stale:
             # Read again: erasing one customer may have changed another one in this batch.
-            customer = txn.get_customer(prefix, pid)
+            customer = txn.get_customer(pid)
             if customer is not None:
-                erase_in(engine, txn, config, pid, customer, "retention")
+                erase_in(unit, pid, customer)
                 result.customers_erased += 1
     return result

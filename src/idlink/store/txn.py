@@ -128,6 +128,10 @@ class Txn:
         opened: bytes = self.cipher.open(stored, key)
         return opened
 
+    def account(self, account_id: int) -> AccountTxn:
+        """The part of this transaction that belongs to one account."""
+        return AccountTxn(self, account_id)
+
     # -- meta and counters -------------------------------------------------------
 
     def get_meta(self, key: bytes) -> bytes | None:
@@ -138,29 +142,29 @@ class Txn:
 
     def next_counter(self, name: bytes) -> int:
         """Increment and return a persistent counter (first value 1)."""
-        current = self._get("meta", b"counter:" + name)
+        current = self._get("meta", _COUNTER + name)
         value = (codec.read_u64(current) if current else 0) + 1
-        self._put("meta", b"counter:" + name, codec.u64(value))
+        self._put("meta", _COUNTER + name, codec.u64(value))
         return value
 
     def counter(self, name: bytes) -> int:
-        current = self._get("meta", b"counter:" + name)
+        current = self._get("meta", _COUNTER + name)
         return codec.read_u64(current) if current else 0
 
     # -- accounts ---------------------------------------------------------------
 
     def account_id(self, name: str) -> int | None:
-        found = self._get("meta", b"account:" + name.encode())
+        found = self._get("meta", _ACCOUNT + name.encode())
         return None if found is None else int.from_bytes(found, "big")
 
     def create_account_id(self, name: str) -> int:
         account_id = self.next_counter(b"accounts")
-        self._put("meta", b"account:" + name.encode(), account_id.to_bytes(4, "big"))
+        self._put("meta", _ACCOUNT + name.encode(), account_id.to_bytes(4, "big"))
         return account_id
 
     def iter_account_names(self) -> Iterator[str]:
-        for key, _ in self._scan("meta", b"account:"):
-            yield key[len(b"account:") :].decode()
+        for key, _ in self._scan("meta", _ACCOUNT):
+            yield key[len(_ACCOUNT) :].decode()
 
     def get_account(self, account_id: int) -> AccountState | None:
         return self._decode(AccountState, self._get("accounts", codec.account_prefix(account_id)))
@@ -531,3 +535,252 @@ class Txn:
             self._put(db, key, self._sealed_engagement(prefix, opened))
             return True
         raise ValueError(f"nothing sealed in {db}")
+
+
+# Keys of the meta sub-database. Nothing outside the store spells them: the
+# accessors below are their only users.
+_COUNTER = b"counter:"
+_ACCOUNT = b"account:"
+_CONTACT_SEQ = b"contacts:"  # + prefix: the order contacts arrived in (first_seen)
+_CHANGE_SEQ = b"changes:"  # + prefix: the change feed's sequence numbers
+_CUSTOMER_SEQ = b"customers:"  # + prefix: customers in order of creation (created_seq)
+_AUDIT_SEQ = b"audit:"  # + prefix: the audit log's sequence numbers
+_POLICY_COUNT = b"policies:"  # + prefix: how many contacts have a stored policy
+_CONFIG_VERSION = b"config-version:"  # + prefix: bumped on every configuration write
+_SCHEMA = b"schema:"  # + prefix: the profile schema (JSON, domain/profiles.py)
+_TOMBSTONE = b"erased:"  # + prefix + customer PID: when the customer was erased
+_SECURITY_POLICY = b"security:"  # + prefix: SecurityPolicyState
+
+
+class AccountTxn:
+    """One account's part of a transaction: every key it reads or writes is the account's.
+
+    Built by :meth:`Txn.account`; the account prefix never leaves the store.
+    Account id 0 is never given to an account (ids start at 1), so the
+    ``AccountTxn`` of an account that does not exist reads as empty.
+    """
+
+    __slots__ = ("_txn", "_prefix", "account_id")
+
+    def __init__(self, txn: Txn, account_id: int) -> None:
+        self._txn = txn
+        self._prefix = codec.account_prefix(account_id)
+        self.account_id = account_id
+
+    @property
+    def writable(self) -> bool:
+        return self._txn.writable
+
+    @property
+    def cipher(self) -> Any:
+        return self._txn.cipher
+
+    # -- configuration ------------------------------------------------------------------
+
+    def get_config(self) -> AccountState | None:
+        return self._txn.get_account(self.account_id)
+
+    def put_config(self, state: AccountState) -> None:
+        """Store the account's configuration; readers see a new version and reload it."""
+        self._txn.put_account(state)
+        self._txn.next_counter(_CONFIG_VERSION + self._prefix)
+
+    def config_version(self) -> int:
+        return self._txn.counter(_CONFIG_VERSION + self._prefix)
+
+    def get_schema(self) -> bytes | None:
+        return self._txn.get_meta(_SCHEMA + self._prefix)
+
+    def put_schema(self, data: bytes) -> None:
+        self._txn.put_meta(_SCHEMA + self._prefix, data)
+
+    def get_security_policy(self) -> SecurityPolicyState | None:
+        raw = self._txn.get_meta(_SECURITY_POLICY + self._prefix)
+        return self._txn._decode(SecurityPolicyState, raw)  # type: ignore[no-any-return]
+
+    def put_security_policy(self, policy: SecurityPolicyState) -> None:
+        self._txn.put_meta(_SECURITY_POLICY + self._prefix, policy.SerializeToString())
+
+    # -- sequences ------------------------------------------------------------------------
+
+    def next_contact_seq(self) -> int:
+        """The next contact's place in the order of arrival (``first_seen``)."""
+        return self._txn.next_counter(_CONTACT_SEQ + self._prefix)
+
+    def next_change_seq(self) -> int:
+        return self._txn.next_counter(_CHANGE_SEQ + self._prefix)
+
+    def change_seq(self) -> int:
+        """The sequence number of the change feed's last event (0 when there is none)."""
+        return self._txn.counter(_CHANGE_SEQ + self._prefix)
+
+    def next_customer_seq(self) -> int:
+        """The next customer's place in the order of creation (``created_seq``)."""
+        return self._txn.next_counter(_CUSTOMER_SEQ + self._prefix)
+
+    def next_audit_seq(self) -> int:
+        return self._txn.next_counter(_AUDIT_SEQ + self._prefix)
+
+    # -- the count of contact policies (most accounts have none: reads skip them) --------------
+
+    def policy_count(self) -> int:
+        return self._txn.counter(_POLICY_COUNT + self._prefix)
+
+    def add_policy_count(self, delta: int) -> None:
+        name = _POLICY_COUNT + self._prefix
+        self._txn.put_meta(_COUNTER + name, codec.u64(self._txn.counter(name) + delta))
+
+    # -- tombstones of erased customers -------------------------------------------------------
+
+    def tombstone(self, customer_pid: bytes) -> int | None:
+        """When a customer was erased (microseconds), or None when it was not."""
+        raw = self._txn.get_meta(_TOMBSTONE + self._prefix + customer_pid)
+        return None if raw is None else codec.read_u64(raw)
+
+    def put_tombstone(self, customer_pid: bytes, at_us: int) -> None:
+        self._txn.put_meta(_TOMBSTONE + self._prefix + customer_pid, codec.u64(at_us))
+
+    def iter_redirects(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every redirect of the account: (merged-away customer PID, the PID it points to)."""
+        for key, target in self._txn._scan("redirects", self._prefix):
+            yield key[len(self._prefix) :], target
+
+    # -- the rest, by sub-database (see Txn) ---------------------------------------------------
+
+    def get_contact(self, pid: bytes) -> ContactState | None:
+        return self._txn.get_contact(self._prefix, pid)
+
+    def put_contact(self, pid: bytes, contact: ContactState) -> None:
+        self._txn.put_contact(self._prefix, pid, contact)
+
+    def delete_contact(self, pid: bytes) -> None:
+        self._txn.delete_contact(self._prefix, pid)
+
+    def iter_contacts(self) -> Iterator[tuple[bytes, ContactState]]:
+        return self._txn.iter_contacts(self._prefix)
+
+    def get_policy(self, pid: bytes) -> ContactPolicyState | None:
+        return self._txn.get_policy(self._prefix, pid)
+
+    def put_policy(self, pid: bytes, policy: ContactPolicyState) -> None:
+        self._txn.put_policy(self._prefix, pid, policy)
+
+    def delete_policy(self, pid: bytes) -> None:
+        self._txn.delete_policy(self._prefix, pid)
+
+    def set_isolated(self, pid: bytes, isolated: bool) -> None:
+        self._txn.set_isolated(self._prefix, pid, isolated)
+
+    def iter_isolated(self, after: bytes = b"") -> Iterator[bytes]:
+        return self._txn.iter_isolated(self._prefix, after)
+
+    def get_record(self, source: str, record_id: str) -> RecordState | None:
+        return self._txn.get_record(self._prefix, source, record_id)
+
+    def get_record_by_canonical(self, canonical: bytes) -> RecordState | None:
+        return self._txn.get_record_by_canonical(self._prefix, canonical)
+
+    def put_record(self, record: RecordState) -> None:
+        self._txn.put_record(self._prefix, record)
+
+    def delete_record(self, source: str, record_id: str) -> None:
+        self._txn.delete_record(self._prefix, source, record_id)
+
+    def iter_records(self) -> Iterator[RecordState]:
+        return self._txn.iter_records(self._prefix)
+
+    def index_record(self, pid: bytes, canonical: bytes) -> None:
+        self._txn.index_record(self._prefix, pid, canonical)
+
+    def unindex_record(self, pid: bytes, canonical: bytes) -> None:
+        self._txn.unindex_record(self._prefix, pid, canonical)
+
+    def record_keys_of(self, pid: bytes) -> list[bytes]:
+        return self._txn.record_keys_of(self._prefix, pid)
+
+    def has_edge(self, a: bytes, b: bytes) -> bool:
+        return self._txn.has_edge(self._prefix, a, b)
+
+    def put_edge(self, a: bytes, b: bytes) -> None:
+        self._txn.put_edge(self._prefix, a, b)
+
+    def neighbours_of(self, pid: bytes) -> list[bytes]:
+        return self._txn.neighbours_of(self._prefix, pid)
+
+    def delete_edges_of(self, pid: bytes) -> None:
+        self._txn.delete_edges_of(self._prefix, pid)
+
+    def index_national(self, national: str, pid: bytes) -> None:
+        self._txn.index_national(self._prefix, national, pid)
+
+    def unindex_national(self, national: str, pid: bytes) -> None:
+        self._txn.unindex_national(self._prefix, national, pid)
+
+    def pids_with_national(self, national: str) -> list[bytes]:
+        return self._txn.pids_with_national(self._prefix, national)
+
+    def get_customer(self, pid: bytes) -> CustomerState | None:
+        return self._txn.get_customer(self._prefix, pid)
+
+    def put_customer(self, pid: bytes, customer: CustomerState) -> None:
+        self._txn.put_customer(self._prefix, pid, customer)
+
+    def delete_customer(self, pid: bytes) -> None:
+        self._txn.delete_customer(self._prefix, pid)
+
+    def iter_customers(self) -> Iterator[tuple[bytes, CustomerState]]:
+        return self._txn.iter_customers(self._prefix)
+
+    def get_redirect(self, pid: bytes) -> bytes | None:
+        return self._txn.get_redirect(self._prefix, pid)
+
+    def put_redirect(self, pid: bytes, target: bytes) -> None:
+        self._txn.put_redirect(self._prefix, pid, target)
+
+    def append_history(self, customer_pid: bytes, event: ChangeEvent) -> None:
+        self._txn.append_history(self._prefix, customer_pid, event)
+
+    def history_of(self, customer_pid: bytes) -> list[ChangeEvent]:
+        return self._txn.history_of(self._prefix, customer_pid)
+
+    def append_change(self, event: ChangeEvent) -> None:
+        self._txn.append_change(self._prefix, event)
+
+    def changes_after(self, seq: int, limit: int) -> list[ChangeEvent]:
+        return self._txn.changes_after(self._prefix, seq, limit)
+
+    def put_engagement(self, engagement: EngagementState) -> None:
+        self._txn.put_engagement(self._prefix, engagement)
+
+    def get_engagement(self, engagement_id: bytes) -> EngagementState | None:
+        return self._txn.get_engagement(self._prefix, engagement_id)
+
+    def engagements_of(self, contact_pid: bytes) -> Iterator[EngagementState]:
+        return self._txn.engagements_of(self._prefix, contact_pid)
+
+    def iter_engagements(self) -> Iterator[EngagementState]:
+        return self._txn.iter_engagements(self._prefix)
+
+    def delete_engagement(self, engagement: EngagementState) -> None:
+        self._txn.delete_engagement(self._prefix, engagement)
+
+    def put_pin(self, customer_pid: bytes, engagement_id: bytes) -> None:
+        self._txn.put_pin(self._prefix, customer_pid, engagement_id)
+
+    def delete_pin(self, customer_pid: bytes, engagement_id: bytes) -> None:
+        self._txn.delete_pin(self._prefix, customer_pid, engagement_id)
+
+    def pins_of(self, customer_pid: bytes) -> list[bytes]:
+        return self._txn.pins_of(self._prefix, customer_pid)
+
+    def delete_history(self, customer_pid: bytes) -> None:
+        self._txn.delete_history(self._prefix, customer_pid)
+
+    def scrub_contacts(self, pids: set[bytes]) -> int:
+        return self._txn.scrub_contacts(self._prefix, pids)
+
+    def append_audit(self, event: AuditEventState) -> None:
+        self._txn.append_audit(self._prefix, event)
+
+    def audit_after(self, seq: int) -> Iterator[AuditEventState]:
+        return self._txn.audit_after(self._prefix, seq)

@@ -1,0 +1,114 @@
+"""Accounts: their configuration, its cache, and the one mapping of key types to the store.
+
+An account's configuration (key types and policy, :mod:`keytypes`) is stored
+whole in the ``accounts`` sub-database and versioned: every write bumps the
+account's configuration version, and :class:`Accounts` keeps the last
+configuration it read with that version, so a read checks one counter instead
+of parsing the configuration again.
+"""
+
+from __future__ import annotations
+
+from idlink.domain import customers as pids
+from idlink.domain.contacts import check_text
+from idlink.domain.keytypes import AccountConfig, AccountPolicy, KeyType
+from idlink.store.txn import AccountState, AccountTxn, KeyTypeState, Txn
+
+MAX_ACCOUNT_BYTES = 128
+
+
+class Accounts:
+    """The configuration of every account, cached by version."""
+
+    def __init__(self) -> None:
+        self._configs: dict[str, tuple[int, AccountConfig]] = {}
+
+    def find(self, txn: Txn, account: str) -> AccountConfig | None:
+        """The account's configuration, or None when the account does not exist."""
+        check_text(account, "account", MAX_ACCOUNT_BYTES)
+        account_id = txn.account_id(account)
+        if account_id is None:
+            return None
+        scoped = txn.account(account_id)
+        version = scoped.config_version()
+        cached = self._configs.get(account)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        state = scoped.get_config()
+        assert state is not None, "an account id without its configuration"
+        config = config_of(state)
+        self._configs[account] = (version, config)
+        return config
+
+    def find_or_create(self, txn: Txn, account: str, now: int) -> AccountConfig:
+        """The account's configuration; a new account is created with the defaults."""
+        config = self.find(txn, account)
+        if config is None:
+            config = AccountConfig(account, txn.create_account_id(account))
+            put_config(txn.account(config.account_id), config, now)
+        return config
+
+
+def put_config(txn: AccountTxn, config: AccountConfig, now: int) -> None:
+    """Store an account's configuration; readers see a new version and reload it."""
+    txn.put_config(state_of(config, now))
+
+
+def refuse_identity_change(txn: AccountTxn, config: AccountConfig, key_type: KeyType) -> None:
+    """A key type's normalizer and scoping decide contact PIDs: fixed once it has contacts."""
+    existing = config.key_types.get(key_type.name)
+    if existing is None or not existing.identity_changed(key_type):
+        return
+    if any(c.type == key_type.name for _, c in txn.iter_contacts()):
+        raise pids.type_in_use(key_type.name)
+
+
+# -- the one mapping between key types and their stored form ---------------------------------
+
+
+def key_type_state(k: KeyType) -> KeyTypeState:
+    return KeyTypeState(
+        name=k.name,
+        normalizer=k.normalizer,
+        source_scoped=k.source_scoped,
+        max_per_customer=k.max_per_customer,
+        reassignable=k.reassignable,
+        anonymous=k.anonymous,
+        blocked_values=list(k.blocked_values),
+        blocked_patterns=list(k.blocked_patterns),
+        priority=k.priority,
+    )
+
+
+def key_type_of(k: KeyTypeState) -> KeyType:
+    return KeyType(
+        name=k.name,
+        normalizer=k.normalizer,
+        source_scoped=k.source_scoped,
+        max_per_customer=k.max_per_customer,
+        reassignable=k.reassignable,
+        anonymous=k.anonymous,
+        blocked_values=tuple(k.blocked_values),
+        blocked_patterns=tuple(k.blocked_patterns),
+        priority=k.priority,  # 0 in a store written before priorities: the default
+    )
+
+
+def state_of(config: AccountConfig, now: int) -> AccountState:
+    return AccountState(
+        account_id=config.account_id,
+        name=config.name,
+        max_contacts=config.policy.max_contacts,
+        isolate_min_connections=config.policy.isolate_min_connections,
+        key_types=[key_type_state(k) for k in config.key_types.values()],
+        created_at_us=now,
+    )
+
+
+def config_of(state: AccountState) -> AccountConfig:
+    return AccountConfig(
+        name=state.name,
+        account_id=state.account_id,
+        key_types={k.name: key_type_of(k) for k in state.key_types},
+        policy=AccountPolicy(state.max_contacts, state.isolate_min_connections),
+    )

@@ -1,0 +1,519 @@
+"""The unit of work: one write to one account, as the engine gives it to an operation.
+
+An :class:`AccountUnit` holds the account's part of the write transaction, its
+configuration, the actor, the time of the operation and the change feed
+(:meth:`AccountUnit.emit`). It also holds the part of the graph the operation
+has loaded: records are applied on the incremental path when they are the
+newest evidence of their region, and otherwise stored and replayed with their
+region (SPEC 3.2). Every write of the domain goes through one
+(:meth:`IdentityEngine.write <idlink.domain.engine.IdentityEngine.write>`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from idlink.domain import customers as pids
+from idlink.domain.contacts import ContactKey, PreparedContact, national_number, unusable_reason
+from idlink.domain.keytypes import AccountConfig, KeyType
+from idlink.domain.linking import APPLIED, LinkGraph, Node, StepResult
+from idlink.store import codec
+from idlink.store.txn import AccountTxn, ChangeEvent, ContactState, RecordState
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInput:
+    """A record as a source sends it."""
+
+    source: str
+    record_id: str
+    contacts: Sequence[ContactKey]
+    observed_at_us: int
+    deleted: bool = False
+
+
+@dataclass(slots=True)
+class LinkResult:
+    outcome: int
+    customer_pid: bytes
+    contact_pids: list[bytes]
+    conflict_customer_pids: list[bytes] = field(default_factory=list)
+
+
+class AccountUnit:
+    """The unit of work of one write to one account.
+
+    It holds the account's part of the write transaction (``txn``), its
+    configuration, the actor the change feed names, the time of the operation
+    (``now``, from the engine's clock, one value for the whole operation) and
+    the contacts and graph the operation has loaded, with what it must write
+    back. :meth:`IdentityEngine.write` builds one and gives it to the
+    operation; the engine tells waiting readers when the transaction commits.
+    """
+
+    def __init__(self, txn: AccountTxn, config: AccountConfig, actor: str, now: int) -> None:
+        self.txn = txn
+        self.config = config
+        self.actor = actor
+        self.now = now
+        self.graph: LinkGraph | None = None
+        self.has_policies = txn.policy_count() > 0
+        self.contacts: dict[bytes, ContactState] = {}
+        self.pending: dict[bytes, tuple[RecordState, StepResult]] = {}
+        # Contacts around records stored but not yet applied: replayed together.
+        self.deferred: set[bytes] = set()
+        # Contacts created by this operation: no record named them before it.
+        self.created: set[bytes] = set()
+
+    # -- contacts ---------------------------------------------------------------------
+
+    def contact(self, pid: bytes) -> ContactState | None:
+        found = self.contacts.get(pid)
+        if found is None:
+            found = self.txn.get_contact(pid)
+            if found is not None:
+                self.contacts[pid] = found
+        return found
+
+    def ensure_contact(self, prepared: PreparedContact) -> ContactState:
+        """The stored contact, created (without a customer yet) if it is new."""
+        found = self.contact(prepared.pid)
+        if found is not None:
+            return found
+        reason = prepared.invalid_reason if prepared.invalid_reason != "BLOCKED" else ""
+        contact = ContactState(
+            type=prepared.key_type.name,
+            source=prepared.source,
+            value=prepared.cleaned,
+            invalid_reason=reason,
+            first_seen=self.txn.next_contact_seq(),
+            created_at_us=self.now,
+        )
+        self.txn.put_contact(prepared.pid, contact)
+        self.created.add(prepared.pid)
+        national = national_number(prepared.key_type, prepared.cleaned)
+        if national and not prepared.invalid_reason:
+            self.txn.index_national(national, prepared.pid)
+        self.contacts[prepared.pid] = contact
+        return contact
+
+    def node(self, pid: bytes, *, fresh: bool = False) -> Node:
+        """How linking sees a stored contact; ``fresh`` drops derived state for a replay.
+
+        Derived state is what the records decide: connections, isolation, a
+        device's move, and where the contact was first seen (SPEC 3.8).
+        """
+        contact = self.contact(pid)
+        assert contact is not None
+        key_type = self.config.key_types.get(contact.type) or KeyType(contact.type)
+        policy = self.txn.get_policy(pid) if self.has_policies else None
+        usable = not unusable_reason(
+            contact.invalid_reason,
+            key_type,
+            contact.value,
+            policy is not None and policy.do_not_link,
+        )
+        node = Node(
+            pid=pid,
+            type_name=contact.type,
+            usable=usable,
+            reassignable=key_type.reassignable,
+            type_limit=key_type.max_per_customer,
+            first_seen=contact.first_seen,
+            priority=key_type.priority,
+            never_isolate=policy is not None and policy.never_isolate,
+            customer_pid=contact.customer_pid,
+        )
+        if not fresh:
+            node.connections = contact.connections
+            node.isolated = contact.isolated
+            node.isolated_at = contact.isolated_at
+            node.isolated_connections = contact.isolated_connections
+            node.moved_at = contact.moved_at
+            node.first_key, node.position = self.first_seen_at(pid, contact)
+        return node
+
+    def first_seen_at(self, pid: bytes, contact: ContactState) -> tuple[bytes, int]:
+        """Where a stored contact was first seen: its first record and its position there."""
+        if contact.first_key or pid in self.created:
+            return contact.first_key, contact.first_position
+        # Written before first-seen keys were stored (or never named by a
+        # record): the contact -> record index is in canonical order.
+        keys = self.txn.record_keys_of(pid)
+        record = self.txn.get_record_by_canonical(keys[0]) if keys else None
+        if record is None:
+            return b"", 0
+        return keys[0], list(record.contact_pids).index(pid)
+
+    # -- the incremental path -------------------------------------------------------------
+
+    def _graph(self) -> LinkGraph:
+        if self.graph is None:
+            self.graph = LinkGraph(
+                self.config.policy.max_contacts,
+                self.config.policy.isolate_min_connections,
+                stored_groups=self._stored_groups,
+                stored_edge=lambda a, b: self.txn.has_edge(a, b),
+            )
+        return self.graph
+
+    def _stored_groups(self, pids: Sequence[bytes]) -> Iterable[tuple[bytes, Sequence[bytes]]]:
+        seen: set[bytes] = set()
+        for pid in pids:
+            for key in self.txn.record_keys_of(pid):
+                if key in seen:
+                    continue
+                seen.add(key)
+                record = self.txn.get_record_by_canonical(key)
+                if record is not None:
+                    yield key, list(record.group_pids)
+
+    def load(self, pids: Iterable[bytes]) -> LinkGraph:
+        graph = self._graph()
+        for pid in pids:
+            if pid in graph.index:
+                continue
+            contact = self.contact(pid)
+            assert contact is not None
+            customer = self.txn.get_customer(contact.customer_pid) if contact.customer_pid else None
+            if customer is None:
+                graph.add_node(self.node(pid))
+            else:
+                graph.add_customer(
+                    [self.node(m) for m in customer.contact_pids], customer.watermark
+                )
+        return graph
+
+    def flush(self) -> None:
+        """Write back everything the loaded graph changed."""
+        graph = self._flush_evidence()
+        if graph is not None:
+            self.write_components(graph.components(), graph.nodes)
+
+    def _flush_evidence(self) -> LinkGraph | None:
+        """Write the loaded graph's connections and records; return it for its customers."""
+        graph = self.graph
+        if graph is None:
+            return None
+        self.graph = None
+        for a, b in graph.new_pairs:
+            self.txn.put_edge(graph.nodes[a].pid, graph.nodes[b].pid)
+        for key, (record, result) in self.pending.items():
+            self._store_record(key, record, result)
+        self.pending = {}
+        return graph
+
+    def apply_batch(
+        self, records: Sequence[RecordInput], prepared: Sequence[Sequence[PreparedContact]]
+    ) -> list[LinkResult]:
+        last: dict[tuple[str, str], int] = {}
+        for i, record in enumerate(records):
+            last[(record.source, record.record_id)] = i
+        order = sorted(
+            last.values(),
+            key=lambda i: codec.canonical_key(
+                records[i].observed_at_us, records[i].source, records[i].record_id
+            ),
+        )
+        outcomes: dict[int, tuple[int, list[tuple[bytes, bytes]]]] = {}
+        for i in order:
+            outcomes[i] = self._apply_one(records[i], prepared[i])
+        graph = self._flush_evidence()
+        if not self.deferred:
+            if graph is not None:
+                self.write_components(graph.components(), graph.nodes)
+        else:
+            # One replay for every record of the batch that needed one: a closed
+            # region replayed from nothing is canonical whatever was stored.
+            region = self._region(self.deferred)
+            if graph is not None:
+                # The batch is one operation (SPEC 3.5): customers the replay
+                # works out again keep the PIDs they had before the batch, so
+                # the fast path's customers there are not written in between.
+                while True:
+                    inside = [
+                        c for c in graph.components() if any(n.pid in region.seen for n in c[0])
+                    ]
+                    missing = {n.pid for c in inside for n in c[0]} - region.seen
+                    if not missing:
+                        break
+                    region = self._region(self.deferred | missing)
+                outside = [
+                    c for c in graph.components() if not any(n.pid in region.seen for n in c[0])
+                ]
+                self.write_components(outside, [n for c in outside for n in c[0]])
+                # A contact the region holds but does not replay all records of
+                # may have been named by a fast-path record of this batch.
+                for c in inside:
+                    for n in c[0]:
+                        if n.pid in region.partial:
+                            region.first_seen[n.pid] = (n.first_key, n.position)
+            replayed = self._replay(region)
+            self.deferred = set()
+            for i in order:
+                record = records[i]
+                key = codec.canonical_key(record.observed_at_us, record.source, record.record_id)
+                if key in replayed and not record.deleted:
+                    outcomes[i] = (replayed[key].outcome, replayed[key].refused)
+        results = []
+        for i, record in enumerate(records):
+            outcome, refused = outcomes[last[(record.source, record.record_id)]]
+            pids = [p.pid for p in prepared[i]]
+            results.append(self._result(outcome, pids, refused))
+        return results
+
+    def _apply_one(
+        self, record: RecordInput, prepared: Sequence[PreparedContact]
+    ) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """Apply one record of a batch now, or store it and defer it to the batch's replay."""
+        key = codec.canonical_key(record.observed_at_us, record.source, record.record_id)
+        stored = self.txn.get_record(record.source, record.record_id)
+        if record.deleted:
+            if stored is not None:
+                self._remove_record(stored)
+            return APPLIED, []
+        pids = list(dict.fromkeys(p.pid for p in prepared))
+        for p in prepared:
+            self.ensure_contact(p)
+        if stored is not None:
+            if stored.observed_at_us == record.observed_at_us and list(stored.contact_pids) == pids:
+                return stored.outcome, _refused_pairs(stored)
+            self._remove_record(stored)
+        elif self.load(pids).is_newest(key, pids):
+            assert self.graph is not None
+            result = self.graph.apply(key, pids)
+            self.pending[key] = (self._new_record_state(record, pids), result)
+            return result.outcome, result.refused
+        self._store_record(key, self._new_record_state(record, pids), None)
+        self.deferred.update(pids)
+        return APPLIED, []  # replaced by the replay's outcome
+
+    def _new_record_state(self, record: RecordInput, pids: list[bytes]) -> RecordState:
+        return RecordState(
+            source=record.source,
+            record_id=record.record_id,
+            observed_at_us=record.observed_at_us,
+            contact_pids=pids,
+            author=self.actor,
+            stored_at_us=self.now,
+        )
+
+    def _store_record(self, key: bytes, record: RecordState, result: StepResult | None) -> None:
+        if result is not None:
+            _set_result(record, result)
+        self.txn.put_record(record)
+        for pid in record.contact_pids:
+            self.txn.index_record(pid, key)
+
+    def _remove_record(self, stored: RecordState) -> None:
+        """Take a stored record's evidence out; its contacts join the batch's replay."""
+        old_key = codec.canonical_key(stored.observed_at_us, stored.source, stored.record_id)
+        for pid in stored.contact_pids:
+            self.txn.unindex_record(pid, old_key)
+        self.txn.delete_record(stored.source, stored.record_id)
+        self.deferred.update(stored.contact_pids)
+
+    def delete_record(self, source: str, record_id: str) -> None:
+        stored = self.txn.get_record(source, record_id)
+        if stored is None:
+            return
+        self._remove_record(stored)
+        self.replay_region(self.deferred)
+        self.deferred = set()
+
+    # -- the replay path -------------------------------------------------------------------
+
+    def replay_region(self, seeds: set[bytes]) -> dict[bytes, StepResult]:
+        """Work out again, from their records, the customers around ``seeds``."""
+        self.flush()
+        return self._replay(self._region(seeds))
+
+    def _region(self, seeds: set[bytes]) -> _Region:
+        """The closed region around ``seeds``, as stored.
+
+        The region is closed: every record of a usable contact in it, every
+        contact of those records, and every contact of their customers. Nothing
+        outside it can change, so the rest of the store is not read.
+        """
+        region = _Region()
+        queue = list(seeds)
+        while queue:
+            pid = queue.pop()
+            if pid in region.seen:
+                continue
+            contact = self.contact(pid)
+            if contact is None:
+                continue
+            region.seen.add(pid)
+            region.contacts.append(pid)
+            if contact.customer_pid:
+                customer = self.txn.get_customer(contact.customer_pid)
+                if customer is not None:
+                    queue.extend(customer.contact_pids)
+            if pid not in seeds and not self.node(pid).usable:
+                region.partial.add(pid)
+                continue
+            for key in self.txn.record_keys_of(pid):
+                if key not in region.records:
+                    record = self.txn.get_record_by_canonical(key)
+                    if record is not None:
+                        region.records[key] = record
+                        queue.extend(record.contact_pids)
+        return region
+
+    def _replay(self, region: _Region) -> dict[bytes, StepResult]:
+        """Replay a region's records from nothing and write back what changed."""
+        graph = LinkGraph(
+            self.config.policy.max_contacts, self.config.policy.isolate_min_connections
+        )
+        for pid in sorted(region.contacts, key=lambda p: self.contacts[p].first_seen):
+            node = self.node(pid, fresh=True)
+            if pid in region.partial:
+                # No record of it was removed or replayed (those contacts are
+                # seeds), so where it was first seen is as stored, or as the
+                # batch's fast path left it.
+                node.first_key, node.position = region.first_seen.get(pid) or self.first_seen_at(
+                    pid, self.contacts[pid]
+                )
+            graph.add_node(node)
+        records = region.records
+        results = graph.replay((key, list(r.contact_pids)) for key, r in records.items())
+        for pid in region.contacts:
+            self.txn.delete_edges_of(pid)
+        for a, b in graph.new_pairs:
+            self.txn.put_edge(graph.nodes[a].pid, graph.nodes[b].pid)
+        for key, record in records.items():
+            before = record.SerializeToString()
+            _set_result(record, results[key])
+            if record.SerializeToString() != before:
+                self.txn.put_record(record)
+        self.write_components(graph.components(), graph.nodes)
+        return results
+
+    def replayed_account_graph(self) -> tuple[LinkGraph, dict[bytes, StepResult]]:
+        """Replay every record of the account on an empty graph (nothing is written)."""
+        graph = LinkGraph(
+            self.config.policy.max_contacts, self.config.policy.isolate_min_connections
+        )
+        contacts = sorted(self.txn.iter_contacts(), key=lambda item: item[1].first_seen)
+        for pid, contact in contacts:
+            self.contacts.setdefault(pid, contact)
+            graph.add_node(self.node(pid, fresh=True))
+        results = graph.replay(
+            (codec.canonical_key(r.observed_at_us, r.source, r.record_id), list(r.contact_pids))
+            for r in self.txn.iter_records()
+        )
+        return graph, results
+
+    def rebuild_account(self) -> None:
+        """Replay the whole account: after a change of key types or policy."""
+        seeds = {pid for pid, _ in self.txn.iter_contacts()}
+        if seeds:
+            self.replay_region(seeds)
+
+    # -- writing customers back ----------------------------------------------------------------
+
+    def write_components(
+        self, components: list[tuple[list[Node], bytes]], nodes: Iterable[Node]
+    ) -> None:
+        changes = pids.reconcile(self.txn, components, self.now, self.emit)
+        for node in nodes:
+            contact = self.contacts[node.pid]
+            customer = changes.customer_of[node.pid]
+            if (
+                contact.customer_pid == customer
+                and contact.connections == node.connections
+                and contact.isolated == node.isolated
+                and contact.isolated_at == node.isolated_at
+                and contact.isolated_connections == node.isolated_connections
+                and contact.moved_at == node.moved_at
+                and contact.first_key == node.first_key
+                and contact.first_position == node.position
+            ):
+                continue
+            if contact.isolated != node.isolated:
+                self.txn.set_isolated(node.pid, node.isolated)
+            contact.customer_pid = customer
+            contact.connections = node.connections
+            contact.isolated = node.isolated
+            contact.isolated_at = node.isolated_at
+            contact.isolated_connections = node.isolated_connections
+            contact.moved_at = node.moved_at
+            contact.first_key = node.first_key
+            contact.first_position = node.position
+            self.txn.put_contact(node.pid, contact)
+
+    def emit(
+        self,
+        kind: str,
+        customer_pid: bytes,
+        *,
+        others: Iterable[bytes] = (),
+        added: Iterable[bytes] = (),
+        removed: Iterable[bytes] = (),
+        detail: str = "",
+    ) -> None:
+        """Append one event to the change feed and the customer's history (SPEC 3.7, 7)."""
+        event = ChangeEvent(
+            seq=self.txn.next_change_seq(),
+            kind=kind,
+            customer_pid=customer_pid,
+            other_customer_pids=list(others),
+            contacts_added=list(added),
+            contacts_removed=list(removed),
+            actor=self.actor,
+            at_us=self.now,
+            detail=detail,
+        )
+        self.txn.append_change(event)
+        self.txn.append_history(customer_pid, event)
+        for other in event.other_customer_pids:
+            self.txn.append_history(other, event)
+
+    def _result(
+        self, outcome: int, pids: list[bytes], refused: list[tuple[bytes, bytes]]
+    ) -> LinkResult:
+        customer = b""
+        for pid in pids:
+            contact = self.contact(pid)
+            if contact is not None and self.node(pid).usable:
+                customer = contact.customer_pid
+                break
+        if not customer and pids:
+            contact = self.contact(pids[0])
+            customer = contact.customer_pid if contact is not None else b""
+        conflicts: list[bytes] = []
+        for pair in refused:
+            for pid in pair:
+                contact = self.contact(pid)
+                if contact is not None and contact.customer_pid not in conflicts:
+                    conflicts.append(contact.customer_pid)
+        return LinkResult(outcome, customer, pids, conflicts)
+
+
+@dataclass(slots=True)
+class _Region:
+    """A closed region of contacts and the records that decide their customers."""
+
+    contacts: list[bytes] = field(default_factory=list)
+    seen: set[bytes] = field(default_factory=set)
+    # Contacts whose records are not all in the region: their first-seen key stands.
+    partial: set[bytes] = field(default_factory=set)
+    # First-seen keys of partial contacts not yet written (pending in a batch).
+    first_seen: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
+    records: dict[bytes, RecordState] = field(default_factory=dict)
+
+
+def _set_result(record: RecordState, result: StepResult) -> None:
+    record.outcome = result.outcome
+    del record.group_pids[:]
+    record.group_pids.extend(result.group)
+    del record.conflict_contact_pids[:]
+    for a, b in result.refused:
+        record.conflict_contact_pids.extend((a, b))
+
+
+def _refused_pairs(record: RecordState) -> list[tuple[bytes, bytes]]:
+    pids = list(record.conflict_contact_pids)
+    return [(pids[i], pids[i + 1]) for i in range(0, len(pids) - 1, 2)]
