@@ -11,6 +11,7 @@ import phonenumbers
 from idlink._native import _contacts
 from idlink.domain.keytypes import NORMALIZER_PHONE, AccountConfig, KeyType
 from idlink.errors import InvalidArgument
+from idlink.text import check_text
 
 MAX_SOURCE_BYTES = 128
 MAX_RECORD_ID_BYTES = 256
@@ -44,22 +45,6 @@ def account_secret(master_secret: bytes, account: str) -> bytes:
     return hmac.new(
         master_secret, b"idlink account secret\0" + account.encode(), hashlib.sha256
     ).digest()
-
-
-def check_text(value: str, field: str, max_bytes: int, *, required: bool = True) -> None:
-    """Refuse empty, oversized or control-character names (sources, record ids, accounts)."""
-    if not value:
-        if required:
-            raise InvalidArgument(f"{field} is required", field=field)
-        return
-    if len(value.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise InvalidArgument(f"{field} is longer than {max_bytes} bytes", field=field)
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
-        raise InvalidArgument(f"{field} contains a control character", field=field)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"{field} is not valid UTF-8 text", field=field) from None
 
 
 def prepare_contact(

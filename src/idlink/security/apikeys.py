@@ -22,11 +22,11 @@ import secrets
 import time
 from typing import Any
 
-from idlink.domain.contacts import check_text
 from idlink.errors import FailedPrecondition, InvalidArgument, NotFound
 from idlink.security import totp
 from idlink.security.roles import ROLE_NAMES, role_value
 from idlink.store.txn import ApiKeyState
+from idlink.text import check_text
 
 TOKEN_PREFIX = "idl_"
 TOKEN_BYTES = 32
