@@ -185,7 +185,7 @@ def test_merge_keeps_the_oldest_pid_and_old_pids_redirect(engine):
 
 
 def test_merge_fills_profile_gaps_and_joins_labels(engine, store):
-    from idlink.domain.customers import merge_profile
+    from idlink.domain.pids import merge_profile
     from idlink.store.txn import Profile
 
     survivor = Profile(attributes={"first_name": b"Ann"}, labels=["VIP"])

@@ -103,13 +103,9 @@ def observe(
 ) -> tuple[Observed, dict[bytes, tuple[Described, ...]]]:
     after = customers_by_pid(engine, account)
     with engine.read(account) as view:
-        names = {
-            pid: (c.type, c.source, c.value) for pid, c in view.txn.iter_contacts()
-        }
+        names = {pid: (c.type, c.source, c.value) for pid, c in view.txn.iter_contacts()}
         moved = frozenset(
-            (names[pid], c.moved_at)
-            for pid, c in view.txn.iter_contacts()
-            if c.moved_at
+            (names[pid], c.moved_at) for pid, c in view.txn.iter_contacts() if c.moved_at
         )
         records = frozenset(
             (r.source, r.record_id, r.outcome, tuple(names[p] for p in r.group_pids))

@@ -9,9 +9,10 @@ of parsing the configuration again.
 
 from __future__ import annotations
 
-from idlink.domain import customers as pids
+from idlink.domain import pids
 from idlink.domain.contacts import check_text
 from idlink.domain.keytypes import AccountConfig, AccountPolicy, KeyType
+from idlink.domain.unit import AccountUnit
 from idlink.store.txn import AccountState, AccountTxn, KeyTypeState, Txn
 
 MAX_ACCOUNT_BYTES = 128
@@ -52,6 +53,30 @@ class Accounts:
 def put_config(txn: AccountTxn, config: AccountConfig, now: int) -> None:
     """Store an account's configuration; readers see a new version and reload it."""
     txn.put_config(state_of(config, now))
+
+
+def put_key_type(unit: AccountUnit, key_type: KeyType) -> KeyType:
+    """Add or change a key type; links are worked out again when linking rules change."""
+    config = unit.config
+    existing = config.key_types.get(key_type.name)
+    refuse_identity_change(unit.txn, config, key_type)
+    updated = config.with_key_type(key_type)
+    put_config(unit.txn, updated, unit.now)
+    if existing is not None and existing != key_type:
+        unit.config = updated
+        unit.rebuild_account()
+    return key_type
+
+
+def set_policy(unit: AccountUnit, policy: AccountPolicy) -> AccountPolicy:
+    """Change the account's cap and isolation threshold; customers are worked out again."""
+    config = unit.config
+    updated = config.with_policy(policy)
+    put_config(unit.txn, updated, unit.now)
+    if updated.policy != config.policy:
+        unit.config = updated
+        unit.rebuild_account()
+    return policy
 
 
 def refuse_identity_change(txn: AccountTxn, config: AccountConfig, key_type: KeyType) -> None:

@@ -14,32 +14,26 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypeVar
 
-from idlink.domain.accounts import (
-    MAX_ACCOUNT_BYTES,
-    Accounts,
-    put_config,
-    refuse_identity_change,
-)
-from idlink.domain.contacts import (
-    MAX_RECORD_ID_BYTES,
-    MAX_SOURCE_BYTES,
-    ContactKey,
-    account_secret,
-    check_text,
-    prepare_contact,
-)
-from idlink.domain.customers import follow_redirects
-from idlink.domain.journey import journey_page
+from idlink.domain import accounts, engagements, records
+from idlink.domain.accounts import MAX_ACCOUNT_BYTES, Accounts
+from idlink.domain.contacts import ContactKey, account_secret, prepare_contact
 from idlink.domain.keytypes import AccountConfig, AccountPolicy, KeyType
-from idlink.domain.linking import LinkGraph, Node, StepResult
+from idlink.domain.linking import Node, StepResult
+from idlink.domain.preview import Preview, preview
 from idlink.domain.reads import AccountView
-from idlink.domain.unit import AccountUnit, LinkResult, RecordInput
+from idlink.domain.records import (
+    MANUAL_SOURCE,
+    MAX_CONTACTS_PER_RECORD,
+    LinkResult,
+    RecordInput,
+    manual_record,
+)
+from idlink.domain.unit import AccountUnit
 from idlink.domain.views import (
     CREATED,
     FOUND,
@@ -50,9 +44,8 @@ from idlink.domain.views import (
     Explanation,
     Resolution,
 )
-from idlink.errors import InvalidArgument, NotFound
 from idlink.store.env import Store
-from idlink.store.txn import ChangeEvent, ContactPolicyState, EngagementState, Txn
+from idlink.store.txn import ChangeEvent, EngagementState, Txn
 
 __all__ = [
     "MAX_ACCOUNT_BYTES",
@@ -60,6 +53,7 @@ __all__ = [
     "AccountUnit",
     "AccountView",
     "IdentityEngine",
+    "MANUAL_SOURCE",
     "LinkResult",
     "Preview",
     "RecordInput",
@@ -68,9 +62,6 @@ __all__ = [
     "now_us",
 ]
 
-MAX_CONTACTS_PER_RECORD = 64
-MANUAL_SOURCE = "manual"
-MAX_SUMMARY_CHARS = 16384
 MAX_SEQ = (1 << 64) - 1
 
 T = TypeVar("T")
@@ -163,33 +154,12 @@ class IdentityEngine:
 
     def put_key_type(self, account: str, key_type: KeyType, actor: str = "") -> KeyType:
         """Add or change a key type; links are worked out again when linking rules change."""
-
-        def run(unit: AccountUnit) -> KeyType:
-            config = unit.config
-            existing = config.key_types.get(key_type.name)
-            refuse_identity_change(unit.txn, config, key_type)
-            updated = config.with_key_type(key_type)
-            put_config(unit.txn, updated, unit.now)
-            if existing is not None and existing != key_type:
-                unit.config = updated
-                unit.rebuild_account()
-            return key_type
-
-        return self.write(account, actor, run)
+        return self.write(account, actor, lambda unit: accounts.put_key_type(unit, key_type))
 
     def set_account_policy(
         self, account: str, policy: AccountPolicy, actor: str = ""
     ) -> AccountPolicy:
-        def run(unit: AccountUnit) -> AccountPolicy:
-            config = unit.config
-            updated = config.with_policy(policy)
-            put_config(unit.txn, updated, unit.now)
-            if updated.policy != config.policy:
-                unit.config = updated
-                unit.rebuild_account()
-            return policy
-
-        return self.write(account, actor, run)
+        return self.write(account, actor, lambda unit: accounts.set_policy(unit, policy))
 
     # -- records ---------------------------------------------------------------------
 
@@ -198,27 +168,16 @@ class IdentityEngine:
         return self.ingest(account, [record], actor)[0]
 
     def ingest(
-        self, account: str, records: Sequence[RecordInput], actor: str = ""
+        self, account: str, batch: Sequence[RecordInput], actor: str = ""
     ) -> list[LinkResult]:
         """Apply a batch of records in one write transaction; results in input order.
 
         A record named twice in one batch counts once, as its last version.
         """
-        for i, record in enumerate(records):
-            _check_record(record, f"records[{i}]")
+        for i, record in enumerate(batch):
+            records.check_record(record, f"records[{i}]")
         secret = self.secret(account)
-
-        def run(unit: AccountUnit) -> list[LinkResult]:
-            prepared = [
-                [
-                    prepare_contact(secret, unit.config, key, f"records[{i}].contacts[{j}]")
-                    for j, key in enumerate(record.contacts)
-                ]
-                for i, record in enumerate(records)
-            ]
-            return unit.apply_batch(records, prepared)
-
-        return self.write(account, actor, run)
+        return self.write(account, actor, lambda unit: records.ingest(unit, secret, batch))
 
     def merge_keys(self, account: str, keys: Sequence[ContactKey], actor: str = "") -> LinkResult:
         """Say these contacts are one person: a manual record (SPEC 3.6)."""
@@ -226,15 +185,13 @@ class IdentityEngine:
 
     def delete_record(self, account: str, source: str, record_id: str, actor: str = "") -> None:
         """Remove a record's evidence; customers it held together split (SPEC 3.6)."""
-        check_text(source, "source", MAX_SOURCE_BYTES)
-        check_text(record_id, "record_id", MAX_RECORD_ID_BYTES)
-
-        def run(unit: AccountUnit) -> None:
-            if unit.txn.get_record(source, record_id) is None:
-                raise NotFound(f"record {source}/{record_id} not found")
-            unit.delete_record(source, record_id)
-
-        self.write(account, actor, run, create=False)
+        records.check_names(source, record_id)
+        self.write(
+            account,
+            actor,
+            lambda unit: records.delete_record(unit, source, record_id),
+            create=False,
+        )
 
     def set_contact_policy(
         self,
@@ -247,50 +204,18 @@ class IdentityEngine:
     ) -> bytes:
         """Set or clear do-not-link / never-isolate on a contact, seen or not (SPEC 2.5)."""
         secret = self.secret(account)
-
-        def run(unit: AccountUnit) -> bytes:
-            txn = unit.txn
-            prepared = prepare_contact(secret, unit.config, key)
-            policy = txn.get_policy(prepared.pid) or ContactPolicyState()
-            before = (policy.do_not_link, policy.never_isolate)
-            if do_not_link is not None:
-                policy.do_not_link = do_not_link
-            if never_isolate is not None:
-                policy.never_isolate = never_isolate
-            if (policy.do_not_link, policy.never_isolate) == before:
-                return prepared.pid
-            policy.set_by = unit.actor
-            policy.set_at_us = unit.now
-            existed = txn.get_policy(prepared.pid) is not None
-            if policy.do_not_link or policy.never_isolate:
-                txn.put_policy(prepared.pid, policy)
-                if not existed:
-                    txn.add_policy_count(1)
-            else:
-                txn.delete_policy(prepared.pid)
-                if existed:
-                    txn.add_policy_count(-1)
-            unit.has_policies = txn.policy_count() > 0
-            contact = txn.get_contact(prepared.pid)
-            if contact is not None:
-                unit.replay_region({prepared.pid})
-                replayed = txn.get_contact(prepared.pid)
-                assert replayed is not None
-                unit.emit(
-                    "policy_changed",
-                    replayed.customer_pid,
-                    detail=f"do_not_link={policy.do_not_link} never_isolate={policy.never_isolate}",
-                )
-            return prepared.pid
-
-        return self.write(account, actor, run)
+        return self.write(
+            account,
+            actor,
+            lambda unit: records.set_contact_policy(unit, secret, key, do_not_link, never_isolate),
+        )
 
     # -- reads -------------------------------------------------------------------------
 
     def partition(self, account: str) -> list[frozenset[bytes]]:
         """The stored customers of an account, as sets of contact PIDs."""
         with self.read(account) as view:
-            return [frozenset(c.contact_pids) for _, c in view.txn.iter_customers()]
+            return view.partition()
 
     def rebuild_partition(self, account: str) -> list[frozenset[bytes]]:
         """The customers a rebuild from every record would give (SPEC 3.2), computed in memory."""
@@ -309,32 +234,16 @@ class IdentityEngine:
                 results,
             )
 
-    # -- resolve and customers ------------------------------------------------------------
-
     def resolve(
         self, account: str, key: ContactKey, *, create_if_missing: bool = False, actor: str = ""
     ) -> Resolution:
         """Who is this contact? (SPEC 5.1)"""
         secret = self.secret(account)
         with self.read(account) as view:
-            prepared = prepare_contact(secret, view.config, key)
-            answer = view.resolve(prepared)
+            answer = view.resolve(prepare_contact(secret, view.config, key))
         if answer.status not in (NOT_FOUND, INVALID) or not create_if_missing or answer.customer:
             return answer
-
-        def run(unit: AccountUnit) -> Resolution:
-            prepared = prepare_contact(secret, unit.config, key)
-            created = unit.contact(prepared.pid) is None
-            if created:
-                unit.ensure_contact(prepared)
-                unit.load([prepared.pid])
-                unit.flush()
-            answer = AccountView(unit.txn, unit.config).resolve(prepared)
-            if created and answer.status == FOUND:
-                answer.status = CREATED
-            return answer
-
-        return self.write(account, actor, run)
+        return self.write(account, actor, lambda unit: _resolve_creating(unit, secret, key))
 
     def get_customer(self, account: str, customer_pid: bytes) -> CustomerView:
         """A customer by PID; an old PID of a merged customer finds the survivor."""
@@ -376,17 +285,7 @@ class IdentityEngine:
     ) -> Preview:
         """What a change of key type or policy would do, computed from the records (SPEC 3.7)."""
         with self.read(account) as view:
-            if not view.exists:
-                return Preview()
-            config = view.config
-            changed = config
-            if key_type is not None:
-                refuse_identity_change(view.txn, config, key_type)
-                changed = changed.with_key_type(key_type)
-            if policy is not None:
-                changed = changed.with_policy(policy)
-            graph, _ = AccountUnit(view.txn, changed, "", self.clock()).replayed_account_graph()
-            return _compare(graph, examples)
+            return preview(view, self.clock(), key_type, policy, examples)
 
     # -- journey ---------------------------------------------------------------------------
 
@@ -404,40 +303,23 @@ class IdentityEngine:
         actor: str = "",
     ) -> EngagementState:
         """Store one interaction on the contact it happened on (created if new)."""
-        check_text(channel, "channel", 64)
-        check_text(direction, "direction", 64, required=False)
-        if len(summary) > MAX_SUMMARY_CHARS:
-            raise InvalidArgument(
-                f"summary is longer than {MAX_SUMMARY_CHARS} characters", field="summary"
-            )
-        if engagement_id and len(engagement_id) != 16:
-            raise InvalidArgument("engagement_id must be a UUID", field="engagement_id")
+        engagements.check_engagement(channel, direction, summary, engagement_id)
         secret = self.secret(account)
-
-        def run(unit: AccountUnit) -> EngagementState:
-            prepared = prepare_contact(secret, unit.config, key)
-            if unit.contact(prepared.pid) is None:
-                unit.ensure_contact(prepared)
-                unit.load([prepared.pid])
-                unit.flush()
-            if engagement_id:
-                existing = unit.txn.get_engagement(engagement_id)
-                if existing is not None:
-                    return existing  # an idempotent retry
-            engagement = EngagementState(
-                engagement_id=engagement_id or uuid.uuid4().bytes,
-                contact_pid=prepared.pid,
+        return self.write(
+            account,
+            actor,
+            lambda unit: engagements.record_engagement(
+                unit,
+                secret,
+                key,
                 occurred_at_us=occurred_at_us,
                 channel=channel,
                 direction=direction,
                 summary=summary,
                 attributes=attributes or {},
-                recorded_at_us=unit.now,
-            )
-            unit.txn.put_engagement(engagement)
-            return engagement
-
-        return self.write(account, actor, run)
+                engagement_id=engagement_id,
+            ),
+        )
 
     def list_journey(
         self, account: str, customer_pid: bytes, *, page_size: int = 0, page_token: str = ""
@@ -445,12 +327,8 @@ class IdentityEngine:
         """One page of a customer's journey across all its contacts (SPEC 6)."""
         with self.read(account) as view:
             customer = view.customer(customer_pid)
-            page, token = journey_page(
-                view.txn,
-                customer.pid,
-                [c.pid for c in customer.contacts],
-                page_size,
-                page_token,
+            page, token = engagements.journey_page(
+                view.txn, customer.pid, [c.pid for c in customer.contacts], page_size, page_token
             )
             return customer, page, token
 
@@ -458,24 +336,12 @@ class IdentityEngine:
         self, account: str, engagement_id: bytes, customer_pid: bytes, actor: str = ""
     ) -> EngagementState:
         """Pin one engagement to a customer; the pin survives later merges (SPEC 3.6)."""
-
-        def run(unit: AccountUnit) -> EngagementState:
-            txn = unit.txn
-            engagement = txn.get_engagement(engagement_id)
-            if engagement is None:
-                raise NotFound("engagement not found", field="engagement_id")
-            target, _ = follow_redirects(txn, customer_pid)
-            if txn.get_customer(target) is None:
-                raise NotFound("customer not found", field="customer_pid")
-            if engagement.pinned_customer_pid:
-                txn.delete_pin(engagement.pinned_customer_pid, engagement_id)
-            engagement.pinned_customer_pid = target
-            txn.put_engagement(engagement)
-            txn.put_pin(target, engagement_id)
-            unit.emit("updated", target, detail="engagement relinked")
-            return engagement
-
-        return self.write(account, actor, run, create=False)
+        return self.write(
+            account,
+            actor,
+            lambda unit: engagements.relink_engagement(unit, engagement_id, customer_pid),
+            create=False,
+        )
 
     # -- change notifications ---------------------------------------------------------------
 
@@ -490,6 +356,20 @@ class IdentityEngine:
         """Block until some write commits or the timeout passes."""
         with self._changed:
             self._changed.wait(timeout)
+
+
+def _resolve_creating(unit: AccountUnit, secret: bytes, key: ContactKey) -> Resolution:
+    """Resolve, storing the contact first when it is new (``create_if_missing``)."""
+    prepared = prepare_contact(secret, unit.config, key)
+    created = unit.contact(prepared.pid) is None
+    if created:
+        unit.ensure_contact(prepared)
+        unit.load([prepared.pid])
+        unit.flush()
+    answer = AccountView(unit.txn, unit.config).resolve(prepared)
+    if created and answer.status == FOUND:
+        answer.status = CREATED
+    return answer
 
 
 class _Read:
@@ -551,57 +431,3 @@ class Rebuilt:
     contacts: dict[bytes, Node] = field(default_factory=dict)
     # Each record's step, by canonical key: outcome, group, refused links.
     results: dict[bytes, StepResult] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Preview:
-    """How many customers a configuration change would merge or split, with examples."""
-
-    merges: int = 0
-    splits: int = 0
-    merge_examples: list[list[bytes]] = field(default_factory=list)
-    split_examples: list[bytes] = field(default_factory=list)
-
-
-def _compare(graph: LinkGraph, examples: int) -> Preview:
-    preview = Preview()
-    parts: dict[bytes, set[int]] = {}
-    for index, (nodes, _) in enumerate(graph.components()):
-        customers = sorted({n.customer_pid for n in nodes if n.customer_pid})
-        for pid in customers:
-            parts.setdefault(pid, set()).add(index)
-        if len(customers) > 1:
-            preview.merges += 1
-            if len(preview.merge_examples) < examples:
-                preview.merge_examples.append(customers)
-    for pid, indexes in sorted(parts.items()):
-        if len(indexes) > 1:
-            preview.splits += 1
-            if len(preview.split_examples) < examples:
-                preview.split_examples.append(pid)
-    return preview
-
-
-def manual_record(
-    keys: Sequence[ContactKey], observed_at_us: int, record_id: str = ""
-) -> RecordInput:
-    """The record of an explicit merge; deleting it unmerges (SPEC 3.6)."""
-    if len(keys) < 2:
-        raise InvalidArgument("contacts needs at least two contacts to merge", field="contacts")
-    return RecordInput(MANUAL_SOURCE, record_id or uuid.uuid4().hex, list(keys), observed_at_us)
-
-
-def _check_record(record: RecordInput, field: str) -> None:
-    check_text(record.source, f"{field}.source", MAX_SOURCE_BYTES)
-    check_text(record.record_id, f"{field}.record_id", MAX_RECORD_ID_BYTES)
-    if record.deleted:
-        return
-    if not record.contacts:
-        raise InvalidArgument(
-            f"{field}.contacts must name at least one contact", field=f"{field}.contacts"
-        )
-    if len(record.contacts) > MAX_CONTACTS_PER_RECORD:
-        raise InvalidArgument(
-            f"{field}.contacts names more than {MAX_CONTACTS_PER_RECORD} contacts",
-            field=f"{field}.contacts",
-        )

@@ -21,10 +21,10 @@ from typing import Any
 
 from idlink.domain import profiles
 from idlink.domain.contacts import national_number
-from idlink.domain.customers import follow_redirects
+from idlink.domain.engagements import journey_page
 from idlink.domain.engine import IdentityEngine
-from idlink.domain.journey import journey_page
 from idlink.domain.keytypes import KeyType
+from idlink.domain.pids import follow_redirects
 from idlink.domain.unit import AccountUnit
 from idlink.domain.views import ContactView
 from idlink.errors import NotFound

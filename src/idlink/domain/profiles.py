@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from idlink.domain.contacts import check_text
-from idlink.domain.customers import follow_redirects
+from idlink.domain.pids import follow_redirects
 from idlink.domain.reads import AccountView
 from idlink.domain.unit import AccountUnit
 from idlink.domain.views import CustomerView

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import Counter, deque
 
 from idlink.domain.contacts import PreparedContact, national_candidates, unusable_reason
-from idlink.domain.customers import follow_redirects
 from idlink.domain.keytypes import AccountConfig, default_priority
 from idlink.domain.linking import CAPPED, CONFLICT, SeenKey, seen_key
+from idlink.domain.pids import follow_redirects
 from idlink.domain.views import (
     FOUND,
     INVALID,
@@ -54,6 +54,10 @@ class AccountView:
         if self._has_policies is None:
             self._has_policies = self.txn.policy_count() > 0
         return self._has_policies
+
+    def partition(self) -> list[frozenset[bytes]]:
+        """The stored customers, as sets of contact PIDs."""
+        return [frozenset(c.contact_pids) for _, c in self.txn.iter_customers()]
 
     # -- contacts -----------------------------------------------------------------
 

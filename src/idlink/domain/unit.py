@@ -14,31 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from idlink.domain import customers as pids
-from idlink.domain.contacts import ContactKey, PreparedContact, national_number, unusable_reason
+from idlink.domain import pids
+from idlink.domain.contacts import PreparedContact, national_number, unusable_reason
 from idlink.domain.keytypes import AccountConfig, KeyType
-from idlink.domain.linking import APPLIED, LinkGraph, Node, StepResult
+from idlink.domain.linking import LinkGraph, Node, StepResult
 from idlink.store import codec
 from idlink.store.txn import AccountTxn, ChangeEvent, ContactState, RecordState
-
-
-@dataclass(frozen=True, slots=True)
-class RecordInput:
-    """A record as a source sends it."""
-
-    source: str
-    record_id: str
-    contacts: Sequence[ContactKey]
-    observed_at_us: int
-    deleted: bool = False
-
-
-@dataclass(slots=True)
-class LinkResult:
-    outcome: int
-    customer_pid: bytes
-    contact_pids: list[bytes]
-    conflict_customer_pids: list[bytes] = field(default_factory=list)
 
 
 class AccountUnit:
@@ -187,11 +168,11 @@ class AccountUnit:
 
     def flush(self) -> None:
         """Write back everything the loaded graph changed."""
-        graph = self._flush_evidence()
+        graph = self.flush_evidence()
         if graph is not None:
             self.write_components(graph.components(), graph.nodes)
 
-    def _flush_evidence(self) -> LinkGraph | None:
+    def flush_evidence(self) -> LinkGraph | None:
         """Write the loaded graph's connections and records; return it for its customers."""
         graph = self.graph
         if graph is None:
@@ -200,113 +181,18 @@ class AccountUnit:
         for a, b in graph.new_pairs:
             self.txn.put_edge(graph.nodes[a].pid, graph.nodes[b].pid)
         for key, (record, result) in self.pending.items():
-            self._store_record(key, record, result)
+            self.store_record(key, record, result)
         self.pending = {}
         return graph
 
-    def apply_batch(
-        self, records: Sequence[RecordInput], prepared: Sequence[Sequence[PreparedContact]]
-    ) -> list[LinkResult]:
-        last: dict[tuple[str, str], int] = {}
-        for i, record in enumerate(records):
-            last[(record.source, record.record_id)] = i
-        order = sorted(
-            last.values(),
-            key=lambda i: codec.canonical_key(
-                records[i].observed_at_us, records[i].source, records[i].record_id
-            ),
-        )
-        outcomes: dict[int, tuple[int, list[tuple[bytes, bytes]]]] = {}
-        for i in order:
-            outcomes[i] = self._apply_one(records[i], prepared[i])
-        graph = self._flush_evidence()
-        if not self.deferred:
-            if graph is not None:
-                self.write_components(graph.components(), graph.nodes)
-        else:
-            # One replay for every record of the batch that needed one: a closed
-            # region replayed from nothing is canonical whatever was stored.
-            region = self._region(self.deferred)
-            if graph is not None:
-                # The batch is one operation (SPEC 3.5): customers the replay
-                # works out again keep the PIDs they had before the batch, so
-                # the fast path's customers there are not written in between.
-                while True:
-                    inside = [
-                        c for c in graph.components() if any(n.pid in region.seen for n in c[0])
-                    ]
-                    missing = {n.pid for c in inside for n in c[0]} - region.seen
-                    if not missing:
-                        break
-                    region = self._region(self.deferred | missing)
-                outside = [
-                    c for c in graph.components() if not any(n.pid in region.seen for n in c[0])
-                ]
-                self.write_components(outside, [n for c in outside for n in c[0]])
-                # A contact the region holds but does not replay all records of
-                # may have been named by a fast-path record of this batch.
-                for c in inside:
-                    for n in c[0]:
-                        if n.pid in region.partial:
-                            region.first_seen[n.pid] = (n.first_key, n.position)
-            replayed = self._replay(region)
-            self.deferred = set()
-            for i in order:
-                record = records[i]
-                key = codec.canonical_key(record.observed_at_us, record.source, record.record_id)
-                if key in replayed and not record.deleted:
-                    outcomes[i] = (replayed[key].outcome, replayed[key].refused)
-        results = []
-        for i, record in enumerate(records):
-            outcome, refused = outcomes[last[(record.source, record.record_id)]]
-            pids = [p.pid for p in prepared[i]]
-            results.append(self._result(outcome, pids, refused))
-        return results
-
-    def _apply_one(
-        self, record: RecordInput, prepared: Sequence[PreparedContact]
-    ) -> tuple[int, list[tuple[bytes, bytes]]]:
-        """Apply one record of a batch now, or store it and defer it to the batch's replay."""
-        key = codec.canonical_key(record.observed_at_us, record.source, record.record_id)
-        stored = self.txn.get_record(record.source, record.record_id)
-        if record.deleted:
-            if stored is not None:
-                self._remove_record(stored)
-            return APPLIED, []
-        pids = list(dict.fromkeys(p.pid for p in prepared))
-        for p in prepared:
-            self.ensure_contact(p)
-        if stored is not None:
-            if stored.observed_at_us == record.observed_at_us and list(stored.contact_pids) == pids:
-                return stored.outcome, _refused_pairs(stored)
-            self._remove_record(stored)
-        elif self.load(pids).is_newest(key, pids):
-            assert self.graph is not None
-            result = self.graph.apply(key, pids)
-            self.pending[key] = (self._new_record_state(record, pids), result)
-            return result.outcome, result.refused
-        self._store_record(key, self._new_record_state(record, pids), None)
-        self.deferred.update(pids)
-        return APPLIED, []  # replaced by the replay's outcome
-
-    def _new_record_state(self, record: RecordInput, pids: list[bytes]) -> RecordState:
-        return RecordState(
-            source=record.source,
-            record_id=record.record_id,
-            observed_at_us=record.observed_at_us,
-            contact_pids=pids,
-            author=self.actor,
-            stored_at_us=self.now,
-        )
-
-    def _store_record(self, key: bytes, record: RecordState, result: StepResult | None) -> None:
+    def store_record(self, key: bytes, record: RecordState, result: StepResult | None) -> None:
         if result is not None:
-            _set_result(record, result)
+            set_result(record, result)
         self.txn.put_record(record)
         for pid in record.contact_pids:
             self.txn.index_record(pid, key)
 
-    def _remove_record(self, stored: RecordState) -> None:
+    def remove_record(self, stored: RecordState) -> None:
         """Take a stored record's evidence out; its contacts join the batch's replay."""
         old_key = codec.canonical_key(stored.observed_at_us, stored.source, stored.record_id)
         for pid in stored.contact_pids:
@@ -314,29 +200,21 @@ class AccountUnit:
         self.txn.delete_record(stored.source, stored.record_id)
         self.deferred.update(stored.contact_pids)
 
-    def delete_record(self, source: str, record_id: str) -> None:
-        stored = self.txn.get_record(source, record_id)
-        if stored is None:
-            return
-        self._remove_record(stored)
-        self.replay_region(self.deferred)
-        self.deferred = set()
-
     # -- the replay path -------------------------------------------------------------------
 
     def replay_region(self, seeds: set[bytes]) -> dict[bytes, StepResult]:
         """Work out again, from their records, the customers around ``seeds``."""
         self.flush()
-        return self._replay(self._region(seeds))
+        return self.replay(self.region(seeds))
 
-    def _region(self, seeds: set[bytes]) -> _Region:
+    def region(self, seeds: set[bytes]) -> Region:
         """The closed region around ``seeds``, as stored.
 
         The region is closed: every record of a usable contact in it, every
         contact of those records, and every contact of their customers. Nothing
         outside it can change, so the rest of the store is not read.
         """
-        region = _Region()
+        region = Region()
         queue = list(seeds)
         while queue:
             pid = queue.pop()
@@ -362,7 +240,7 @@ class AccountUnit:
                         queue.extend(record.contact_pids)
         return region
 
-    def _replay(self, region: _Region) -> dict[bytes, StepResult]:
+    def replay(self, region: Region) -> dict[bytes, StepResult]:
         """Replay a region's records from nothing and write back what changed."""
         graph = LinkGraph(
             self.config.policy.max_contacts, self.config.policy.isolate_min_connections
@@ -385,7 +263,7 @@ class AccountUnit:
             self.txn.put_edge(graph.nodes[a].pid, graph.nodes[b].pid)
         for key, record in records.items():
             before = record.SerializeToString()
-            _set_result(record, results[key])
+            set_result(record, results[key])
             if record.SerializeToString() != before:
                 self.txn.put_record(record)
         self.write_components(graph.components(), graph.nodes)
@@ -471,29 +349,9 @@ class AccountUnit:
         for other in event.other_customer_pids:
             self.txn.append_history(other, event)
 
-    def _result(
-        self, outcome: int, pids: list[bytes], refused: list[tuple[bytes, bytes]]
-    ) -> LinkResult:
-        customer = b""
-        for pid in pids:
-            contact = self.contact(pid)
-            if contact is not None and self.node(pid).usable:
-                customer = contact.customer_pid
-                break
-        if not customer and pids:
-            contact = self.contact(pids[0])
-            customer = contact.customer_pid if contact is not None else b""
-        conflicts: list[bytes] = []
-        for pair in refused:
-            for pid in pair:
-                contact = self.contact(pid)
-                if contact is not None and contact.customer_pid not in conflicts:
-                    conflicts.append(contact.customer_pid)
-        return LinkResult(outcome, customer, pids, conflicts)
-
 
 @dataclass(slots=True)
-class _Region:
+class Region:
     """A closed region of contacts and the records that decide their customers."""
 
     contacts: list[bytes] = field(default_factory=list)
@@ -505,15 +363,10 @@ class _Region:
     records: dict[bytes, RecordState] = field(default_factory=dict)
 
 
-def _set_result(record: RecordState, result: StepResult) -> None:
+def set_result(record: RecordState, result: StepResult) -> None:
     record.outcome = result.outcome
     del record.group_pids[:]
     record.group_pids.extend(result.group)
     del record.conflict_contact_pids[:]
     for a, b in result.refused:
         record.conflict_contact_pids.extend((a, b))
-
-
-def _refused_pairs(record: RecordState) -> list[tuple[bytes, bytes]]:
-    pids = list(record.conflict_contact_pids)
-    return [(pids[i], pids[i + 1]) for i in range(0, len(pids) - 1, 2)]

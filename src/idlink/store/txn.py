@@ -404,8 +404,7 @@ class Txn:
             engagement.sealed_text = b""
 
     def put_engagement(self, prefix: bytes, engagement: EngagementState) -> None:
-        if self.cipher is not None:
-            self.cipher.prepare_engagement(self, prefix, engagement)
+        # Free text arrives redacted when the account asks (domain/engagements.py).
         key = (
             prefix
             + engagement.contact_pid
