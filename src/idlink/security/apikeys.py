@@ -20,12 +20,11 @@ import hmac
 import os
 import secrets
 import time
-from typing import Any
 
 from idlink.errors import FailedPrecondition, InvalidArgument, NotFound
 from idlink.security import totp
 from idlink.security.roles import ROLE_NAMES, role_value
-from idlink.store.txn import ApiKeyState
+from idlink.store.txn import ApiKeyState, Txn
 from idlink.text import check_text
 
 TOKEN_PREFIX = "idl_"
@@ -51,7 +50,7 @@ def _now_us() -> int:
 
 
 def add_key(
-    txn: Any, account: str, role: str, *, description: str = "", created_by: str = ""
+    txn: Txn, account: str, role: str, *, description: str = "", created_by: str = ""
 ) -> tuple[str, ApiKeyState]:
     """Store a new key in a write transaction; the token (shown once) and the stored key."""
     check_text(account, "account", MAX_ACCOUNT_BYTES)
@@ -92,7 +91,7 @@ def split_token(token: str) -> tuple[str, str]:
     return key_token, session
 
 
-def lookup(txn: Any, token: str, now_us: int | None = None) -> ApiKeyState | None:
+def lookup(txn: Txn, token: str, now_us: int | None = None) -> ApiKeyState | None:
     """The live (not revoked) key of a token, or None.
 
     An interactive key needs a live session of a TOTP sign-in after it
@@ -111,7 +110,7 @@ def lookup(txn: Any, token: str, now_us: int | None = None) -> ApiKeyState | Non
     return state
 
 
-def lookup_key(txn: Any, key_token: str) -> tuple[bytes, ApiKeyState] | None:
+def lookup_key(txn: Txn, key_token: str) -> tuple[bytes, ApiKeyState] | None:
     """The live key of a key token (no session check), with its stored hash: for sign-in."""
     if not key_token.startswith(TOKEN_PREFIX) or len(key_token) > 128:
         return None
@@ -129,13 +128,13 @@ def _secret_aad(state: ApiKeyState) -> bytes:
     return b"totp-secret:" + state.key_id.encode()
 
 
-def seal_secret(txn: Any, state: ApiKeyState, secret: str) -> None:
+def seal_secret(txn: Txn, state: ApiKeyState, secret: str) -> None:
     cipher = getattr(txn, "cipher", None)
     data = secret.encode()
     state.totp_secret_sealed = cipher.seal(data, _secret_aad(state)) if cipher else data
 
 
-def open_secret(txn: Any, state: ApiKeyState) -> str:
+def open_secret(txn: Txn, state: ApiKeyState) -> str:
     cipher = getattr(txn, "cipher", None)
     blob = state.totp_secret_sealed
     if cipher is not None and cipher.is_sealed(blob):
@@ -144,7 +143,7 @@ def open_secret(txn: Any, state: ApiKeyState) -> str:
 
 
 def set_interactive(
-    txn: Any, account: str, key_id: str, interactive: bool
+    txn: Txn, account: str, key_id: str, interactive: bool
 ) -> tuple[ApiKeyState, str]:
     """Make a key interactive with a new TOTP seed (returned), or plain again.
 
@@ -199,7 +198,7 @@ def end_session(state: ApiKeyState, session: str) -> bool:
     return ended
 
 
-def find(txn: Any, account: str, key_id: str) -> tuple[bytes, ApiKeyState]:
+def find(txn: Txn, account: str, key_id: str) -> tuple[bytes, ApiKeyState]:
     """A key of an account by its id (NotFound otherwise: never another account's)."""
     for hashed, state in txn.iter_api_keys():
         # Constant-time compare, though key ids are not secret.
@@ -208,7 +207,7 @@ def find(txn: Any, account: str, key_id: str) -> tuple[bytes, ApiKeyState]:
     raise NotFound("API key not found", field="key_id")
 
 
-def list_keys(txn: Any, account: str) -> list[ApiKeyState]:
+def list_keys(txn: Txn, account: str) -> list[ApiKeyState]:
     """The keys of an account, by key id (revoked ones included, marked)."""
     return sorted(
         (state for _, state in txn.iter_api_keys() if state.account == account),
@@ -216,7 +215,7 @@ def list_keys(txn: Any, account: str) -> list[ApiKeyState]:
     )
 
 
-def revoke(txn: Any, account: str, key_id: str) -> ApiKeyState:
+def revoke(txn: Txn, account: str, key_id: str) -> ApiKeyState:
     hashed, state = find(txn, account, key_id)
     if not state.revoked_at_us:
         state.revoked_at_us = _now_us()
@@ -224,7 +223,7 @@ def revoke(txn: Any, account: str, key_id: str) -> ApiKeyState:
     return state
 
 
-def set_flag(txn: Any, account: str, key_id: str, reason: str) -> ApiKeyState:
+def set_flag(txn: Txn, account: str, key_id: str, reason: str) -> ApiKeyState:
     """Flag (reason non-empty) or clear (reason empty) a key for anomaly throttling."""
     hashed, state = find(txn, account, key_id)
     state.flagged_at_us = _now_us() if reason else 0

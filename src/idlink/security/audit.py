@@ -30,8 +30,8 @@ from typing import Any
 
 from idlink.security import apikeys
 from idlink.security.policy import load_policy
-from idlink.store import codec
-from idlink.store.txn import AuditEventState
+from idlink.store.env import Store
+from idlink.store.txn import AccountTxn, AuditEventState, Txn
 
 log = logging.getLogger("idlink.audit")
 
@@ -55,7 +55,7 @@ class PendingEvent:
 class AuditLog:
     """Buffers audit events and appends them to the store in batches."""
 
-    def __init__(self, store: Any, flush_seconds: float = FLUSH_SECONDS) -> None:
+    def __init__(self, store: Store, flush_seconds: float = FLUSH_SECONDS) -> None:
         self.store = store
         self.flush_seconds = flush_seconds
         self._buffer: list[PendingEvent] = []
@@ -112,22 +112,19 @@ class AuditLog:
                 raise
 
 
-def write_events(txn: Any, events: Iterable[PendingEvent]) -> None:
+def write_events(txn: Txn, events: Iterable[PendingEvent]) -> None:
     """Append events; events of an account that does not exist (nothing to read) are dropped."""
-    prefixes: dict[str, bytes | None] = {}
+    accounts: dict[str, AccountTxn | None] = {}
     for event in events:
-        if event.account not in prefixes:
+        if event.account not in accounts:
             account_id = txn.account_id(event.account)
-            prefixes[event.account] = (
-                None if account_id is None else codec.account_prefix(account_id)
-            )
-        prefix = prefixes[event.account]
-        if prefix is None:
+            accounts[event.account] = None if account_id is None else txn.account(account_id)
+        scoped = accounts[event.account]
+        if scoped is None:
             continue
-        txn.append_audit(
-            prefix,
+        scoped.append_audit(
             AuditEventState(
-                seq=txn.next_counter(b"audit:" + prefix),
+                seq=scoped.next_audit_seq(),
                 at_us=event.at_us,
                 key_id=event.key_id,
                 role=event.role,
@@ -148,12 +145,12 @@ class AuditFilter:
 
 
 def list_events(
-    txn: Any, prefix: bytes, flt: AuditFilter, after_seq: int, limit: int
+    txn: AccountTxn, flt: AuditFilter, after_seq: int, limit: int
 ) -> tuple[list[AuditEventState], int]:
     """Up to ``limit`` events after ``after_seq`` that pass the filter, and the last seq read."""
     out: list[AuditEventState] = []
     last = after_seq
-    for event in txn.audit_after(prefix, after_seq):
+    for event in txn.audit_after(after_seq):
         last = event.seq
         if flt.start_us and event.at_us < flt.start_us:
             continue
@@ -172,7 +169,7 @@ def list_events(
 class AnomalyDetector:
     """Distinct customers read per key in a sliding window; flags keys over the threshold."""
 
-    def __init__(self, store: Any, audit: AuditLog, clock: Any = time.monotonic) -> None:
+    def __init__(self, store: Store, audit: AuditLog, clock: Any = time.monotonic) -> None:
         self.store = store
         self.audit = audit
         self.clock = clock
@@ -245,7 +242,7 @@ class AnomalyDetector:
             self._flagged.pop(key_id, None)
 
 
-def thresholds(txn: Any, prefix: bytes | None) -> tuple[int, int]:
+def thresholds(txn: AccountTxn) -> tuple[int, int]:
     """The account's anomaly threshold and window (defaults for an unknown account)."""
-    policy = load_policy(txn, prefix or b"\0\0\0\0")
+    policy = load_policy(txn)
     return policy.anomaly_max_customers, policy.anomaly_window_seconds

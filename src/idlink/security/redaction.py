@@ -12,7 +12,7 @@ from typing import Any
 
 import phonenumbers
 
-from idlink.security.policy import load_policy
+from idlink.security.policy import _policy_at
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 # 13 to 19 digits, optionally grouped by spaces or dashes.
@@ -63,7 +63,7 @@ def redact(text: str, region: str = "US") -> str:
 
 def redact_engagement(txn: Any, prefix: bytes, engagement: Any) -> None:
     """Redact an engagement's summary and attribute values in place, if the account asks."""
-    policy = load_policy(txn, prefix)
+    policy = _policy_at(txn, prefix)
     if not policy.redact_free_text:
         return
     region = policy.default_region

@@ -203,7 +203,7 @@ class IdlinkServer:
         detector = AnomalyDetector(store, self.audit)
         self.audit.start()
         self.auth = AuthInterceptor(
-            store,
+            engine,
             self.audit,
             detector,
             max_streams_per_key=config.max_streams_per_key,

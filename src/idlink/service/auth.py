@@ -47,16 +47,16 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from idlink.domain import profiles
-from idlink.domain.erasure import erased_error, is_erased
+from idlink.domain import access
+from idlink.domain.engine import IdentityEngine
+from idlink.domain.erasure import erased_error
 from idlink.errors import (
     IdlinkError,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
 )
-from idlink.security import apikeys
-from idlink.security.audit import AnomalyDetector, AuditLog, PendingEvent, thresholds
+from idlink.security.audit import AnomalyDetector, AuditLog, PendingEvent
 from idlink.security.roles import (
     CALLER,
     CUSTOMER_FEEDS,
@@ -70,7 +70,6 @@ from idlink.service.interceptors import EXEMPT_PREFIXES, aborted_code, rewrap
 from idlink.service.metrics import Metrics
 from idlink.service.options import DEFAULT_MAX_STREAMS_PER_ACCOUNT, DEFAULT_MAX_STREAMS_PER_KEY
 from idlink.service.status import abort_with
-from idlink.store import codec
 
 log = logging.getLogger("idlink.auth")
 
@@ -238,7 +237,7 @@ class AuthInterceptor(aio.ServerInterceptor):
 
     def __init__(
         self,
-        store: Any,
+        engine: IdentityEngine,
         audit: AuditLog,
         detector: AnomalyDetector,
         *,
@@ -247,7 +246,7 @@ class AuthInterceptor(aio.ServerInterceptor):
         metrics: Metrics | None = None,
         recheck_seconds: float = RECHECK_SECONDS,
     ) -> None:
-        self.store = store
+        self.engine = engine
         self.audit = audit
         self.detector = detector
         self.max_streams_per_key = max_streams_per_key
@@ -266,39 +265,39 @@ class AuthInterceptor(aio.ServerInterceptor):
                 "missing API key: send metadata 'authorization: Bearer <token>'",
                 reason=MISSING_KEY,
             )
-        with self.store.read() as txn:
-            state = apikeys.lookup(txn, token)
-            if state is None:
-                raise Unauthenticated("unknown or revoked API key", reason=UNKNOWN_KEY)
-            minimum = MINIMUM_ROLE.get(method)
-            principal = Principal(state.key_id, state.account, state.role)
-            if minimum is None or state.role < minimum:
-                needed = ROLE_NAMES.get(minimum or 0, "a role no key has")
-                self._audit_denied(principal, method, "PERMISSION_DENIED")
-                raise PermissionDenied(
-                    f"role {principal.role_name} may not call {method.rsplit('/', 1)[-1]}"
-                    f" (needs {needed})",
-                    reason=ROLE_TOO_LOW,
-                )
-            if request is not None:
-                self.check_account(principal, method, request)
-            account_id = txn.account_id(state.account)
-            prefix = None if account_id is None else codec.account_prefix(account_id)
-            scoped = None if account_id is None else txn.account(account_id)
-            if method in _REFUSED_WHEN_FLAGGED:
-                if state.flagged_at_us:
-                    self._audit_denied(principal, method, "RESOURCE_EXHAUSTED")
-                    raise self._throttled(state)
-                self.detector.seen_unflagged(state.key_id)
-            if request is not None and scoped is not None and method in _CUSTOMER_REQUESTS:
-                pids = customer_pids(request)
-                if pids and is_erased(scoped, pids[0]):
-                    raise erased_error()
-            if state.role < PII_CLEAR_ROLE and scoped is not None:
-                schema = profiles.load_schema(scoped)
-                pii = frozenset(f.name for f in schema.ordered() if f.pii)
-                principal = Principal(state.key_id, state.account, state.role, pii)
-            max_customers, window = thresholds(txn, prefix)
+        wanted = request is not None and method in _CUSTOMER_REQUESTS
+        pids = customer_pids(request) if wanted else []
+        found = access.admission(
+            self.engine,
+            token,
+            customer_pid=pids[0] if pids else None,
+            pii_below=PII_CLEAR_ROLE,
+        )
+        if found is None:
+            raise Unauthenticated("unknown or revoked API key", reason=UNKNOWN_KEY)
+        state = found.key
+        minimum = MINIMUM_ROLE.get(method)
+        principal = Principal(state.key_id, state.account, state.role)
+        if minimum is None or state.role < minimum:
+            needed = ROLE_NAMES.get(minimum or 0, "a role no key has")
+            self._audit_denied(principal, method, "PERMISSION_DENIED")
+            raise PermissionDenied(
+                f"role {principal.role_name} may not call {method.rsplit('/', 1)[-1]}"
+                f" (needs {needed})",
+                reason=ROLE_TOO_LOW,
+            )
+        if request is not None:
+            self.check_account(principal, method, request)
+        if method in _REFUSED_WHEN_FLAGGED:
+            if state.flagged_at_us:
+                self._audit_denied(principal, method, "RESOURCE_EXHAUSTED")
+                raise self._throttled(state)
+            self.detector.seen_unflagged(state.key_id)
+        if found.erased:
+            raise erased_error()
+        if state.role < PII_CLEAR_ROLE:
+            principal = Principal(state.key_id, state.account, state.role, found.pii_fields)
+        max_customers, window = found.max_customers, found.window_seconds
         return _Admitted(principal, max_customers, window)
 
     @staticmethod
@@ -318,13 +317,11 @@ class AuthInterceptor(aio.ServerInterceptor):
                 "this API key is not for the account named", reason=OTHER_ACCOUNT
             )
 
-    def recheck(self, token: str, method: str, txn: Any | None = None) -> IdlinkError | None:
+    def recheck(self, token: str, method: str) -> IdlinkError | None:
         """Why a key admitted earlier may no longer go on (None: it may)."""
-        if txn is None:
-            with self.store.read() as fresh:
-                state = apikeys.lookup(fresh, token)
-        else:
-            state = apikeys.lookup(txn, token)
+        return self._verdict(access.key_states(self.engine, [token])[token], method)
+
+    def _verdict(self, state: Any, method: str) -> IdlinkError | None:
         if state is None:
             return Unauthenticated("the API key was revoked", reason=REVOKED)
         if state.flagged_at_us and method in _REFUSED_WHEN_FLAGGED:
@@ -468,13 +465,12 @@ class AuthInterceptor(aio.ServerInterceptor):
         if not live:
             return 0
         ended = 0
-        verdicts: dict[tuple[str, str], IdlinkError | None] = {}
         # One read transaction for all: a key lookup is a few microseconds.
-        with self.store.read() as txn:
-            for stream in live:
-                key = (stream.token, stream.method)
-                if key not in verdicts:
-                    verdicts[key] = self.recheck(stream.token, stream.method, txn)
+        states = access.key_states(self.engine, {stream.token for stream in live})
+        verdicts = {
+            (stream.token, stream.method): self._verdict(states[stream.token], stream.method)
+            for stream in live
+        }
         for stream in live:
             refusal = verdicts[(stream.token, stream.method)]
             if refusal is None or stream not in self.streams.open or stream.task is None:

@@ -7,27 +7,26 @@ modules, convert back. Mixed into :class:`idlink.service.admin.AdminServicer`.
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from typing import Any
 
 from grpc import aio
 
-from idlink.domain import erasure, retention
+from idlink.domain import access, erasure, retention
+from idlink.domain.access import ApiKey, SecurityPolicy
 from idlink.errors import InvalidArgument, PermissionDenied
-from idlink.security import apikeys
-from idlink.security.audit import AnomalyDetector, AuditFilter, AuditLog, list_events
-from idlink.security.policy import load_policy, store_policy, with_defaults
+from idlink.security.audit import AnomalyDetector, AuditFilter, AuditLog
 from idlink.security.roles import ROLE_NAMES, caller
 from idlink.service import convert
 from idlink.service.runtime import actor
 from idlink.service.status import guard_unary
-from idlink.store import codec
-from idlink.store.txn import ApiKeyState, SecurityPolicyState
 from idlink.v1 import admin_pb2
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 MAX_REGION_CHARS = 2
+_SEQ = struct.Struct(">Q")  # an audit page token holds the last sequence number read
 
 
 @dataclass(slots=True)
@@ -38,7 +37,7 @@ class Security:
     detector: AnomalyDetector
 
 
-def api_key_message(state: ApiKeyState) -> admin_pb2.ApiKey:
+def api_key_message(state: ApiKey) -> admin_pb2.ApiKey:
     out = admin_pb2.ApiKey(
         key_id=state.key_id,
         account=state.account,
@@ -54,7 +53,7 @@ def api_key_message(state: ApiKeyState) -> admin_pb2.ApiKey:
     return out
 
 
-def policy_message(state: SecurityPolicyState) -> admin_pb2.SecurityPolicy:
+def policy_message(state: SecurityPolicy) -> admin_pb2.SecurityPolicy:
     return admin_pb2.SecurityPolicy(
         redact_free_text=state.redact_free_text,
         default_region=state.default_region,
@@ -72,10 +71,6 @@ class SecurityAdminMixin:
     engine: Any
     security: Security
 
-    def _prefix(self, txn: Any, account: str) -> bytes | None:
-        account_id = txn.account_id(account)
-        return None if account_id is None else codec.account_prefix(account_id)
-
     @guard_unary("CreateApiKey")
     async def CreateApiKey(
         self, request: admin_pb2.CreateApiKeyRequest, context: aio.ServicerContext
@@ -84,14 +79,14 @@ class SecurityAdminMixin:
         role = ROLE_NAMES.get(request.role)
         if role is None:
             raise InvalidArgument("role is required", field="role")
-        who = caller().key_id
-
-        def run(txn: Any) -> tuple[str, ApiKeyState]:
-            return apikeys.add_key(
-                txn, account, role, description=request.description, created_by=who
-            )
-
-        token, state = await self.rt.call(self.engine.store.write, run)
+        token, state = await self.rt.call(
+            access.create_api_key,
+            self.engine,
+            account,
+            role,
+            description=request.description,
+            created_by=caller().key_id,
+        )
         return admin_pb2.CreateApiKeyResponse(key=api_key_message(state), token=token)
 
     @guard_unary("ListApiKeys")
@@ -101,12 +96,8 @@ class SecurityAdminMixin:
         account = convert.account(request.account)
         size = convert.page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
         after = convert.read_page_token("api_keys", request.page_token).decode(errors="replace")
-
-        def read() -> list[ApiKeyState]:
-            with self.engine.store.read() as txn:
-                return apikeys.list_keys(txn, account)
-
-        keys = [k for k in await self.rt.call(read) if k.key_id > after]
+        listed = await self.rt.call(access.list_api_keys, self.engine, account)
+        keys = [k for k in listed if k.key_id > after]
         page = keys[:size]
         response = admin_pb2.ListApiKeysResponse(keys=[api_key_message(k) for k in page])
         if len(keys) > size:
@@ -118,9 +109,7 @@ class SecurityAdminMixin:
         self, request: admin_pb2.RevokeApiKeyRequest, context: aio.ServicerContext
     ) -> admin_pb2.ApiKey:
         account = convert.account(request.account)
-        state = await self.rt.call(
-            self.engine.store.write, lambda txn: apikeys.revoke(txn, account, request.key_id)
-        )
+        state = await self.rt.call(access.revoke_api_key, self.engine, account, request.key_id)
         self.security.detector.forget(request.key_id)
         return api_key_message(state)
 
@@ -129,9 +118,7 @@ class SecurityAdminMixin:
         self, request: admin_pb2.ClearKeyFlagRequest, context: aio.ServicerContext
     ) -> admin_pb2.ApiKey:
         account = convert.account(request.account)
-        state = await self.rt.call(
-            self.engine.store.write, lambda txn: apikeys.set_flag(txn, account, request.key_id, "")
-        )
+        state = await self.rt.call(access.clear_key_flag, self.engine, account, request.key_id)
         self.security.detector.forget(request.key_id)
         return api_key_message(state)
 
@@ -144,7 +131,7 @@ class SecurityAdminMixin:
         token = convert.read_page_token("audit", request.page_token)
         if token and len(token) != 8:
             raise InvalidArgument("page_token is not a token this service gave", field="page_token")
-        after = codec.read_u64(token) if token else 0
+        after = _SEQ.unpack(token)[0] if token else 0
         flt = AuditFilter(
             start_us=convert.optional_us(request, "start_time", "start_time", 0),
             end_us=convert.optional_us(request, "end_time", "end_time", 0),
@@ -156,13 +143,9 @@ class SecurityAdminMixin:
             ),
         )
 
-        def read() -> tuple[list[Any], int, bool]:
+        def read() -> tuple[list[access.AuditEventState], int, bool]:
             self.security.audit.flush()
-            with self.engine.store.read() as txn:
-                prefix = self._prefix(txn, account)
-                if prefix is None:
-                    return [], 0, False
-                events, last = list_events(txn, prefix, flt, after, size + 1)
+            events, last = access.list_audit_events(self.engine, account, flt, after, size + 1)
             more = len(events) > size
             if more:
                 last = events[size - 1].seq
@@ -182,7 +165,7 @@ class SecurityAdminMixin:
                 detail=event.detail,
             )
         if more:
-            response.next_page_token = convert.page_token("audit", codec.u64(last))
+            response.next_page_token = convert.page_token("audit", _SEQ.pack(last))
         return response
 
     @guard_unary("SetSecurityPolicy")
@@ -199,7 +182,7 @@ class SecurityAdminMixin:
         for name in ("engagement_retention_seconds", "inactive_customer_retention_seconds"):
             if getattr(given, name) < 0:
                 raise InvalidArgument(f"policy.{name} must not be negative", field=f"policy.{name}")
-        state = SecurityPolicyState(
+        policy = SecurityPolicy(
             redact_free_text=given.redact_free_text,
             default_region=region,
             anomaly_max_customers=given.anomaly_max_customers,
@@ -207,31 +190,16 @@ class SecurityAdminMixin:
             engagement_retention_seconds=given.engagement_retention_seconds,
             inactive_customer_retention_seconds=given.inactive_customer_retention_seconds,
         )
-        engine = self.engine
-
-        def run(txn: Any) -> SecurityPolicyState:
-            config = engine._config(txn, account, create=True)
-            store_policy(txn, codec.account_prefix(config.account_id), state)
-            return with_defaults(state)
-
-        return policy_message(await self.rt.call(engine.store.write, run))
+        return policy_message(
+            await self.rt.call(access.set_security_policy, self.engine, account, policy)
+        )
 
     @guard_unary("GetSecurityPolicy")
     async def GetSecurityPolicy(
         self, request: admin_pb2.GetSecurityPolicyRequest, context: aio.ServicerContext
     ) -> admin_pb2.SecurityPolicy:
         account = convert.account(request.account)
-
-        def read() -> SecurityPolicyState:
-            with self.engine.store.read() as txn:
-                prefix = self._prefix(txn, account)
-                return (
-                    with_defaults(SecurityPolicyState())
-                    if prefix is None
-                    else load_policy(txn, prefix)
-                )
-
-        return policy_message(await self.rt.call(read))
+        return policy_message(await self.rt.call(access.get_security_policy, self.engine, account))
 
     @guard_unary("EraseCustomer")
     async def EraseCustomer(
