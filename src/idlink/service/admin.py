@@ -6,7 +6,7 @@ from grpc import aio
 
 from idlink.errors import InvalidArgument
 from idlink.security.roles import caller
-from idlink.service import convert
+from idlink.service import convert, paging
 from idlink.service.runtime import Runtime, actor
 from idlink.service.security_admin import SecurityAdminMixin
 from idlink.service.status import guard_unary
@@ -44,17 +44,22 @@ class AdminServicer(SecurityAdminMixin, admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.ListKeyTypesRequest, context: aio.ServicerContext
     ) -> admin_pb2.ListKeyTypesResponse:
         account = convert.account(request.account)
-        size = convert.page_size(request.page_size, MAX_KEY_TYPES_PAGE, MAX_KEY_TYPES_PAGE)
-        after = convert.read_page_token("key_types", request.page_token).decode(errors="replace")
-        config = await self.rt.call(self.engine.account_config, account)
-        names = [name for name in sorted(config.key_types) if name > after]
-        page = names[:size]
-        response = admin_pb2.ListKeyTypesResponse(
-            key_types=[convert.key_type_message(config.key_types[n]) for n in page]
+        page = paging.page_request(
+            "key_types",
+            request,
+            default=MAX_KEY_TYPES_PAGE,
+            maximum=MAX_KEY_TYPES_PAGE,
+            bound_to=(account,),
         )
-        if len(names) > size:
-            response.next_page_token = convert.page_token("key_types", page[-1].encode())
-        return response
+        after = page.after.decode(errors="replace")
+        config = await self.rt.call(self.engine.account_config, account)
+        names, token = paging.paged(
+            [name for name in sorted(config.key_types) if name > after], page, str.encode
+        )
+        return admin_pb2.ListKeyTypesResponse(
+            key_types=[convert.key_type_message(config.key_types[n]) for n in names],
+            next_page_token=token,
+        )
 
     @guard_unary("SetAccountPolicy")
     async def SetAccountPolicy(
@@ -85,15 +90,16 @@ class AdminServicer(SecurityAdminMixin, admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.ListIsolatedContactsResponse:
         viewer = caller()
         account = convert.account(request.account)
-        size = convert.page_size(request.page_size, DEFAULT_ISOLATED_PAGE, MAX_ISOLATED_PAGE)
-        after = convert.read_page_token("isolated", request.page_token)
-        if after and len(after) != 16:
-            raise InvalidArgument("page_token is not a token this service gave", field="page_token")
-        found = await self.rt.call(self.engine.list_isolated, account, after, size + 1)
-        page = found[:size]
-        response = admin_pb2.ListIsolatedContactsResponse(
-            contacts=[convert.contact(c, viewer) for c in page]
+        page = paging.page_request(
+            "isolated",
+            request,
+            default=DEFAULT_ISOLATED_PAGE,
+            maximum=MAX_ISOLATED_PAGE,
+            bound_to=(account,),
+            position_bytes=16,  # a contact PID
         )
-        if len(found) > size:
-            response.next_page_token = convert.page_token("isolated", page[-1].pid)
-        return response
+        found = await self.rt.call(self.engine.list_isolated, account, page.after, page.size + 1)
+        contacts, token = paging.paged(found, page, lambda contact: contact.pid)
+        return admin_pb2.ListIsolatedContactsResponse(
+            contacts=[convert.contact(c, viewer) for c in contacts], next_page_token=token
+        )

@@ -23,7 +23,7 @@ from idlink.domain.engine import (
 from idlink.domain.linking import APPLIED
 from idlink.errors import IdlinkError, InvalidArgument, PermissionDenied, ResourceExhausted
 from idlink.security.roles import ROLE_NAMES, WRITER, Principal, caller
-from idlink.service import convert
+from idlink.service import convert, paging
 from idlink.service.runtime import Runtime, actor
 from idlink.service.status import guard_stream, guard_unary
 from idlink.v1 import identity_pb2, identity_pb2_grpc
@@ -407,20 +407,23 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.GetCustomerHistoryResponse:
         account = convert.account(request.account)
         pid = convert.parse_pid(request.customer_pid, "customer_pid")
-        size = convert.page_size(request.page_size, DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE)
-        start = convert.read_page_token("history", request.page_token)
-        after = int.from_bytes(start, "big") if start else 0
-        events = await self.rt.call(self.engine.history, account, pid)
-        later = [e for e in events if e.seq > after]
-        page = later[:size]
-        response = identity_pb2.GetCustomerHistoryResponse(
-            events=[convert.change_event(e) for e in page]
+        # Bound to the customer (AIP-158): a token of customer A does not page B.
+        page = paging.page_request(
+            "history",
+            request,
+            default=DEFAULT_HISTORY_PAGE,
+            maximum=MAX_HISTORY_PAGE,
+            bound_to=(account, pid),
+            position_bytes=8,  # a change sequence number
         )
-        if len(later) > size:
-            response.next_page_token = convert.page_token(
-                "history", page[-1].seq.to_bytes(8, "big")
-            )
-        return response
+        after = int.from_bytes(page.after, "big")
+        events = await self.rt.call(self.engine.history, account, pid)
+        shown, token = paging.paged(
+            [e for e in events if e.seq > after], page, lambda e: e.seq.to_bytes(8, "big")
+        )
+        return identity_pb2.GetCustomerHistoryResponse(
+            events=[convert.change_event(e) for e in shown], next_page_token=token
+        )
 
     @guard_unary("PreviewConfigChange")
     async def PreviewConfigChange(
