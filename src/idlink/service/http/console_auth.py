@@ -35,6 +35,10 @@ from idlink.errors import IdlinkError
 from idlink.security import apikeys, totp
 from idlink.security.audit import PendingEvent
 from idlink.security.roles import ADMIN, ROLE_NAMES
+from idlink.service.http.errors import gateway_error
+
+# The console session a browser sends on every call (docs/console.md).
+SESSION_HEADER = "X-Idlink-Session"
 
 log = logging.getLogger("idlink.http.console")
 
@@ -63,8 +67,6 @@ def _rfc3339(us: int) -> str:
 
 
 def _refused(code: str, message: str, reason: str, *, retry_after: int = 0) -> web.Response:
-    from idlink.service.http.gateway import gateway_error
-
     response = gateway_error(_CODES[code], message, reason=reason)
     if retry_after:
         response.headers["Retry-After"] = str(retry_after)
@@ -273,8 +275,6 @@ class ConsoleAuth:
     async def sign_out(
         self, request: web.Request, _variables: dict[str, str]
     ) -> web.StreamResponse:
-        from idlink.service.http.gateway import SESSION_HEADER
-
         key_token, _ = apikeys.split_token(self._bearer(request))
         session = request.headers.get(SESSION_HEADER, "").strip()
 
@@ -298,8 +298,6 @@ class ConsoleAuth:
         self, request: web.Request, variables: dict[str, str]
     ) -> web.StreamResponse:
         from urllib.parse import unquote
-
-        from idlink.service.http.gateway import SESSION_HEADER
 
         account = unquote(variables["account"])
         key_id = unquote(variables["key_id"])
@@ -338,8 +336,6 @@ class ConsoleAuth:
                 lambda txn: apikeys.set_interactive(txn, account, key_id, interactive)
             )
         except IdlinkError as exc:
-            from idlink.service.http.gateway import gateway_error
-
             return gateway_error(
                 _CODES.get(exc.code, code_pb2.INTERNAL),
                 exc.message,

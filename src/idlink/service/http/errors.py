@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 import grpc
+from aiohttp import web
 from google.protobuf import any_pb2, json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -134,3 +135,18 @@ def status_json(status: status_pb2.Status) -> dict[str, Any]:
 
 def status_bytes(status: status_pb2.Status) -> bytes:
     return json.dumps(status_json(status), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def error_response(status: status_pb2.Status) -> web.Response:
+    """The HTTP answer of a status: its HTTP code and the status as JSON, never cached."""
+    return web.Response(
+        status=http_status(status.code),
+        body=status_bytes(status),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def gateway_error(code: int, message: str, *, reason: str = "", field: str = "") -> web.Response:
+    """The HTTP answer of an error the gateway finds itself (no route, bad body, ...)."""
+    return error_response(build_status(code, message, reason=reason, field=field))

@@ -40,6 +40,8 @@ from google.protobuf import json_format
 from google.rpc import code_pb2
 
 from idlink.service.http import errors
+from idlink.service.http.console_auth import SESSION_HEADER
+from idlink.service.http.errors import error_response, gateway_error
 from idlink.service.http.routes import (
     BIDI_STREAM,
     SERVER_STREAM,
@@ -61,7 +63,6 @@ UNARY_TIMEOUT_SECONDS = 60.0
 FIRST_ANSWER_SECONDS = 1.0
 SSE_KEEPALIVE_SECONDS = 15.0
 STREAM_QUEUE = 16
-SESSION_HEADER = "X-Idlink-Session"
 ACTOR_HEADER = "Idlink-Actor"
 JSON_TYPE = "application/json"
 NDJSON_TYPE = "application/x-ndjson"
@@ -97,19 +98,6 @@ def _dumps(data: Any) -> bytes:
 def message_json(message: Any) -> bytes:
     """A message in the proto3 JSON mapping (lowerCamelCase names, defaults left out)."""
     return _dumps(json_format.MessageToDict(message))
-
-
-def error_response(status: Any) -> web.Response:
-    return web.Response(
-        status=errors.http_status(status.code),
-        body=errors.status_bytes(status),
-        content_type=JSON_TYPE,
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-def gateway_error(code: int, message: str, *, reason: str = "", field: str = "") -> web.Response:
-    return error_response(errors.build_status(code, message, reason=reason, field=field))
 
 
 def _ascii(value: str) -> bool:
