@@ -28,8 +28,10 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 def _rotate_key(args: argparse.Namespace) -> int:
     from idlink.security.crypto import rotate_key
+    from idlink.store.env import Store
 
-    counts = rotate_key(args.data, batch=args.batch_size)
+    with Store(args.data, multi_process=True) as store:
+        counts = rotate_key(store, batch=args.batch_size)
     print(
         f"data key version {counts['version']} is current; sealed again: "
         f"{counts['contacts']} contacts, {counts['customers']} customers, "

@@ -135,7 +135,8 @@ def test_rotation_with_the_server_running_keeps_every_value_readable(running):
         writer = threading.Thread(target=keep_writing)
         writer.start()
         try:
-            counts = rotate_key(running.data, batch=2)
+            with Store(running.data, multi_process=True) as store:
+                counts = rotate_key(store, batch=2)
         finally:
             stop_writing.set()
             writer.join()

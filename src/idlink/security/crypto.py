@@ -28,13 +28,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from idlink.errors import StoreError
 from idlink.security.secrets import write_private
+
+if TYPE_CHECKING:
+    from idlink.store.env import Store
+    from idlink.store.txn import Txn
 
 KEY_FILE = "data.keys"
 ENV_VAR = "IDLINK_DATA_KEYS_FILE"
@@ -206,37 +210,39 @@ class Cipher:
         redact_engagement(txn, prefix, engagement)
 
 
-def _reseal(txn: Any, *, db: str, after: bytes, batch: int) -> tuple[int, bytes | None]:
+def _reseal(txn: Txn, *, db: str, after: bytes, batch: int) -> tuple[int, bytes | None]:
     result: tuple[int, bytes | None] = txn.reseal(db, after, batch)
     return result
 
 
 def rotate_key(
-    data_dir: str | os.PathLike[str], *, batch: int = 500, settle_seconds: float | None = None
+    store: Store, *, batch: int = 500, settle_seconds: float | None = None
 ) -> dict[str, int]:
     """Add a data key version and seal every stored value again under it (``idlink rotate-key``).
 
-    Servers on the folder keep serving: they start sealing under the new
-    version within :data:`RELOAD_SECONDS` (this waits a little longer before
-    it starts), and every version stays readable. Values are sealed again in
-    batches of ``batch`` per write transaction, so the writer is never held
-    long. At the end the older versions are marked retired.
+    ``store`` is open (with ``multi_process=True`` while servers run) and seals
+    with a :class:`Cipher`, whose key file gets the new version. Servers on the
+    folder keep serving: they start sealing under the new version within
+    :data:`RELOAD_SECONDS` (this waits a little longer before it starts), and
+    every version stays readable. Values are sealed again in batches of
+    ``batch`` per write transaction, so the writer is never held long. At the
+    end the older versions are marked retired.
     """
-    from idlink.store.env import Store
-
-    path = key_file_path(data_dir)
+    cipher = store.cipher
+    if not isinstance(cipher, Cipher):
+        raise StoreError("the store seals with no data keys: there is nothing to rotate")
+    path = cipher.path
     old_versions = [int(v) for v in load_key_file(path)["keys"]]
     version = add_key_version(path)
     time.sleep(RELOAD_SECONDS * 2 + 0.2 if settle_seconds is None else settle_seconds)
     counts = {"version": version}
-    with Store(data_dir, multi_process=True) as store:
-        for db in ("contacts", "customers", "records", "engagements"):
-            after: bytes | None = b""
-            total = 0
-            while after is not None:
-                step = functools.partial(_reseal, db=db, after=after, batch=batch)
-                changed, after = store.write(step)
-                total += changed
-            counts[db] = total
+    for db in ("contacts", "customers", "records", "engagements"):
+        after: bytes | None = b""
+        total = 0
+        while after is not None:
+            step = functools.partial(_reseal, db=db, after=after, batch=batch)
+            changed, after = store.write(step)
+            total += changed
+        counts[db] = total
     retire_versions(path, old_versions)
     return counts
