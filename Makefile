@@ -6,7 +6,7 @@ DATA ?= ./var/idlink
 LISTEN ?= 127.0.0.1:50051
 PYTEST_ARGS ?=
 
-.PHONY: all build serve test test-pure test-browser browser-deps openapi lint bench bench-smoke bench-deps crash-test load-test test-stress mutation clean
+.PHONY: all build serve test test-pure test-browser browser-deps openapi lint lint-code lint-imports structure test-pure-core bench bench-smoke bench-deps crash-test load-test test-stress mutation clean
 
 all: build
 
@@ -104,10 +104,44 @@ test-stress: build
 mutation: build
 	sh tests/mutation/run.sh
 
-lint: build
-	$(PY) -m pip install -q -e '.[dev]'
+# ruff (lint and format), mypy, cython-lint and the import contracts of
+# pyproject.toml ([tool.importlinter]: the layers and no cycles, docs/design.md).
+$(VENV)/.dev-installed: $(VENV)/.installed
+	IDLINK_PURE_PYTHON=1 $(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+lint: lint-code lint-imports
+
+lint-code: build $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/cython-lint --no-pycodestyle cython_ext/idlink/_native/*.pyx
+
+lint-imports: build $(VENV)/.dev-installed
+	$(VENV)/bin/lint-imports --no-cache
+
+# The pure-Python twins alone (STYLE habit 2): the domain and native tests with
+# IDLINK_PURE_PYTHON=1, the leg CI runs beside make test.
+test-pure-core: build
+	IDLINK_PURE_PYTHON=1 $(PY) -m pytest -q tests/domain tests/_native $(PYTEST_ARGS)
+
+# The shape of the tree (docs/design.md, "Layers"): lines per module, the modules
+# that open store transactions, the modules outside store/ that spell a key
+# layout, and the import contracts (cycles, upward imports).
+TXN_OPENERS := \.read\(\)|store\.write\(|\.write\(lambda|store\.submit
+KEY_SPELLERS := b"[a-z_-]*:"
+structure: build $(VENV)/.dev-installed
+	@echo "== lines per module (src/idlink, generated code left out)"
+	@find src/idlink -name '*.py' -not -path '*/v1/*' | xargs wc -l | sort -n | tail -n 25
+	@echo "== modules that open store transactions"
+	@grep -rlE "$(TXN_OPENERS)" src/idlink --include=*.py | sort
+	@echo "total: $$(grep -rlE "$(TXN_OPENERS)" src/idlink --include=*.py | wc -l)"
+	@echo "== modules outside store/ that spell a key layout"
+	@grep -rlE '$(KEY_SPELLERS)' src/idlink --include=*.py | grep -v "/store/" | sort
+	@echo "total: $$(grep -rlE '$(KEY_SPELLERS)' src/idlink --include=*.py | grep -v "/store/" | wc -l)"
+	@echo "== import contracts"
+	@$(VENV)/bin/lint-imports --no-cache || true
 
 clean:
 	rm -rf build .build-stamp src/idlink/v1 src/idlink/store/v1 .pytest_cache .hypothesis
