@@ -51,8 +51,14 @@ class Accounts:
 
 
 def put_config(txn: AccountTxn, config: AccountConfig, now: int) -> None:
-    """Store an account's configuration; readers see a new version and reload it."""
-    txn.put_config(state_of(config, now))
+    """Store an account's configuration; readers see a new version and reload it.
+
+    The account keeps the time it was created: a later key type or policy
+    write does not move it.
+    """
+    stored = txn.get_config()
+    created = stored.created_at_us if stored is not None and stored.created_at_us else now
+    txn.put_config(state_of(config, created))
 
 
 def put_key_type(unit: AccountUnit, key_type: KeyType) -> KeyType:
@@ -119,14 +125,14 @@ def key_type_of(k: KeyTypeState) -> KeyType:
     )
 
 
-def state_of(config: AccountConfig, now: int) -> AccountState:
+def state_of(config: AccountConfig, created_at_us: int) -> AccountState:
     return AccountState(
         account_id=config.account_id,
         name=config.name,
         max_contacts=config.policy.max_contacts,
         isolate_min_connections=config.policy.isolate_min_connections,
         key_types=[key_type_state(k) for k in config.key_types.values()],
-        created_at_us=now,
+        created_at_us=created_at_us,
     )
 
 

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import TypeVar
 
 from idlink.domain import accounts, engagements, records
@@ -25,7 +24,7 @@ from idlink.domain.contacts import ContactKey, account_secret, prepare_contact
 from idlink.domain.keytypes import AccountConfig, AccountPolicy, KeyType
 from idlink.domain.linking import Node, StepResult
 from idlink.domain.preview import Preview, preview
-from idlink.domain.reads import AccountView
+from idlink.domain.reads import AccountRead, AccountView, KeysRead
 from idlink.domain.records import (
     MANUAL_SOURCE,
     MAX_CONTACTS_PER_RECORD,
@@ -35,8 +34,6 @@ from idlink.domain.records import (
 )
 from idlink.domain.unit import AccountUnit
 from idlink.domain.views import (
-    CREATED,
-    FOUND,
     INVALID,
     NOT_FOUND,
     ContactView,
@@ -92,12 +89,12 @@ class IdentityEngine:
 
     # -- the front door -----------------------------------------------------------------
 
-    def read(self, account: str) -> _Read:
+    def read(self, account: str) -> AccountRead:
         """Reads of one account over one read transaction (use as a context manager).
 
         An account that does not exist reads as empty (``view.exists`` is False).
         """
-        return _Read(self, account)
+        return AccountRead(self.store, self._accounts, account)
 
     def write(
         self,
@@ -127,13 +124,13 @@ class IdentityEngine:
         self.notify()
         return result
 
-    def read_keys(self) -> _ReadKeys:
+    def read_keys(self) -> KeysRead:
         """A read transaction for what belongs to no account: API keys by token hash.
 
         The transaction is the store's :class:`~idlink.store.txn.Txn`; its
         ``account_id(name)`` and ``account(id)`` reach one account's part.
         """
-        return _ReadKeys(self.store)
+        return KeysRead(self.store)
 
     def write_keys(self, fn: Callable[[Txn], T]) -> T:
         """Run ``fn`` in a write transaction for what belongs to no account (API keys, audit)."""
@@ -243,7 +240,7 @@ class IdentityEngine:
             answer = view.resolve(prepare_contact(secret, view.config, key))
         if answer.status not in (NOT_FOUND, INVALID) or not create_if_missing or answer.customer:
             return answer
-        return self.write(account, actor, lambda unit: _resolve_creating(unit, secret, key))
+        return self.write(account, actor, lambda unit: records.resolve_creating(unit, secret, key))
 
     def get_customer(self, account: str, customer_pid: bytes) -> CustomerView:
         """A customer by PID; an old PID of a merged customer finds the survivor."""
@@ -356,70 +353,6 @@ class IdentityEngine:
         """Block until some write commits or the timeout passes."""
         with self._changed:
             self._changed.wait(timeout)
-
-
-def _resolve_creating(unit: AccountUnit, secret: bytes, key: ContactKey) -> Resolution:
-    """Resolve, storing the contact first when it is new (``create_if_missing``)."""
-    prepared = prepare_contact(secret, unit.config, key)
-    created = unit.contact(prepared.pid) is None
-    if created:
-        unit.ensure_contact(prepared)
-        unit.load([prepared.pid])
-        unit.flush()
-    answer = AccountView(unit.txn, unit.config).resolve(prepared)
-    if created and answer.status == FOUND:
-        answer.status = CREATED
-    return answer
-
-
-class _Read:
-    """The context manager :meth:`IdentityEngine.read` gives: an AccountView while open."""
-
-    __slots__ = ("_engine", "_account", "_cm")
-
-    def __init__(self, engine: IdentityEngine, account: str) -> None:
-        self._engine = engine
-        self._account = account
-        self._cm = engine.store.read()
-
-    def __enter__(self) -> AccountView:
-        txn = self._cm.__enter__()
-        try:
-            config = self._engine._accounts.find(txn, self._account)
-        except BaseException as exc:
-            self._cm.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        if config is None:
-            config = AccountConfig(self._account, 0)
-        return AccountView(txn.account(config.account_id), config)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._cm.__exit__(exc_type, exc, tb)
-
-
-class _ReadKeys:
-    """The context manager :meth:`IdentityEngine.read_keys` gives: the store's Txn while open."""
-
-    __slots__ = ("_cm",)
-
-    def __init__(self, store: Store) -> None:
-        self._cm = store.read()
-
-    def __enter__(self) -> Txn:
-        return self._cm.__enter__()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._cm.__exit__(exc_type, exc, tb)
 
 
 @dataclass(slots=True)

@@ -8,7 +8,9 @@ built from one consistent snapshot (SPEC 3.7, 5).
 from __future__ import annotations
 
 from collections import Counter, deque
+from types import TracebackType
 
+from idlink.domain.accounts import Accounts
 from idlink.domain.contacts import PreparedContact, national_candidates, unusable_reason
 from idlink.domain.keytypes import AccountConfig, default_priority
 from idlink.domain.linking import CAPPED, CONFLICT, SeenKey, seen_key
@@ -29,7 +31,8 @@ from idlink.domain.views import (
 )
 from idlink.errors import InvalidArgument, NotFound
 from idlink.store import codec
-from idlink.store.txn import AccountTxn, ChangeEvent, ContactState, CustomerState, RecordState
+from idlink.store.env import Store
+from idlink.store.txn import AccountTxn, ChangeEvent, ContactState, CustomerState, RecordState, Txn
 
 
 class AccountView:
@@ -313,3 +316,53 @@ class AccountView:
             start = self.contact_order(last)
             found = [item for item in found if item[0] > start]
         return [self.contact_view(pid, contact) for _, pid, contact in found[:limit]]
+
+
+class AccountRead:
+    """The context manager :meth:`IdentityEngine.read` gives: an AccountView while open."""
+
+    __slots__ = ("_accounts", "_account", "_cm")
+
+    def __init__(self, store: Store, accounts: Accounts, account: str) -> None:
+        self._accounts = accounts
+        self._account = account
+        self._cm = store.read()
+
+    def __enter__(self) -> AccountView:
+        txn = self._cm.__enter__()
+        try:
+            config = self._accounts.find(txn, self._account)
+        except BaseException as exc:
+            self._cm.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        if config is None:
+            config = AccountConfig(self._account, 0)
+        return AccountView(txn.account(config.account_id), config)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._cm.__exit__(exc_type, exc, tb)
+
+
+class KeysRead:
+    """The context manager :meth:`IdentityEngine.read_keys` gives: the store's Txn while open."""
+
+    __slots__ = ("_cm",)
+
+    def __init__(self, store: Store) -> None:
+        self._cm = store.read()
+
+    def __enter__(self) -> Txn:
+        return self._cm.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._cm.__exit__(exc_type, exc, tb)

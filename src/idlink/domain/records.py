@@ -24,7 +24,9 @@ from idlink.domain.contacts import (
     prepare_contact,
 )
 from idlink.domain.linking import APPLIED
+from idlink.domain.reads import AccountView
 from idlink.domain.unit import AccountUnit
+from idlink.domain.views import CREATED, FOUND, Resolution
 from idlink.errors import InvalidArgument, NotFound
 from idlink.store import codec
 from idlink.store.txn import ContactPolicyState, RecordState
@@ -277,3 +279,17 @@ def check_record(record: RecordInput, field: str) -> None:
 def check_names(source: str, record_id: str) -> None:
     check_text(source, "source", MAX_SOURCE_BYTES)
     check_text(record_id, "record_id", MAX_RECORD_ID_BYTES)
+
+
+def resolve_creating(unit: AccountUnit, secret: bytes, key: ContactKey) -> Resolution:
+    """Resolve, storing the contact first when it is new (``create_if_missing``)."""
+    prepared = prepare_contact(secret, unit.config, key)
+    created = unit.contact(prepared.pid) is None
+    if created:
+        unit.ensure_contact(prepared)
+        unit.load([prepared.pid])
+        unit.flush()
+    answer = AccountView(unit.txn, unit.config).resolve(prepared)
+    if created and answer.status == FOUND:
+        answer.status = CREATED
+    return answer
