@@ -9,7 +9,8 @@ import grpc
 import pytest
 
 from idlink.security.apikeys import create_key
-from idlink.v1 import admin_pb2_grpc, identity_pb2, identity_pb2_grpc, profile_pb2_grpc
+from idlink.v1 import admin_pb2_grpc, identity_pb2_grpc, profile_pb2_grpc
+from tests import helpers
 from tests.service.conftest import ServerProcess
 
 ROLES = ("reader", "writer", "agent", "admin")
@@ -33,11 +34,10 @@ def auth(token: str) -> list[tuple[str, str]]:
 
 
 def link(stubs: Stubs, token: str, account: str, record_id: str, *contacts, seconds: int = 0):
-    request = identity_pb2.LinkRequest(
-        account=account, source="crm", record_id=record_id, contacts=list(contacts)
+    """tests.helpers.link with a key's token."""
+    return helpers.link(
+        stubs, account, record_id, *contacts, seconds=seconds, metadata=auth(token), timeout=10
     )
-    request.observed_at.FromSeconds(1_700_000_000 + seconds)
-    return stubs.identity.Link(request, metadata=auth(token), timeout=10)
 
 
 @pytest.fixture(scope="module")

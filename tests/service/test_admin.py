@@ -7,15 +7,12 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from idlink.v1 import admin_pb2, common_pb2, identity_pb2
+from tests.helpers import resolve
 from tests.service.conftest import key
 
 from .conftest import error_details
 
 A = admin_pb2
-
-
-def resolve(client, account, contact):
-    return client.identity.Resolve(identity_pb2.ResolveRequest(account=account, contact=contact))
 
 
 def test_a_new_account_lists_the_default_key_types(client, account):

@@ -8,24 +8,12 @@ import time
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from idlink.v1 import common_pb2, identity_pb2, profile_pb2
+from tests.helpers import link
 from tests.service.conftest import key
 
 from .conftest import Client, ServerProcess
-
-
-def link(client, account, record_id, *contacts, seconds=0):
-    return client.identity.Link(
-        identity_pb2.LinkRequest(
-            account=account,
-            source="crm",
-            record_id=record_id,
-            contacts=list(contacts),
-            observed_at=Timestamp(seconds=1_700_000_000 + seconds),
-        )
-    )
 
 
 def replay(

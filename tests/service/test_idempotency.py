@@ -22,6 +22,7 @@ from idlink.service import convert
 from idlink.service.runtime import Runtime
 from idlink.store.env import Store
 from idlink.v1 import admin_pb2, identity_pb2, profile_pb2
+from tests.helpers import resolve
 from tests.service.conftest import ServerProcess, admin_token, error_details, key
 
 
@@ -38,10 +39,6 @@ def link_request(account, record_id, *contacts, request_id="", seconds=0):
         observed_at=Timestamp(seconds=1_700_000_000 + seconds),
         request_id=request_id,
     )
-
-
-def resolve(client, account, contact) -> identity_pb2.ResolveResponse:
-    return client.identity.Resolve(identity_pb2.ResolveRequest(account=account, contact=contact))
 
 
 def reused(call, *args, **kwargs) -> grpc.RpcError:

@@ -5,37 +5,14 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from idlink.v1 import admin_pb2, common_pb2, identity_pb2
+from tests.helpers import at, link, resolve
 from tests.service.conftest import key
 
 from .conftest import error_details
 
 ST = identity_pb2
-
-
-def at(seconds: int) -> Timestamp:
-    return Timestamp(seconds=1_700_000_000 + seconds)
-
-
-def link(client, account, record_id, *contacts, source="crm", seconds=0, **kw):
-    return client.identity.Link(
-        ST.LinkRequest(
-            account=account,
-            source=source,
-            record_id=record_id,
-            contacts=list(contacts),
-            observed_at=at(seconds),
-            **kw,
-        )
-    )
-
-
-def resolve(client, account, contact, create=False):
-    return client.identity.Resolve(
-        ST.ResolveRequest(account=account, contact=contact, create_if_missing=create)
-    )
 
 
 def invalid_argument(call, *args, **kwargs) -> grpc.RpcError:

@@ -9,6 +9,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from idlink.v1 import common_pb2, identity_pb2
+from tests.helpers import resolve
 from tests.service.conftest import key
 
 from .conftest import error_details
@@ -38,10 +39,6 @@ def batches(account: str, records: int, size: int):
             seq=seq,
             records=[crm_record(i) for i in range(start, min(start + size, records))],
         )
-
-
-def resolve(client, account, contact):
-    return client.identity.Resolve(identity_pb2.ResolveRequest(account=account, contact=contact))
 
 
 @pytest.mark.slow
