@@ -9,13 +9,16 @@ afterwards. Every wait is bounded. Keys are made in the store with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -148,6 +151,19 @@ class Server:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+S = TypeVar("S", bound=Server)
+
+
+@contextlib.contextmanager
+def served(server: S) -> Iterator[S]:
+    """Run a server for a fixture: started, and on exit stopped cleanly with no traceback logged."""
+    running = server.start()
+    yield running
+    status = running.stop()
+    assert status == 0, f"server did not shut down cleanly ({status}):\n{running.log()[-4000:]}"
+    assert "Traceback" not in running.log(), running.log()[-4000:]
 
 
 def _status_field(pid: int, name: str) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from idlink.client import IdlinkClient
-from tests.server import Server, free_port, make_token
+from tests.server import Server, free_port, make_token, served
 
 
 def restartable_server(data: Path) -> Server:
@@ -25,11 +25,8 @@ def restartable_server(data: Path) -> Server:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for the client tests; tests keep apart by using their own account."""
-    running = restartable_server(tmp_path_factory.mktemp("client-server") / "data").start()
-    yield running
-    status = running.stop()
-    assert status == 0, f"server did not shut down cleanly ({status}):\n{running.log()[-4000:]}"
-    assert "Traceback" not in running.log(), running.log()[-4000:]
+    with served(restartable_server(tmp_path_factory.mktemp("client-server") / "data")) as running:
+        yield running
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from idlink.security.apikeys import create_key
 from idlink.v1 import admin_pb2_grpc, identity_pb2_grpc, profile_pb2_grpc
 from tests import helpers
+from tests.server import served
 from tests.service.conftest import ServerProcess
 
 ROLES = ("reader", "writer", "agent", "admin")
@@ -42,10 +43,8 @@ def link(stubs: Stubs, token: str, account: str, record_id: str, *contacts, seco
 
 @pytest.fixture(scope="module")
 def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    running = ServerProcess(tmp_path_factory.mktemp("security") / "data").start()
-    yield running
-    assert running.stop() == 0, running.log()[-4000:]
-    assert "Traceback" not in running.log(), running.log()[-4000:]
+    with served(ServerProcess(tmp_path_factory.mktemp("security") / "data")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

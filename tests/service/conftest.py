@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from idlink.v1 import admin_pb2_grpc, common_pb2, identity_pb2_grpc, profile_pb2_grpc
-from tests.server import Server
+from tests.server import Server, served
 
 # Data folder of each running test server, by target, so a Client finds where to make keys.
 DATA_BY_TARGET: dict[str, Path] = {}
@@ -148,11 +148,8 @@ class Client:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the session; tests keep apart by using their own account."""
-    running = ServerProcess(tmp_path_factory.mktemp("server") / "data").start()
-    yield running
-    status = running.stop()
-    assert status == 0, f"server did not shut down cleanly ({status}):\n{running.log()[-4000:]}"
-    assert "Traceback" not in running.log(), running.log()[-4000:]
+    with served(ServerProcess(tmp_path_factory.mktemp("server") / "data")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
