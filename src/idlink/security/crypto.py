@@ -201,14 +201,6 @@ class Cipher:
         digest = hashlib.blake2b(prefix + record_id_key, key=self._record_key, digest_size=16)
         return digest.digest()
 
-    # -- hooks the store calls ---------------------------------------------------------
-
-    def prepare_engagement(self, txn: Any, prefix: bytes, engagement: Any) -> None:
-        """Redact an engagement's free text when its account asks (before it is sealed)."""
-        from idlink.security.redaction import redact_engagement
-
-        redact_engagement(txn, prefix, engagement)
-
 
 def _reseal(txn: Txn, *, db: str, after: bytes, batch: int) -> tuple[int, bytes | None]:
     result: tuple[int, bytes | None] = txn.reseal(db, after, batch)

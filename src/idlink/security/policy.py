@@ -7,8 +7,6 @@ defaults below.
 
 from __future__ import annotations
 
-from typing import Any
-
 from idlink.store.txn import AccountTxn, SecurityPolicyState
 
 DEFAULT_REGION = "US"
@@ -32,13 +30,3 @@ def with_defaults(policy: SecurityPolicyState) -> SecurityPolicyState:
 
 def store_policy(txn: AccountTxn, policy: SecurityPolicyState) -> None:
     txn.put_security_policy(policy)
-
-
-def _policy_at(txn: Any, prefix: bytes) -> SecurityPolicyState:
-    # Only for the store's engagement hook, which knows the account by its prefix;
-    # it goes when redaction runs in the domain before the write.
-    raw = txn.get_meta(b"security:" + prefix)
-    policy = SecurityPolicyState()
-    if raw is not None:
-        policy.ParseFromString(raw)
-    return with_defaults(policy)

@@ -1,18 +1,15 @@
 """Free-text redaction (SPEC 8): phone numbers, emails and card numbers in engagement text.
 
-Applied by the store just before an engagement is sealed, when the account's
-security policy says ``redact_free_text``; what is stored (and answered) then
-holds ``[PHONE]``, ``[EMAIL]`` and ``[CARD]`` instead.
+Applied by the domain before an engagement is written (domain/engagements.py),
+when the account's security policy says ``redact_free_text``; what is stored
+(and answered) then holds ``[PHONE]``, ``[EMAIL]`` and ``[CARD]`` instead.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import phonenumbers
-
-from idlink.security.policy import _policy_at
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 # 13 to 19 digits, optionally grouped by spaces or dashes.
@@ -59,14 +56,3 @@ def redact(text: str, region: str = "US") -> str:
     text = EMAIL.sub("[EMAIL]", text)
     text = _cards(text)  # before phones: a card number can look like a long phone number
     return _phones(text, region)
-
-
-def redact_engagement(txn: Any, prefix: bytes, engagement: Any) -> None:
-    """Redact an engagement's summary and attribute values in place, if the account asks."""
-    policy = _policy_at(txn, prefix)
-    if not policy.redact_free_text:
-        return
-    region = policy.default_region
-    engagement.summary = redact(engagement.summary, region)
-    for name, value in list(engagement.attributes.items()):
-        engagement.attributes[name] = redact(value, region)
