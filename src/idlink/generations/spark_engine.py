@@ -342,18 +342,18 @@ def run(inputs: Inputs, details: dict[str, Any], *, master: str | None = None) -
     details["spark_seconds"] = round(time.perf_counter() - began, 3)
 
     # Back to the driver's dense contact ids: plain labels, then the replayed parts.
-    where = pc.index_in(plain.column("contact_pid"), value_set=inputs.pids).to_numpy(
-        zero_copy_only=False
-    )
+    where = pc.index_in(
+        plain.column("contact_pid").cast(pa.binary(16)), value_set=inputs.pids
+    ).to_numpy(zero_copy_only=False)
     labels = np.empty(inputs.contacts, np.int64)
     labels[where.astype(np.int64)] = plain.column("label").to_numpy()
     _, labels = np.unique(labels, return_inverse=True)
     labels = labels.astype(np.int64)
     isolated = np.zeros(inputs.contacts, bool)
     if exact.num_rows:
-        rows = pc.index_in(exact.column("contact_pid"), value_set=inputs.pids).to_numpy(
-            zero_copy_only=False
-        )
+        rows = pc.index_in(
+            exact.column("contact_pid").cast(pa.binary(16)), value_set=inputs.pids
+        ).to_numpy(zero_copy_only=False)
         rows = rows.astype(np.int64)
         parts = pa.table(
             {"component": exact.column("component"), "part": exact.column("part")}
