@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import IntEnum
 from functools import cached_property
 
 from idlink.domain import patterns
 from idlink.errors import FailedPrecondition, InvalidArgument
 
-NORMALIZER_TRIM = 1
-NORMALIZER_PHONE = 2
-NORMALIZER_EMAIL = 3
+
+class Normalizer(IntEnum):
+    """How a key type cleans its values (the numbers of ``idlink.v1.Normalizer``).
+
+    A test checks the numbers against the proto and the ``_native`` twins,
+    which keep plain constants of the same numbers.
+    """
+
+    TRIM = 1
+    PHONE = 2
+    EMAIL = 3
+
+
+NORMALIZER_TRIM = Normalizer.TRIM
+NORMALIZER_PHONE = Normalizer.PHONE
+NORMALIZER_EMAIL = Normalizer.EMAIL
 NORMALIZERS = {NORMALIZER_TRIM: "trim", NORMALIZER_PHONE: "phone", NORMALIZER_EMAIL: "email"}
 
 DEFAULT_MAX_CONTACTS = 100

@@ -50,14 +50,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from itertools import combinations
 
 from idlink._native._degree import ConnectionCounter
 from idlink._native._unionfind import UnionFind
 
-APPLIED = 1
-CAPPED = 2
-CONFLICT = 3
+
+class RecordOutcome(IntEnum):
+    """What a record's step did (the numbers of ``idlink.v1.RecordOutcome``, checked by a test)."""
+
+    APPLIED = 1
+    CAPPED = 2
+    CONFLICT = 3
+
+
+APPLIED = RecordOutcome.APPLIED
+CAPPED = RecordOutcome.CAPPED
+CONFLICT = RecordOutcome.CONFLICT
 
 
 @dataclass(slots=True)

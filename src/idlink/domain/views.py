@@ -6,14 +6,26 @@ The values a read gives; :mod:`idlink.domain.reads` computes them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 from idlink.store.txn import ContactState, Profile
 
-FOUND = 1
-CREATED = 2
-NOT_FOUND = 3
-INVALID = 4
-NOT_LINKABLE = 5
+
+class ResolveStatus(IntEnum):
+    """A resolve's answer (the numbers of ``idlink.v1.ResolveStatus``, checked by a test)."""
+
+    FOUND = 1
+    CREATED = 2
+    NOT_FOUND = 3
+    INVALID = 4
+    NOT_LINKABLE = 5
+
+
+FOUND = ResolveStatus.FOUND
+CREATED = ResolveStatus.CREATED
+NOT_FOUND = ResolveStatus.NOT_FOUND
+INVALID = ResolveStatus.INVALID
+NOT_LINKABLE = ResolveStatus.NOT_LINKABLE
 
 MAX_SUGGESTIONS = 10
 
