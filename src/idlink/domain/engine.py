@@ -12,6 +12,7 @@ an operation touches, run the rules, and write back what changed.
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -111,6 +112,21 @@ class IdentityEngine:
         holds nothing (every read of it finds nothing), so ``fn`` answers
         NOT_FOUND as it would for anything else that is not there.
         """
+        return self.submit(account, actor, fn, create=create).result()
+
+    def submit(
+        self,
+        account: str,
+        actor: str,
+        fn: Callable[[AccountUnit], T],
+        *,
+        create: bool = True,
+    ) -> concurrent.futures.Future[T]:
+        """Queue ``fn`` as :meth:`write` does, without waiting for it.
+
+        The future is done once the write committed and readers were told; an
+        event loop awaits it with ``asyncio.wrap_future`` (no thread waits).
+        """
 
         def run(txn: Txn) -> T:
             now = self.clock()
@@ -120,9 +136,18 @@ class IdentityEngine:
                 config = self._accounts.find(txn, account) or AccountConfig(account, 0)
             return fn(AccountUnit(txn.account(config.account_id), config, actor, now))
 
-        result = self.store.write(run)
-        self.notify()
-        return result
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def committed(future: concurrent.futures.Future[T]) -> None:
+            error = future.exception()
+            if error is not None:
+                done.set_exception(error)
+                return
+            self.notify()
+            done.set_result(future.result())
+
+        self.store.submit(run).add_done_callback(committed)
+        return done
 
     def read_keys(self) -> KeysRead:
         """A read transaction for what belongs to no account: API keys by token hash.
@@ -171,10 +196,16 @@ class IdentityEngine:
 
         A record named twice in one batch counts once, as its last version.
         """
+        return self.submit_ingest(account, batch, actor).result()
+
+    def submit_ingest(
+        self, account: str, batch: Sequence[RecordInput], actor: str = ""
+    ) -> concurrent.futures.Future[list[LinkResult]]:
+        """:meth:`ingest` without waiting: the future is done once the batch committed."""
         for i, record in enumerate(batch):
             records.check_record(record, f"records[{i}]")
         secret = self.secret(account)
-        return self.write(account, actor, lambda unit: records.ingest(unit, secret, batch))
+        return self.submit(account, actor, lambda unit: records.ingest(unit, secret, batch))
 
     def merge_keys(self, account: str, keys: Sequence[ContactKey], actor: str = "") -> LinkResult:
         """Say these contacts are one person: a manual record (SPEC 3.6)."""

@@ -7,9 +7,7 @@ PII, also to work it runs on the thread pool (SPEC 8).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 from grpc import aio
 
@@ -20,30 +18,20 @@ from idlink.domain.engine import (
     RecordInput,
     manual_record,
 )
-from idlink.domain.linking import APPLIED
 from idlink.errors import IdlinkError, InvalidArgument, PermissionDenied, ResourceExhausted
 from idlink.security.roles import ROLE_NAMES, WRITER, Principal, caller
 from idlink.service import convert, paging
+from idlink.service.ingest import Batch, IngestScheduler, located
 from idlink.service.runtime import Runtime, actor
 from idlink.service.status import guard_stream, guard_unary
 from idlink.v1 import identity_pb2, identity_pb2_grpc
 
 MAX_BATCH_RESOLVE = 1000
 MAX_INGEST_BATCH_RECORDS = 10_000
-# Batches waiting to be committed per stream: beyond this the stream is not
-# read, so gRPC flow control pushes back on a fast client.
-INGEST_QUEUE_BATCHES = 4
-# Queued batches are committed together, up to this many records per write.
-INGEST_GROUP_RECORDS = 20_000
 DEFAULT_HISTORY_PAGE = 100
 MAX_HISTORY_PAGE = 1000
 DEFAULT_EXAMPLES = 5
 MAX_EXAMPLES = 100
-
-
-def _located(exc: IdlinkError, where: str) -> IdlinkError:
-    """The same error with a note saying which message of a stream it is about."""
-    return type(exc)(f"{where}: {exc.message}", reason=exc.reason, field=exc.field)
 
 
 def _check_may_create(viewer: Principal) -> None:
@@ -63,17 +51,6 @@ def _renamed(exc: IdlinkError, old: str, new: str) -> IdlinkError:
     if field and field.startswith(old):
         field = new + field[len(old) :]
     return type(exc)(exc.message.replace(old, new), reason=exc.reason, field=field)
-
-
-@dataclass(slots=True)
-class _Batch:
-    account: str
-    seq: int
-    records: list[RecordInput]
-
-
-class _End:
-    """Marks the end of an ingest stream in the batch queue."""
 
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
@@ -120,7 +97,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             try:
                 yield await self._resolve(request, viewer, who)
             except IdlinkError as exc:
-                raise _located(exc, f"request {index}") from None
+                raise located(exc, f"request {index}") from None
             index += 1
 
     @guard_unary("BatchResolve")
@@ -223,53 +200,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         context: aio.ServicerContext,
     ) -> AsyncIterator[identity_pb2.IngestAck]:
         who = actor(caller(), context)
-        queue: asyncio.Queue[_Batch | IdlinkError | _End] = asyncio.Queue(
-            maxsize=INGEST_QUEUE_BATCHES
-        )
 
-        async def read() -> None:
+        async def batches() -> AsyncIterator[Batch]:
             last_seq = 0
-            try:
-                async for request in request_iterator:
-                    batch = self._ingest_batch(request, last_seq)
-                    last_seq = batch.seq
-                    await queue.put(batch)
-            except IdlinkError as exc:
-                await queue.put(exc)
-            finally:
-                await queue.put(_End())
+            async for request in request_iterator:
+                batch = self._ingest_batch(request, last_seq)
+                last_seq = batch.seq
+                yield batch
 
-        reader = asyncio.create_task(read())
-        held: _Batch | IdlinkError | _End | None = None
-        try:
-            while True:
-                item = held if held is not None else await queue.get()
-                held = None
-                if isinstance(item, _End):
-                    break
-                if isinstance(item, IdlinkError):
-                    raise item
-                group = [item]
-                size = len(item.records)
-                # Batches that queued up while the last write ran go in one write.
-                while not queue.empty() and size < INGEST_GROUP_RECORDS:
-                    following = queue.get_nowait()
-                    if (
-                        not isinstance(following, _Batch)
-                        or following.account != item.account
-                        or size + len(following.records) > INGEST_GROUP_RECORDS
-                    ):
-                        held = following
-                        break
-                    group.append(following)
-                    size += len(following.records)
-                async for ack in self._commit(group, who):
-                    yield ack
-            await reader
-        finally:
-            reader.cancel()
+        async for ack in IngestScheduler(self.engine, who, self.rt.metrics).acks(batches()):
+            yield ack
 
-    def _ingest_batch(self, request: identity_pb2.IngestRequest, last_seq: int) -> _Batch:
+    def _ingest_batch(self, request: identity_pb2.IngestRequest, last_seq: int) -> Batch:
         where = f"batch seq {request.seq}"
         try:
             account = convert.account(request.account)
@@ -293,51 +235,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                     )
                 records.append(convert.record_input(message, f"records[{i}]", now))
         except IdlinkError as exc:
-            raise _located(exc, where) from None
-        return _Batch(account, request.seq, records)
-
-    async def _commit(self, group: list[_Batch], who: str) -> AsyncIterator[identity_pb2.IngestAck]:
-        """Commit batches in one write; on an error, one by one to find the bad batch.
-
-        The batches before a bad one are committed and acknowledged, then the
-        stream ends with the error; nothing of the bad batch is written.
-        """
-        try:
-            ack = await self._commit_together(group, who)
-        except IdlinkError as exc:
-            if len(group) == 1:
-                raise _located(exc, f"batch seq {group[0].seq}") from None
-        else:
-            yield ack
-            return
-        for batch in group:
-            try:
-                ack = await self._commit_together([batch], who)
-            except IdlinkError as exc:
-                raise _located(exc, f"batch seq {batch.seq}") from None
-            yield ack
-
-    async def _commit_together(self, group: Sequence[_Batch], who: str) -> identity_pb2.IngestAck:
-        records = [r for batch in group for r in batch.records]
-        ack = identity_pb2.IngestAck(committed_seq=group[-1].seq, records=len(records))
-        if not records:
-            return ack
-        # engine.ingest returns after the write transaction committed (durably).
-        results = await self.rt.call(self.engine.ingest, group[0].account, records, who)
-        self.rt.metrics.ingested.inc(len(records))
-        index = 0
-        for batch in group:
-            for record in batch.records:
-                result = results[index]
-                index += 1
-                if result.outcome != APPLIED:
-                    ack.refused.add(
-                        seq=batch.seq,
-                        source=record.source,
-                        record_id=record.record_id,
-                        outcome=result.outcome,
-                    )
-        return ack
+            raise located(exc, where) from None
+        return Batch(account, request.seq, records)
 
     @guard_unary("DeleteRecord")
     async def DeleteRecord(
