@@ -9,6 +9,7 @@ transaction or handles a store message. What they give back are plain values
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -54,17 +55,7 @@ class ApiKey:
 
     @classmethod
     def of(cls, state: ApiKeyState) -> ApiKey:
-        return cls(
-            key_id=state.key_id,
-            account=state.account,
-            role=state.role,
-            description=state.description,
-            created_by=state.created_by,
-            created_at_us=state.created_at_us,
-            revoked_at_us=state.revoked_at_us,
-            flagged_at_us=state.flagged_at_us,
-            flag_reason=state.flag_reason,
-        )
+        return cls(**{name: getattr(state, name) for name in _field_names(cls)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,24 +71,14 @@ class SecurityPolicy:
 
     @classmethod
     def of(cls, state: SecurityPolicyState) -> SecurityPolicy:
-        return cls(
-            redact_free_text=state.redact_free_text,
-            default_region=state.default_region,
-            anomaly_max_customers=state.anomaly_max_customers,
-            anomaly_window_seconds=state.anomaly_window_seconds,
-            engagement_retention_seconds=state.engagement_retention_seconds,
-            inactive_customer_retention_seconds=state.inactive_customer_retention_seconds,
-        )
+        return cls(**{name: getattr(state, name) for name in _field_names(cls)})
 
     def state(self) -> SecurityPolicyState:
-        return SecurityPolicyState(
-            redact_free_text=self.redact_free_text,
-            default_region=self.default_region,
-            anomaly_max_customers=self.anomaly_max_customers,
-            anomaly_window_seconds=self.anomaly_window_seconds,
-            engagement_retention_seconds=self.engagement_retention_seconds,
-            inactive_customer_retention_seconds=self.inactive_customer_retention_seconds,
-        )
+        return SecurityPolicyState(**dataclasses.asdict(self))
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 # -- admission ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ modules, convert back. Mixed into :class:`idlink.service.admin.AdminServicer`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from dataclasses import dataclass
@@ -54,14 +55,7 @@ def api_key_message(state: ApiKey) -> admin_pb2.ApiKey:
 
 
 def policy_message(state: SecurityPolicy) -> admin_pb2.SecurityPolicy:
-    return admin_pb2.SecurityPolicy(
-        redact_free_text=state.redact_free_text,
-        default_region=state.default_region,
-        anomaly_max_customers=state.anomaly_max_customers,
-        anomaly_window_seconds=state.anomaly_window_seconds,
-        engagement_retention_seconds=state.engagement_retention_seconds,
-        inactive_customer_retention_seconds=state.inactive_customer_retention_seconds,
-    )
+    return admin_pb2.SecurityPolicy(**dataclasses.asdict(state))
 
 
 class SecurityAdminMixin:
@@ -182,14 +176,8 @@ class SecurityAdminMixin:
         for name in ("engagement_retention_seconds", "inactive_customer_retention_seconds"):
             if getattr(given, name) < 0:
                 raise InvalidArgument(f"policy.{name} must not be negative", field=f"policy.{name}")
-        policy = SecurityPolicy(
-            redact_free_text=given.redact_free_text,
-            default_region=region,
-            anomaly_max_customers=given.anomaly_max_customers,
-            anomaly_window_seconds=given.anomaly_window_seconds,
-            engagement_retention_seconds=given.engagement_retention_seconds,
-            inactive_customer_retention_seconds=given.inactive_customer_retention_seconds,
-        )
+        fields = {f.name: getattr(given, f.name) for f in dataclasses.fields(SecurityPolicy)}
+        policy = SecurityPolicy(**{**fields, "default_region": region})
         return policy_message(
             await self.rt.call(access.set_security_policy, self.engine, account, policy)
         )
