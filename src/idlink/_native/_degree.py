@@ -1,9 +1,7 @@
 """Connection counting for the cluster cap: compiled when built, else the pure-Python twin.
 
-`IDLINK_PURE_PYTHON=1` forces the twin; so does a failed import of the
-compiled module (tests/_native/test_compiled_loaded.py makes that failure
-loud wherever the variable is not set). `IMPLEMENTATION` says which one is
-in use: "c" or "python". The choice is made by `_select.select`.
+`IMPLEMENTATION` says which one is in use ("c" or "python"); `_select`
+says how it is chosen and what makes a fallback loud.
 """
 
 from __future__ import annotations
