@@ -368,13 +368,14 @@ def test_check_finds_isolation_or_first_seen_keys_a_rebuild_contradicts(engine):
     engine.link(A, rec("1", email("a@x.com"), email("b@x.com"), at=1))
     engine.link(A, rec("2", email("b@x.com"), email("c@x.com"), at=2))
     assert check_account(engine, A).ok
-    prefix = codec.account_prefix(engine.account_config(A).account_id)
+    account_id = engine.account_config(A).account_id
 
     def tamper(txn) -> None:
-        for pid, contact in list(txn.iter_contacts(prefix)):
+        scoped = txn.account(account_id)
+        for pid, contact in list(scoped.iter_contacts()):
             if contact.value == "c@x.com":
                 contact.first_key = codec.canonical_key(1, "crm", "1")
-                txn.put_contact(prefix, pid, contact)
+                scoped.put_contact(pid, contact)
 
     engine.store.write(tamper)
     problems = check_account(engine, A).problems

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import grpc
 
-from idlink.store import codec
 from tests.reliability.harness import (
     Client,
     batch_records,
@@ -129,11 +128,11 @@ def test_check_reports_a_damaged_store(tmp_path: Path):
     with offline_engine(data) as engine:
 
         def damage(txn) -> None:
-            prefix = codec.account_prefix(txn.account_id(ACCOUNT))
-            for pid, customer in txn.iter_customers(prefix):
+            scoped = txn.account(txn.account_id(ACCOUNT))
+            for pid, customer in scoped.iter_customers():
                 if len(customer.contact_pids) > 1:
                     del customer.contact_pids[0]
-                    txn.put_customer(prefix, pid, customer)
+                    scoped.put_customer(pid, customer)
                     return
 
         engine.store.write(damage)  # type: ignore[attr-defined]

@@ -73,7 +73,10 @@ _RECORD_CACHE_LIMIT = 1 << 16
 
 
 class Txn:
-    """One transaction: typed getters and (when writable) setters."""
+    """One transaction: what belongs to no account (meta, accounts, API keys, key rotation).
+
+    Everything of one account is reached through :meth:`account`.
+    """
 
     def __init__(
         self, raw: lmdb.Transaction, dbs: dict[str, Any], *, writable: bool, cipher: Any = None
@@ -172,43 +175,7 @@ class Txn:
     def put_account(self, account: AccountState) -> None:
         self._put("accounts", codec.account_prefix(account.account_id), account.SerializeToString())
 
-    # -- contacts and policies ----------------------------------------------------
-
-    def get_contact(self, prefix: bytes, pid: bytes) -> ContactState | None:
-        key = prefix + pid
-        return self._decode(ContactState, self._unseal(key, self._get("contacts", key)))
-
-    def put_contact(self, prefix: bytes, pid: bytes, contact: ContactState) -> None:
-        self._put("contacts", prefix + pid, self._seal(prefix + pid, contact))
-
-    def delete_contact(self, prefix: bytes, pid: bytes) -> None:
-        self._delete("contacts", prefix + pid)
-
-    def iter_contacts(self, prefix: bytes) -> Iterator[tuple[bytes, ContactState]]:
-        for key, value in self._scan("contacts", prefix):
-            yield key[len(prefix) :], self._decode(ContactState, self._unseal(key, value))
-
-    def get_policy(self, prefix: bytes, pid: bytes) -> ContactPolicyState | None:
-        return self._decode(ContactPolicyState, self._get("policies", prefix + pid))
-
-    def put_policy(self, prefix: bytes, pid: bytes, policy: ContactPolicyState) -> None:
-        self._put("policies", prefix + pid, policy.SerializeToString())
-
-    def delete_policy(self, prefix: bytes, pid: bytes) -> None:
-        self._delete("policies", prefix + pid)
-
-    def set_isolated(self, prefix: bytes, pid: bytes, isolated: bool) -> None:
-        if isolated:
-            self._put("isolated", prefix + pid, b"")
-        else:
-            self._delete("isolated", prefix + pid)
-
-    def iter_isolated(self, prefix: bytes, after: bytes = b"") -> Iterator[bytes]:
-        start = prefix + after + b"\0" if after else None
-        for key, _ in self._scan("isolated", prefix, start):
-            yield key[len(prefix) :]
-
-    # -- records and the contact -> record index ---------------------------------
+    # -- sealing and keyed hashes (AccountTxn uses them) ----------------------------
 
     def _record_hash(self, prefix: bytes, id_key: bytes) -> bytes:
         """The keyed hash that stands for a record's ``codec.record_id_key`` on disk."""
@@ -237,145 +204,11 @@ class Txn:
             self._records[key] = clear
         return self._decode(RecordState, clear)
 
-    def get_record(self, prefix: bytes, source: str, record_id: str) -> RecordState | None:
-        key = prefix + self._record_hash(prefix, codec.record_id_key(source, record_id))
-        return self._record_at(key)
-
-    def get_record_by_canonical(self, prefix: bytes, canonical: bytes) -> RecordState | None:
-        return self._record_at(prefix + self._hash_of_canonical(prefix, canonical))
-
-    def put_record(self, prefix: bytes, record: RecordState) -> None:
-        key = prefix + self._record_hash(
-            prefix, codec.record_id_key(record.source, record.record_id)
-        )
-        clear = record.SerializeToString()
-        self._put("records", key, clear if self.cipher is None else self.cipher.seal(clear, key))
-        self._records[key] = clear
-
-    def delete_record(self, prefix: bytes, source: str, record_id: str) -> None:
-        key = prefix + self._record_hash(prefix, codec.record_id_key(source, record_id))
-        self._delete("records", key)
-        self._records[key] = None
-
-    def iter_records(self, prefix: bytes) -> Iterator[RecordState]:
-        """Every record of an account, in no particular order (sort by canonical key)."""
-        for key, value in self._scan("records", prefix):
-            yield self._decode(RecordState, self._unseal(key, value))
-
-    def index_record(self, prefix: bytes, pid: bytes, canonical: bytes) -> None:
-        ref = codec.record_ref(canonical, self._hash_of_canonical(prefix, canonical))
-        self._raw.put(prefix + pid, ref, db=self._dbs["contact_records"], dupdata=True)
-
-    def unindex_record(self, prefix: bytes, pid: bytes, canonical: bytes) -> None:
-        ref = codec.record_ref(canonical, self._hash_of_canonical(prefix, canonical))
-        self._delete("contact_records", prefix + pid, ref)
-
-    def record_keys_of(self, prefix: bytes, pid: bytes) -> list[bytes]:
-        """Canonical keys of the records naming a contact, in canonical order.
-
-        The index holds (observed_at, record hash); the record ids come from the
-        records themselves. An entry whose record is missing (a damaged store)
-        gets a key no record has (codec.missing_record_key), which finds no record.
-        """
-        cursor = self._raw.cursor(db=self._dbs["contact_records"])
-        if not cursor.set_key(prefix + pid):
-            return []
-        keys = []
-        for value in cursor.iternext_dup(keys=False, values=True):
-            ref = bytes(value)
-            record_hash = ref[codec.TIME_BYTES :]
-            record = self._record_at(prefix + record_hash)
-            if record is None:
-                keys.append(codec.missing_record_key(ref))
-                continue
-            canonical = ref[: codec.TIME_BYTES] + codec.record_id_key(
-                record.source, record.record_id
-            )
-            self._hashes[prefix + canonical] = record_hash
-            keys.append(canonical)
-        keys.sort()
-        return keys
-
-    # -- edges (connections) --------------------------------------------------------
-
-    def has_edge(self, prefix: bytes, a: bytes, b: bytes) -> bool:
-        return self._get("edges", prefix + a + b) is not None
-
-    def put_edge(self, prefix: bytes, a: bytes, b: bytes) -> None:
-        """Store a connection in both directions, so each contact can list its own."""
-        self._put("edges", prefix + a + b, b"")
-        self._put("edges", prefix + b + a, b"")
-
-    def neighbours_of(self, prefix: bytes, pid: bytes) -> list[bytes]:
-        start = prefix + pid
-        return [key[len(start) :] for key, _ in self._scan("edges", start)]
-
-    def delete_edges_of(self, prefix: bytes, pid: bytes) -> None:
-        for other in self.neighbours_of(prefix, pid):
-            self._delete("edges", prefix + pid + other)
-            self._delete("edges", prefix + other + pid)
-
-    # -- national numbers (suggestions for phones without a country code) -----------
-
     def _national_key(self, prefix: bytes, national: str) -> bytes:
         # Phone digits never go into a key: a keyed hash stands in for them (SPEC 2.3, 8).
         if self.cipher is None:
             return national.encode() + b"\0"
         return self.cipher.index_hash(prefix, national)
-
-    def index_national(self, prefix: bytes, national: str, pid: bytes) -> None:
-        self._put("national", prefix + self._national_key(prefix, national) + pid, b"")
-
-    def unindex_national(self, prefix: bytes, national: str, pid: bytes) -> None:
-        self._delete("national", prefix + self._national_key(prefix, national) + pid)
-
-    def pids_with_national(self, prefix: bytes, national: str) -> list[bytes]:
-        start = prefix + self._national_key(prefix, national)
-        return [key[len(start) :] for key, _ in self._scan("national", start)]
-
-    # -- customers, redirects, history, change feed -------------------------------------
-
-    def get_customer(self, prefix: bytes, pid: bytes) -> CustomerState | None:
-        key = prefix + pid
-        return self._decode(CustomerState, self._unseal(key, self._get("customers", key)))
-
-    def put_customer(self, prefix: bytes, pid: bytes, customer: CustomerState) -> None:
-        self._put("customers", prefix + pid, self._seal(prefix + pid, customer))
-
-    def delete_customer(self, prefix: bytes, pid: bytes) -> None:
-        self._delete("customers", prefix + pid)
-
-    def iter_customers(self, prefix: bytes) -> Iterator[tuple[bytes, CustomerState]]:
-        for key, value in self._scan("customers", prefix):
-            yield key[len(prefix) :], self._decode(CustomerState, self._unseal(key, value))
-
-    def get_redirect(self, prefix: bytes, pid: bytes) -> bytes | None:
-        return self._get("redirects", prefix + pid)
-
-    def put_redirect(self, prefix: bytes, pid: bytes, target: bytes) -> None:
-        self._put("redirects", prefix + pid, target)
-
-    def append_history(self, prefix: bytes, customer_pid: bytes, event: ChangeEvent) -> None:
-        key = prefix + customer_pid + codec.u64(event.seq)
-        self._put("history", key, event.SerializeToString())
-
-    def history_of(self, prefix: bytes, customer_pid: bytes) -> list[ChangeEvent]:
-        return [
-            self._decode(ChangeEvent, v) for _, v in self._scan("history", prefix + customer_pid)
-        ]
-
-    def append_change(self, prefix: bytes, event: ChangeEvent) -> None:
-        self._put("changes", prefix + codec.u64(event.seq), event.SerializeToString())
-
-    def changes_after(self, prefix: bytes, seq: int, limit: int) -> list[ChangeEvent]:
-        events = []
-        for _, value in self._scan("changes", prefix, prefix + codec.u64(seq + 1)):
-            events.append(self._decode(ChangeEvent, value))
-            if len(events) >= limit:
-                break
-        return events
-
-    # -- engagements and pins ---------------------------------------------------------
 
     def _open_engagement(self, prefix: bytes, engagement: EngagementState | None) -> Any:
         if engagement is not None and engagement.sealed_text:
@@ -403,79 +236,6 @@ class Txn:
             engagement.attributes.update(attributes)
             engagement.sealed_text = b""
 
-    def put_engagement(self, prefix: bytes, engagement: EngagementState) -> None:
-        # Free text arrives redacted when the account asks (domain/engagements.py).
-        key = (
-            prefix
-            + engagement.contact_pid
-            + codec.time_key(engagement.occurred_at_us)
-            + engagement.engagement_id
-        )
-        self._put("engagements", key, self._sealed_engagement(prefix, engagement))
-        self._put("engagement_ids", prefix + engagement.engagement_id, key[len(prefix) :])
-
-    def get_engagement(self, prefix: bytes, engagement_id: bytes) -> EngagementState | None:
-        location = self._get("engagement_ids", prefix + engagement_id)
-        if location is None:
-            return None
-        found = self._decode(EngagementState, self._get("engagements", prefix + location))
-        return self._open_engagement(prefix, found)
-
-    def engagements_of(self, prefix: bytes, contact_pid: bytes) -> Iterator[EngagementState]:
-        for _, value in self._scan("engagements", prefix + contact_pid):
-            yield self._open_engagement(prefix, self._decode(EngagementState, value))
-
-    def iter_engagements(self, prefix: bytes) -> Iterator[EngagementState]:
-        """Every engagement of an account (retention sweeps)."""
-        for _, value in self._scan("engagements", prefix):
-            yield self._open_engagement(prefix, self._decode(EngagementState, value))
-
-    def delete_engagement(self, prefix: bytes, engagement: EngagementState) -> None:
-        key = (
-            prefix
-            + engagement.contact_pid
-            + codec.time_key(engagement.occurred_at_us)
-            + engagement.engagement_id
-        )
-        self._delete("engagements", key)
-        self._delete("engagement_ids", prefix + engagement.engagement_id)
-
-    def put_pin(self, prefix: bytes, customer_pid: bytes, engagement_id: bytes) -> None:
-        self._put("pins", prefix + customer_pid + engagement_id, b"")
-
-    def delete_pin(self, prefix: bytes, customer_pid: bytes, engagement_id: bytes) -> None:
-        self._delete("pins", prefix + customer_pid + engagement_id)
-
-    def pins_of(self, prefix: bytes, customer_pid: bytes) -> list[bytes]:
-        start = prefix + customer_pid
-        return [key[len(start) :] for key, _ in self._scan("pins", start)]
-
-    # -- history and redirects (erasure) ---------------------------------------------------
-
-    def delete_history(self, prefix: bytes, customer_pid: bytes) -> None:
-        for key, _ in list(self._scan("history", prefix + customer_pid)):
-            self._delete("history", key)
-
-    def scrub_contacts(self, prefix: bytes, pids: set[bytes]) -> int:
-        """Remove contact PIDs from every change event and history entry of an account (erasure)."""
-        changed = 0
-        for db in ("changes", "history"):
-            for key, value in list(self._scan(db, prefix)):
-                event = self._decode(ChangeEvent, value)
-                added = [p for p in event.contacts_added if p not in pids]
-                removed = [p for p in event.contacts_removed if p not in pids]
-                if len(added) == len(event.contacts_added) and len(removed) == len(
-                    event.contacts_removed
-                ):
-                    continue
-                del event.contacts_added[:]
-                event.contacts_added.extend(added)
-                del event.contacts_removed[:]
-                event.contacts_removed.extend(removed)
-                self._put(db, key, event.SerializeToString())
-                changed += 1
-        return changed
-
     # -- API keys (SPEC 8): keyed by the SHA-256 of the token, never the token -------------
 
     def get_api_key(self, token_hash: bytes) -> ApiKeyState | None:
@@ -487,15 +247,6 @@ class Txn:
     def iter_api_keys(self) -> Iterator[tuple[bytes, ApiKeyState]]:
         for key, value in self._scan("api_keys", b""):
             yield key, self._decode(ApiKeyState, value)
-
-    # -- audit log (SPEC 8) ----------------------------------------------------------------
-
-    def append_audit(self, prefix: bytes, event: AuditEventState) -> None:
-        self._put("audit", prefix + codec.u64(event.seq), event.SerializeToString())
-
-    def audit_after(self, prefix: bytes, seq: int) -> Iterator[AuditEventState]:
-        for _, value in self._scan("audit", prefix, prefix + codec.u64(seq + 1)):
-            yield self._decode(AuditEventState, value)
 
     # -- key rotation: seal again under the current data key ---------------------------------
 
@@ -644,142 +395,285 @@ class AccountTxn:
         for key, target in self._txn._scan("redirects", self._prefix):
             yield key[len(self._prefix) :], target
 
-    # -- the rest, by sub-database (see Txn) ---------------------------------------------------
+    # -- contacts, policies, records and the contact -> record index, connections, national
+    # -- numbers, customers, redirects, history, the change feed, engagements, pins, audit
 
     def get_contact(self, pid: bytes) -> ContactState | None:
-        return self._txn.get_contact(self._prefix, pid)
+        t, p = self._txn, self._prefix
+        key = p + pid
+        return t._decode(ContactState, t._unseal(key, t._get("contacts", key)))
 
     def put_contact(self, pid: bytes, contact: ContactState) -> None:
-        self._txn.put_contact(self._prefix, pid, contact)
+        t, p = self._txn, self._prefix
+        t._put("contacts", p + pid, t._seal(p + pid, contact))
 
     def delete_contact(self, pid: bytes) -> None:
-        self._txn.delete_contact(self._prefix, pid)
+        t, p = self._txn, self._prefix
+        t._delete("contacts", p + pid)
 
     def iter_contacts(self) -> Iterator[tuple[bytes, ContactState]]:
-        return self._txn.iter_contacts(self._prefix)
+        t, p = self._txn, self._prefix
+        for key, value in t._scan("contacts", p):
+            yield key[len(p) :], t._decode(ContactState, t._unseal(key, value))
 
     def get_policy(self, pid: bytes) -> ContactPolicyState | None:
-        return self._txn.get_policy(self._prefix, pid)
+        t, p = self._txn, self._prefix
+        return t._decode(ContactPolicyState, t._get("policies", p + pid))
 
     def put_policy(self, pid: bytes, policy: ContactPolicyState) -> None:
-        self._txn.put_policy(self._prefix, pid, policy)
+        t, p = self._txn, self._prefix
+        t._put("policies", p + pid, policy.SerializeToString())
 
     def delete_policy(self, pid: bytes) -> None:
-        self._txn.delete_policy(self._prefix, pid)
+        t, p = self._txn, self._prefix
+        t._delete("policies", p + pid)
 
     def set_isolated(self, pid: bytes, isolated: bool) -> None:
-        self._txn.set_isolated(self._prefix, pid, isolated)
+        t, p = self._txn, self._prefix
+        if isolated:
+            t._put("isolated", p + pid, b"")
+        else:
+            t._delete("isolated", p + pid)
 
     def iter_isolated(self, after: bytes = b"") -> Iterator[bytes]:
-        return self._txn.iter_isolated(self._prefix, after)
+        t, p = self._txn, self._prefix
+        start = p + after + b"\0" if after else None
+        for key, _ in t._scan("isolated", p, start):
+            yield key[len(p) :]
 
     def get_record(self, source: str, record_id: str) -> RecordState | None:
-        return self._txn.get_record(self._prefix, source, record_id)
+        t, p = self._txn, self._prefix
+        key = p + t._record_hash(p, codec.record_id_key(source, record_id))
+        return t._record_at(key)
 
     def get_record_by_canonical(self, canonical: bytes) -> RecordState | None:
-        return self._txn.get_record_by_canonical(self._prefix, canonical)
+        t, p = self._txn, self._prefix
+        return t._record_at(p + t._hash_of_canonical(p, canonical))
 
     def put_record(self, record: RecordState) -> None:
-        self._txn.put_record(self._prefix, record)
+        t, p = self._txn, self._prefix
+        key = p + t._record_hash(p, codec.record_id_key(record.source, record.record_id))
+        clear = record.SerializeToString()
+        t._put("records", key, clear if t.cipher is None else t.cipher.seal(clear, key))
+        t._records[key] = clear
 
     def delete_record(self, source: str, record_id: str) -> None:
-        self._txn.delete_record(self._prefix, source, record_id)
+        t, p = self._txn, self._prefix
+        key = p + t._record_hash(p, codec.record_id_key(source, record_id))
+        t._delete("records", key)
+        t._records[key] = None
 
     def iter_records(self) -> Iterator[RecordState]:
-        return self._txn.iter_records(self._prefix)
+        """Every record of an account, in no particular order (sort by canonical key)."""
+        t, p = self._txn, self._prefix
+        for key, value in t._scan("records", p):
+            yield t._decode(RecordState, t._unseal(key, value))
 
     def index_record(self, pid: bytes, canonical: bytes) -> None:
-        self._txn.index_record(self._prefix, pid, canonical)
+        t, p = self._txn, self._prefix
+        ref = codec.record_ref(canonical, t._hash_of_canonical(p, canonical))
+        t._raw.put(p + pid, ref, db=t._dbs["contact_records"], dupdata=True)
 
     def unindex_record(self, pid: bytes, canonical: bytes) -> None:
-        self._txn.unindex_record(self._prefix, pid, canonical)
+        t, p = self._txn, self._prefix
+        ref = codec.record_ref(canonical, t._hash_of_canonical(p, canonical))
+        t._delete("contact_records", p + pid, ref)
 
     def record_keys_of(self, pid: bytes) -> list[bytes]:
-        return self._txn.record_keys_of(self._prefix, pid)
+        """Canonical keys of the records naming a contact, in canonical order.
+
+        The index holds (observed_at, record hash); the record ids come from the
+        records themselves. An entry whose record is missing (a damaged store)
+        gets a key no record has (codec.missing_record_key), which finds no record.
+        """
+        t, p = self._txn, self._prefix
+        cursor = t._raw.cursor(db=t._dbs["contact_records"])
+        if not cursor.set_key(p + pid):
+            return []
+        keys = []
+        for value in cursor.iternext_dup(keys=False, values=True):
+            ref = bytes(value)
+            record_hash = ref[codec.TIME_BYTES :]
+            record = t._record_at(p + record_hash)
+            if record is None:
+                keys.append(codec.missing_record_key(ref))
+                continue
+            canonical = ref[: codec.TIME_BYTES] + codec.record_id_key(
+                record.source, record.record_id
+            )
+            t._hashes[p + canonical] = record_hash
+            keys.append(canonical)
+        keys.sort()
+        return keys
 
     def has_edge(self, a: bytes, b: bytes) -> bool:
-        return self._txn.has_edge(self._prefix, a, b)
+        t, p = self._txn, self._prefix
+        return t._get("edges", p + a + b) is not None
 
     def put_edge(self, a: bytes, b: bytes) -> None:
-        self._txn.put_edge(self._prefix, a, b)
+        """Store a connection in both directions, so each contact can list its own."""
+        t, p = self._txn, self._prefix
+        t._put("edges", p + a + b, b"")
+        t._put("edges", p + b + a, b"")
 
     def neighbours_of(self, pid: bytes) -> list[bytes]:
-        return self._txn.neighbours_of(self._prefix, pid)
+        t, p = self._txn, self._prefix
+        start = p + pid
+        return [key[len(start) :] for key, _ in t._scan("edges", start)]
 
     def delete_edges_of(self, pid: bytes) -> None:
-        self._txn.delete_edges_of(self._prefix, pid)
+        t, p = self._txn, self._prefix
+        for other in self.neighbours_of(pid):
+            t._delete("edges", p + pid + other)
+            t._delete("edges", p + other + pid)
 
     def index_national(self, national: str, pid: bytes) -> None:
-        self._txn.index_national(self._prefix, national, pid)
+        t, p = self._txn, self._prefix
+        t._put("national", p + t._national_key(p, national) + pid, b"")
 
     def unindex_national(self, national: str, pid: bytes) -> None:
-        self._txn.unindex_national(self._prefix, national, pid)
+        t, p = self._txn, self._prefix
+        t._delete("national", p + t._national_key(p, national) + pid)
 
     def pids_with_national(self, national: str) -> list[bytes]:
-        return self._txn.pids_with_national(self._prefix, national)
+        t, p = self._txn, self._prefix
+        start = p + t._national_key(p, national)
+        return [key[len(start) :] for key, _ in t._scan("national", start)]
 
     def get_customer(self, pid: bytes) -> CustomerState | None:
-        return self._txn.get_customer(self._prefix, pid)
+        t, p = self._txn, self._prefix
+        key = p + pid
+        return t._decode(CustomerState, t._unseal(key, t._get("customers", key)))
 
     def put_customer(self, pid: bytes, customer: CustomerState) -> None:
-        self._txn.put_customer(self._prefix, pid, customer)
+        t, p = self._txn, self._prefix
+        t._put("customers", p + pid, t._seal(p + pid, customer))
 
     def delete_customer(self, pid: bytes) -> None:
-        self._txn.delete_customer(self._prefix, pid)
+        t, p = self._txn, self._prefix
+        t._delete("customers", p + pid)
 
     def iter_customers(self) -> Iterator[tuple[bytes, CustomerState]]:
-        return self._txn.iter_customers(self._prefix)
+        t, p = self._txn, self._prefix
+        for key, value in t._scan("customers", p):
+            yield key[len(p) :], t._decode(CustomerState, t._unseal(key, value))
 
     def get_redirect(self, pid: bytes) -> bytes | None:
-        return self._txn.get_redirect(self._prefix, pid)
+        t, p = self._txn, self._prefix
+        return t._get("redirects", p + pid)
 
     def put_redirect(self, pid: bytes, target: bytes) -> None:
-        self._txn.put_redirect(self._prefix, pid, target)
+        t, p = self._txn, self._prefix
+        t._put("redirects", p + pid, target)
 
     def append_history(self, customer_pid: bytes, event: ChangeEvent) -> None:
-        self._txn.append_history(self._prefix, customer_pid, event)
+        t, p = self._txn, self._prefix
+        key = p + customer_pid + codec.u64(event.seq)
+        t._put("history", key, event.SerializeToString())
 
     def history_of(self, customer_pid: bytes) -> list[ChangeEvent]:
-        return self._txn.history_of(self._prefix, customer_pid)
+        t, p = self._txn, self._prefix
+        return [t._decode(ChangeEvent, v) for _, v in t._scan("history", p + customer_pid)]
 
     def append_change(self, event: ChangeEvent) -> None:
-        self._txn.append_change(self._prefix, event)
+        t, p = self._txn, self._prefix
+        t._put("changes", p + codec.u64(event.seq), event.SerializeToString())
 
     def changes_after(self, seq: int, limit: int) -> list[ChangeEvent]:
-        return self._txn.changes_after(self._prefix, seq, limit)
+        t, p = self._txn, self._prefix
+        events = []
+        for _, value in t._scan("changes", p, p + codec.u64(seq + 1)):
+            events.append(t._decode(ChangeEvent, value))
+            if len(events) >= limit:
+                break
+        return events
 
     def put_engagement(self, engagement: EngagementState) -> None:
-        self._txn.put_engagement(self._prefix, engagement)
+        t, p = self._txn, self._prefix
+        # Free text arrives redacted when the account asks (domain/engagements.py).
+        key = (
+            p
+            + engagement.contact_pid
+            + codec.time_key(engagement.occurred_at_us)
+            + engagement.engagement_id
+        )
+        t._put("engagements", key, t._sealed_engagement(p, engagement))
+        t._put("engagement_ids", p + engagement.engagement_id, key[len(p) :])
 
     def get_engagement(self, engagement_id: bytes) -> EngagementState | None:
-        return self._txn.get_engagement(self._prefix, engagement_id)
+        t, p = self._txn, self._prefix
+        location = t._get("engagement_ids", p + engagement_id)
+        if location is None:
+            return None
+        found = t._decode(EngagementState, t._get("engagements", p + location))
+        return t._open_engagement(p, found)
 
     def engagements_of(self, contact_pid: bytes) -> Iterator[EngagementState]:
-        return self._txn.engagements_of(self._prefix, contact_pid)
+        t, p = self._txn, self._prefix
+        for _, value in t._scan("engagements", p + contact_pid):
+            yield t._open_engagement(p, t._decode(EngagementState, value))
 
     def iter_engagements(self) -> Iterator[EngagementState]:
-        return self._txn.iter_engagements(self._prefix)
+        """Every engagement of an account (retention sweeps)."""
+        t, p = self._txn, self._prefix
+        for _, value in t._scan("engagements", p):
+            yield t._open_engagement(p, t._decode(EngagementState, value))
 
     def delete_engagement(self, engagement: EngagementState) -> None:
-        self._txn.delete_engagement(self._prefix, engagement)
+        t, p = self._txn, self._prefix
+        key = (
+            p
+            + engagement.contact_pid
+            + codec.time_key(engagement.occurred_at_us)
+            + engagement.engagement_id
+        )
+        t._delete("engagements", key)
+        t._delete("engagement_ids", p + engagement.engagement_id)
 
     def put_pin(self, customer_pid: bytes, engagement_id: bytes) -> None:
-        self._txn.put_pin(self._prefix, customer_pid, engagement_id)
+        t, p = self._txn, self._prefix
+        t._put("pins", p + customer_pid + engagement_id, b"")
 
     def delete_pin(self, customer_pid: bytes, engagement_id: bytes) -> None:
-        self._txn.delete_pin(self._prefix, customer_pid, engagement_id)
+        t, p = self._txn, self._prefix
+        t._delete("pins", p + customer_pid + engagement_id)
 
     def pins_of(self, customer_pid: bytes) -> list[bytes]:
-        return self._txn.pins_of(self._prefix, customer_pid)
+        t, p = self._txn, self._prefix
+        start = p + customer_pid
+        return [key[len(start) :] for key, _ in t._scan("pins", start)]
 
     def delete_history(self, customer_pid: bytes) -> None:
-        self._txn.delete_history(self._prefix, customer_pid)
+        t, p = self._txn, self._prefix
+        for key, _ in list(t._scan("history", p + customer_pid)):
+            t._delete("history", key)
 
     def scrub_contacts(self, pids: set[bytes]) -> int:
-        return self._txn.scrub_contacts(self._prefix, pids)
+        """Remove contact PIDs from every change event and history entry of an account (erasure)."""
+        t, p = self._txn, self._prefix
+        changed = 0
+        for db in ("changes", "history"):
+            for key, value in list(t._scan(db, p)):
+                event = t._decode(ChangeEvent, value)
+                added = [p for p in event.contacts_added if p not in pids]
+                removed = [p for p in event.contacts_removed if p not in pids]
+                if len(added) == len(event.contacts_added) and len(removed) == len(
+                    event.contacts_removed
+                ):
+                    continue
+                del event.contacts_added[:]
+                event.contacts_added.extend(added)
+                del event.contacts_removed[:]
+                event.contacts_removed.extend(removed)
+                t._put(db, key, event.SerializeToString())
+                changed += 1
+        return changed
 
     def append_audit(self, event: AuditEventState) -> None:
-        self._txn.append_audit(self._prefix, event)
+        t, p = self._txn, self._prefix
+        t._put("audit", p + codec.u64(event.seq), event.SerializeToString())
 
     def audit_after(self, seq: int) -> Iterator[AuditEventState]:
-        return self._txn.audit_after(self._prefix, seq)
+        t, p = self._txn, self._prefix
+        for _, value in t._scan("audit", p, p + codec.u64(seq + 1)):
+            yield t._decode(AuditEventState, value)
