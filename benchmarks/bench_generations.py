@@ -133,6 +133,19 @@ def scipy_labels(dataset, pids: list[bytes]) -> np.ndarray:
     return np.array([labels[p] for p in pids], np.int64)
 
 
+def scipy_components_seconds(inputs) -> float:
+    """scipy's connected components on the engines' graph (the same edges), timed alone."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    src, dst = inputs.edges()
+    n = inputs.contacts
+    started = time.perf_counter()
+    matrix = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n)).tocsr()
+    connected_components(matrix, directed=False)
+    return round(time.perf_counter() - started, 3)
+
+
 def run(count: int, engines: list[str], master: str, cap_free: bool) -> dict:
     dataset = crm_records(count, cap_free=cap_free)
     report: dict = {"records": count, "set": dataset.name, "engines": {}}
@@ -151,6 +164,8 @@ def run(count: int, engines: list[str], master: str, cap_free: bool) -> dict:
             seconds = time.perf_counter() - started
             if truth is None:
                 truth = generation.labels
+            if "scipy_components_seconds" not in report:
+                report["scipy_components_seconds"] = scipy_components_seconds(generation.inputs)
             report["engines"][engine] = {
                 "seconds": round(seconds, 2),
                 "records_per_second": round(count / seconds),

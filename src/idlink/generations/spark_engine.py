@@ -38,6 +38,7 @@ DEFAULT_MASTER = "local[*]"
 # Shuffle partitions for a local master: Spark's default of 200 is made for clusters.
 LOCAL_SHUFFLE_PARTITIONS = 2
 CHECKPOINT_ENV = "IDLINK_SPARK_CHECKPOINT_DIR"
+DRIVER_MEMORY_ENV = "IDLINK_SPARK_DRIVER_MEMORY"
 
 _lock = threading.Lock()
 _session: SparkSession | None = None
@@ -74,9 +75,12 @@ def session(master: str | None = None) -> SparkSession:
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         )
         if local:
-            builder = builder.config(
-                "spark.sql.shuffle.partitions", str(LOCAL_SHUFFLE_PARTITIONS)
-            ).config("spark.driver.bindAddress", "127.0.0.1")
+            # A local master runs the executors in the driver's JVM: its heap is theirs.
+            builder = (
+                builder.config("spark.sql.shuffle.partitions", str(LOCAL_SHUFFLE_PARTITIONS))
+                .config("spark.driver.bindAddress", "127.0.0.1")
+                .config("spark.driver.memory", os.environ.get(DRIVER_MEMORY_ENV, "2g"))
+            )
         spark = builder.getOrCreate()
         spark.sparkContext.setLogLevel("ERROR")
         checkpoints = os.environ.get(CHECKPOINT_ENV)
