@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 
 import pytest
@@ -117,3 +118,33 @@ def test_an_error_reading_the_stream_ends_it_after_the_batches_before():
         return got
 
     assert asyncio.run(run()) == [1]
+
+
+def test_a_write_whose_waiter_gave_up_still_commits_and_the_writer_goes_on(tmp_path, caplog):
+    from idlink.domain.engine import IdentityEngine
+    from idlink.store.env import Store
+
+    store = Store(tmp_path / "data")
+    engine = IdentityEngine(store, b"s" * 32)
+    started, release = threading.Event(), threading.Event()
+
+    def slow(unit) -> str:
+        started.set()
+        release.wait(5)
+        return "done"
+
+    async def run() -> None:
+        waiter = asyncio.ensure_future(asyncio.wrap_future(engine.submit("acct", "", slow)))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+        waiter.cancel()  # the call went away while its write ran
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        release.set()
+
+    try:
+        with caplog.at_level(logging.ERROR):
+            asyncio.run(run())
+            assert engine.write("acct", "", lambda unit: 7) == 7
+    finally:
+        store.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -13,6 +13,7 @@ an operation touches, run the rules, and write back what changed.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -140,11 +141,15 @@ class IdentityEngine:
 
         def committed(future: concurrent.futures.Future[T]) -> None:
             error = future.exception()
-            if error is not None:
-                done.set_exception(error)
-                return
-            self.notify()
-            done.set_result(future.result())
+            if error is None:
+                self.notify()
+            # A waiter that gave up (a cancelled call) cancelled ``done``; the
+            # write is committed all the same, there is only no one to tell.
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                if error is not None:
+                    done.set_exception(error)
+                else:
+                    done.set_result(future.result())
 
         self.store.submit(run).add_done_callback(committed)
         return done
