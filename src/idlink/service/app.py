@@ -44,6 +44,7 @@ from idlink.security.secrets import load_master_secret
 from idlink.service.admin import AdminServicer
 from idlink.service.auth import AuthInterceptor
 from idlink.service.health import SERVICE_NAMES, StoreHealth, set_status, watch_store_health
+from idlink.service.http.local import LocalCalls
 from idlink.service.identity import IdentityServicer
 from idlink.service.interceptors import (
     CORE_PENDING_REQUESTS,
@@ -170,6 +171,7 @@ class IdlinkServer:
         self.metrics: Metrics | None = None
         self.auth: AuthInterceptor | None = None
         self.audit: AuditLog | None = None
+        self.local: LocalCalls | None = None
         self.health = health.aio.HealthServicer()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._notifier: ChangeNotifier | None = None
@@ -210,11 +212,12 @@ class IdlinkServer:
             max_streams_per_account=config.max_streams_per_account,
             metrics=metrics,
         )
+        interceptors = [
+            CallInterceptor(config.max_concurrent_calls, config.max_streams, metrics),
+            self.auth,
+        ]
         server = self.grpc = aio.server(
-            interceptors=[
-                CallInterceptor(config.max_concurrent_calls, config.max_streams, metrics),
-                self.auth,
-            ],
+            interceptors=interceptors,
             options=[
                 ("grpc.server.max_pending_requests", CORE_PENDING_REQUESTS),
                 ("grpc.server.max_pending_requests_hard_limit", CORE_PENDING_REQUESTS_HARD_LIMIT),
@@ -225,11 +228,17 @@ class IdlinkServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(runtime), server)
-        profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(runtime), server)
         admin = AdminServicer(runtime)
         admin.security = Security(self.audit, detector)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+        # The HTTP gateway calls the same handlers in process, behind the same interceptors.
+        self.local = LocalCalls(interceptors)
+        for register, servicer in (
+            (identity_pb2_grpc.add_IdentityServiceServicer_to_server, IdentityServicer(runtime)),
+            (profile_pb2_grpc.add_ProfileServiceServicer_to_server, ProfileServicer(runtime)),
+            (admin_pb2_grpc.add_AdminServiceServicer_to_server, admin),
+        ):
+            register(servicer, server)
+            self.local.add(register, servicer)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -262,6 +271,7 @@ class IdlinkServer:
                 grace=config.grace,
                 store=self.store,
                 audit=self.audit,
+                local=self.local,
             )
             self.http_port = http.port
         await self.grpc.start()

@@ -2,13 +2,14 @@
 
 A request is matched to a route (``routes.py``, from the protos'
 ``google.api.http`` annotations), turned into the RPC's request message
-(proto3 JSON mapping) and sent over a private gRPC channel (a Unix socket in
-a folder only this process's user can enter) to the server's own gRPC
-port, with the caller's ``Authorization`` header as the
-``authorization`` metadata. Authentication, roles, masking, audit,
-anomaly throttling, load shedding and errors are therefore exactly those of
-gRPC. A failed call answers with the HTTP status of its ``google.rpc.Code``
-and a ``google.rpc.Status`` body (``errors.py``).
+(proto3 JSON mapping) and called with the caller's ``Authorization`` header
+as the ``authorization`` metadata: a unary RPC in process, through the
+server's own interceptors (``local.py``), a streaming one over a private gRPC
+channel (a Unix socket in a folder only this process's user can enter) to the
+server's own gRPC port. Authentication, roles, masking, audit, anomaly
+throttling, load shedding and errors are therefore exactly those of gRPC. A
+failed call answers with the HTTP status of its ``google.rpc.Code`` and a
+``google.rpc.Status`` body (``errors.py``).
 
 Streams: ``WatchChanges`` is served as Server-Sent Events
 (``Accept: text/event-stream``) or as newline-delimited JSON;
@@ -42,6 +43,7 @@ from google.rpc import code_pb2
 from idlink.service.http import errors
 from idlink.service.http.console_auth import SESSION_HEADER
 from idlink.service.http.errors import error_response, gateway_error
+from idlink.service.http.local import LocalCalls
 from idlink.service.http.routes import (
     BIDI_STREAM,
     SERVER_STREAM,
@@ -113,8 +115,10 @@ class Gateway:
         *,
         extra_routes: list[tuple[str, Any, Handler]] | None = None,
         unauthenticated_hint: Callable[[str], str] | None = None,
+        local: LocalCalls | None = None,
     ):
         self.target = target
+        self.local = local
         self.routes = load_routes()
         self.extra_routes = extra_routes or []
         self.unauthenticated_hint = unauthenticated_hint
@@ -296,9 +300,18 @@ class Gateway:
         if route.kind == SERVER_STREAM:
             return await self._server_stream(route, request, message, metadata)
         try:
-            answer = await self._calls[route.name](
-                message, metadata=metadata, timeout=UNARY_TIMEOUT_SECONDS, wait_for_ready=True
-            )
+            if self.local is not None and route.full_method in self.local:
+                answer = await self.local.unary(
+                    route.full_method,
+                    message,
+                    metadata=metadata,
+                    timeout=UNARY_TIMEOUT_SECONDS,
+                    peer=f"http:{request.remote or ''}",
+                )
+            else:
+                answer = await self._calls[route.name](
+                    message, metadata=metadata, timeout=UNARY_TIMEOUT_SECONDS, wait_for_ready=True
+                )
         except grpc.aio.AioRpcError as exc:
             return error_response(self.rpc_status(exc, metadata))
         return web.Response(body=message_json(answer), content_type=JSON_TYPE)
@@ -679,6 +692,7 @@ async def start_http(
     grace: float = 10.0,
     store: Any = None,
     audit: Any = None,
+    local: LocalCalls | None = None,
 ) -> HttpServer:
     """Serve the HTTP/JSON API and the console on ``listen`` until ``stop`` is set.
 
@@ -703,7 +717,9 @@ async def start_http(
 
         console_auth = ConsoleAuth(store, audit)
         extra, hint = console_auth.routes(), console_auth.unauthenticated_hint
-    gateway = Gateway(f"unix:{socket_path}", extra_routes=extra, unauthenticated_hint=hint)
+    gateway = Gateway(
+        f"unix:{socket_path}", extra_routes=extra, unauthenticated_hint=hint, local=local
+    )
     http = HttpServer(gateway, socket_dir)
     try:
         await http.start(host, port, ssl_context, reuse_port, grace)
