@@ -116,3 +116,24 @@ def test_a_key_types_token_is_bound_to_its_account(client, account):
         names.extend(k.name for k in page.key_types)
         token = page.next_page_token
     assert names == sorted(set(names)) and {"alpha", "beta", "gamma"} <= set(names)
+
+
+def test_an_audit_token_is_bound_to_its_filter(client, account):
+    customer_with_history(client, account, "dave")  # three audited calls
+    first = client.admin.ListAuditEvents(
+        admin_pb2.ListAuditEventsRequest(account=account, page_size=1)
+    )
+    assert len(first.events) == 1 and first.next_page_token
+    details = refused(
+        client.admin.ListAuditEvents,
+        admin_pb2.ListAuditEventsRequest(
+            account=account, key_id="key_other", page_token=first.next_page_token
+        ),
+    )
+    assert details["idlink-error-reason"] == "PAGE_TOKEN_MISMATCH"
+    following = client.admin.ListAuditEvents(
+        admin_pb2.ListAuditEventsRequest(
+            account=account, page_size=1, page_token=first.next_page_token
+        )
+    )
+    assert following.events[0].seq > first.events[0].seq

@@ -13,8 +13,6 @@ state, so they give the same answer on the event loop and on a pool thread.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
@@ -134,34 +132,6 @@ def timestamp(micros: int) -> Timestamp:
 
 def now_us() -> int:
     return int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000)
-
-
-# -- page tokens ---------------------------------------------------------------------
-
-
-def page_token(kind: str, value: bytes) -> str:
-    """An opaque page token: the list it belongs to and where the next page starts."""
-    return base64.urlsafe_b64encode(kind.encode() + b":" + value).decode().rstrip("=")
-
-
-def read_page_token(kind: str, token: str, field: str = "page_token") -> bytes:
-    """The position a page token of list ``kind`` holds; b"" for no token."""
-    if not token:
-        return b""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        raw = b""
-    head, sep, value = raw.partition(b":")
-    if not sep or head != kind.encode() or not value:
-        raise InvalidArgument(f"{field} is not a token this service gave", field=field)
-    return value
-
-
-def page_size(requested: int, default: int, maximum: int, field: str = "page_size") -> int:
-    if requested < 0:
-        raise InvalidArgument(f"{field} must not be negative", field=field)
-    return min(requested or default, maximum)
 
 
 # -- contacts and records --------------------------------------------------------------

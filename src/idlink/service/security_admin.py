@@ -19,7 +19,7 @@ from idlink.domain.access import ApiKey, SecurityPolicy
 from idlink.errors import InvalidArgument, PermissionDenied
 from idlink.security.audit import AnomalyDetector, AuditFilter, AuditLog
 from idlink.security.roles import ROLE_NAMES, caller
-from idlink.service import convert
+from idlink.service import convert, paging
 from idlink.service.runtime import actor
 from idlink.service.status import guard_unary
 from idlink.v1 import admin_pb2
@@ -88,15 +88,17 @@ class SecurityAdminMixin:
         self, request: admin_pb2.ListApiKeysRequest, context: aio.ServicerContext
     ) -> admin_pb2.ListApiKeysResponse:
         account = convert.account(request.account)
-        size = convert.page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
-        after = convert.read_page_token("api_keys", request.page_token).decode(errors="replace")
+        page = paging.page_request(
+            "api_keys", request, default=DEFAULT_PAGE, maximum=MAX_PAGE, bound_to=(account,)
+        )
+        after = page.after.decode(errors="replace")
         listed = await self.rt.call(access.list_api_keys, self.engine, account)
-        keys = [k for k in listed if k.key_id > after]
-        page = keys[:size]
-        response = admin_pb2.ListApiKeysResponse(keys=[api_key_message(k) for k in page])
-        if len(keys) > size:
-            response.next_page_token = convert.page_token("api_keys", page[-1].key_id.encode())
-        return response
+        keys, token = paging.paged(
+            [k for k in listed if k.key_id > after], page, lambda k: k.key_id.encode()
+        )
+        return admin_pb2.ListApiKeysResponse(
+            keys=[api_key_message(k) for k in keys], next_page_token=token
+        )
 
     @guard_unary("RevokeApiKey")
     async def RevokeApiKey(
@@ -121,11 +123,6 @@ class SecurityAdminMixin:
         self, request: admin_pb2.ListAuditEventsRequest, context: aio.ServicerContext
     ) -> admin_pb2.ListAuditEventsResponse:
         account = convert.account(request.account)
-        size = convert.page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
-        token = convert.read_page_token("audit", request.page_token)
-        if token and len(token) != 8:
-            raise InvalidArgument("page_token is not a token this service gave", field="page_token")
-        after = _SEQ.unpack(token)[0] if token else 0
         flt = AuditFilter(
             start_us=convert.optional_us(request, "start_time", "start_time", 0),
             end_us=convert.optional_us(request, "end_time", "end_time", 0),
@@ -137,16 +134,26 @@ class SecurityAdminMixin:
             ),
         )
 
-        def read() -> tuple[list[access.AuditEventState], int, bool]:
-            self.security.audit.flush()
-            events, last = access.list_audit_events(self.engine, account, flt, after, size + 1)
-            more = len(events) > size
-            if more:
-                last = events[size - 1].seq
-            return events[:size], last, more
+        # Bound to the account and the filter (AIP-158): another filter starts again.
+        page = paging.page_request(
+            "audit",
+            request,
+            default=DEFAULT_PAGE,
+            maximum=MAX_PAGE,
+            bound_to=(account, flt.start_us, flt.end_us, flt.key_id, flt.customer_pid),
+            position_bytes=_SEQ.size,
+        )
+        after = _SEQ.unpack(page.after)[0] if page.after else 0
 
-        events, last, more = await self.rt.call(read)
-        response = admin_pb2.ListAuditEventsResponse()
+        def read() -> list[access.AuditEventState]:
+            self.security.audit.flush()
+            found, _ = access.list_audit_events(self.engine, account, flt, after, page.size + 1)
+            return found
+
+        events, token = paging.paged(
+            await self.rt.call(read), page, lambda event: _SEQ.pack(event.seq)
+        )
+        response = admin_pb2.ListAuditEventsResponse(next_page_token=token)
         for event in events:
             response.events.add(
                 seq=event.seq,
@@ -158,8 +165,6 @@ class SecurityAdminMixin:
                 outcome=event.outcome,
                 detail=event.detail,
             )
-        if more:
-            response.next_page_token = convert.page_token("audit", _SEQ.pack(last))
         return response
 
     @guard_unary("SetSecurityPolicy")
