@@ -20,7 +20,6 @@ of the store, also while a server writes to it.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 import uuid
@@ -241,41 +240,8 @@ class AccountReader:
 @contextmanager
 def account_reader(engine: Any, account: str) -> Iterator[AccountReader | None]:
     """One account of the engine through its read front door; None for an unknown account."""
-    if "account" not in inspect.signature(engine.read).parameters:
-        with _prefixed_reader(engine, account) as reader:
-            yield reader
-        return
     with engine.read(account) as view:
         yield AccountReader(view.txn, view.config, view.has_policies) if view.exists else None
-
-
-class _PrefixedTxn:
-    """An engine whose ``read()`` gives the whole transaction: the account's part of it."""
-
-    def __init__(self, txn: Any, prefix: bytes) -> None:
-        self._txn, self._prefix = txn, prefix
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._txn, name)
-        return lambda *args: method(self._prefix, *args)
-
-    def change_seq(self) -> int:
-        return int(self._txn.counter(b"changes:" + self._prefix))
-
-
-@contextmanager
-def _prefixed_reader(engine: Any, account: str) -> Iterator[AccountReader | None]:
-    from idlink.store import codec
-
-    with engine.read() as reader:
-        config = reader.config(account)
-        if config is None:
-            yield None
-            return
-        prefix = codec.account_prefix(config.account_id)
-        # The count views.has_policies read before the front door.
-        with_policies = reader.txn.counter(b"policies:" + prefix) > 0
-        yield AccountReader(_PrefixedTxn(reader.txn, prefix), config, with_policies)
 
 
 def _account_rows(reader: AccountReader) -> dict[str, Iterable[dict[str, Any]]]:

@@ -1,6 +1,6 @@
 """Customer PIDs of a generation by the rules of SPEC 3.5 (3.4, 3.8), on plain arrays.
 
-The same rule as ``domain/customers.py`` (``reconcile``, ``heir_order``),
+The same rule as ``domain/pids.py`` (``reconcile``, ``heir_order``),
 which works on a write transaction; here it works on whole-account arrays,
 and ``tests/generations`` checks the two give the same PIDs:
 
@@ -117,7 +117,7 @@ def assign(
     """
     n = len(labels)
     # Parts numbered in the heir order of their first contact, as the engine
-    # numbers new customers (customers.reconcile): the same under any secret.
+    # numbers new customers (domain.pids.reconcile): the same under any secret.
     by_heir = np.argsort(heir_rank, kind="stable")
     _, first_of_label, label_index = np.unique(
         labels[by_heir], return_index=True, return_inverse=True
