@@ -103,4 +103,5 @@ def test_node_client_without_a_key_is_refused(server, account):
         env=node_env(),
     )
     assert done.returncode == 1
-    assert "idlink node client: 16" in done.stderr  # UNAUTHENTICATED
+    # UNAUTHENTICATED, and the ErrorInfo reason read from the google.rpc.Status.
+    assert "idlink node client: 16 API_KEY_MISSING: missing API key" in done.stderr

@@ -15,6 +15,7 @@ const path = require('path');
 const { execFileSync } = require('child_process');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
+const protobuf = require('protobufjs');
 
 const [target, token, account = 'node-demo'] = process.argv.slice(2);
 if (!target) {
@@ -77,9 +78,37 @@ async function main() {
   process.stdout.write(JSON.stringify({ link, resolve }) + '\n');
 }
 
+// The google.rpc.Status of a failed call, read the standard way: the
+// grpc-status-details-bin trailer, with its ErrorInfo reason (AIP-193).
+function errorReason(error) {
+  const raw = error.metadata && error.metadata.get('grpc-status-details-bin')[0];
+  if (!raw) return '';
+  const root = new protobuf.Root();
+  root.resolvePath = (origin, target) => {
+    for (const dir of [googleapis, wellKnown]) {
+      const candidate = path.join(dir, target);
+      if (require('fs').existsSync(candidate)) return candidate;
+    }
+    return target;
+  };
+  root.loadSync(['google/rpc/status.proto', 'google/rpc/error_details.proto']);
+  const status = root.lookupType('google.rpc.Status').decode(raw);
+  const ErrorInfo = root.lookupType('google.rpc.ErrorInfo');
+  for (const detail of status.details) {
+    if (detail.type_url.endsWith('/google.rpc.ErrorInfo')) {
+      return ErrorInfo.decode(detail.value).reason;
+    }
+  }
+  return '';
+}
+
 main()
   .catch((error) => {
-    console.error(`idlink node client: ${error.code} ${error.details || error.message}`);
+    const reason = errorReason(error);
+    console.error(
+      `idlink node client: ${error.code} ${reason ? `${reason}: ` : ''}`
+      + `${error.details || error.message}`,
+    );
     process.exitCode = 1;
   })
   .finally(() => client.close());
