@@ -116,18 +116,9 @@ class IdentityEngine:
         return self.submit(account, actor, fn, create=create).result()
 
     def submit(
-        self,
-        account: str,
-        actor: str,
-        fn: Callable[[AccountUnit], T],
-        *,
-        create: bool = True,
+        self, account: str, actor: str, fn: Callable[[AccountUnit], T], *, create: bool = True
     ) -> concurrent.futures.Future[T]:
-        """Queue ``fn`` as :meth:`write` does, without waiting for it.
-
-        The future is done once the write committed and readers were told; an
-        event loop awaits it with ``asyncio.wrap_future`` (no thread waits).
-        """
+        """Queue ``fn`` as :meth:`write` does; the future is done once committed, readers told."""
 
         def run(txn: Txn) -> T:
             now = self.clock()
@@ -143,13 +134,9 @@ class IdentityEngine:
             error = future.exception()
             if error is None:
                 self.notify()
-            # A waiter that gave up (a cancelled call) cancelled ``done``; the
-            # write is committed all the same, there is only no one to tell.
+            # A waiter that gave up cancelled ``done``: committed all the same, no one to tell.
             with contextlib.suppress(concurrent.futures.InvalidStateError):
-                if error is not None:
-                    done.set_exception(error)
-                else:
-                    done.set_result(future.result())
+                done.set_exception(error) if error else done.set_result(future.result())
 
         self.store.submit(run).add_done_callback(committed)
         return done
