@@ -278,6 +278,8 @@ def test_a_field_error_without_a_server_has_bad_request():
 _LITERAL = re.compile(r"""\breason\s*=\s*["']([A-Za-z0-9_]+)["']""")
 # A reason named by a constant; lower-case names pass on a reason made elsewhere.
 _NAMED = re.compile(r"""\breason=((?:[a-z_][a-z0-9_]*\.)?_?[A-Z][A-Z0-9_]*)\b""")
+# The console's refusals: _refused("CODE", "message", "REASON").
+_REFUSED = re.compile(r'_refused\(\s*"([A-Z_]+)",\s*(?:f?"[^"]*"\s*)+,\s*"([A-Z0-9_]+)"')
 _CONSTANT = re.compile(r"""^([A-Z][A-Z0-9_]*)\s*=\s*["']([A-Za-z0-9_]+)["']""", re.MULTILINE)
 # Not error reasons: why a contact cannot link (domain/contacts.py), which a
 # response states in its own field, never in an error.
@@ -298,6 +300,9 @@ def reasons_in_source() -> dict[str, set[str]]:
         text = path.read_text()
         local = dict(_CONSTANT.findall(text))
         for value in _LITERAL.findall(text):
+            found.setdefault(value, set()).add(path.name)
+        for code, value in _REFUSED.findall(text):
+            assert REASONS.get(value) == code, f"{path.name}: {value} is not documented as {code}"
             found.setdefault(value, set()).add(path.name)
         for name in _NAMED.findall(text):
             short = name.rsplit(".", 1)[-1]

@@ -269,7 +269,7 @@ class IdlinkServer:
                 tls_client_ca=config.tls_client_ca,
                 reuse_port=config.reuse_port,
                 grace=config.grace,
-                store=self.store,
+                engine=self.engine,
                 audit=self.audit,
                 local=self.local,
             )

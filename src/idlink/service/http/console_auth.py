@@ -97,10 +97,15 @@ class _AddressLimiter:
 
 
 class ConsoleAuth:
-    """Sign-in, sign-out and interactive keys, on the server's store and audit log."""
+    """Sign-in, sign-out and interactive keys, through the engine's key doors and the audit log.
 
-    def __init__(self, store: Any, audit: Any) -> None:
-        self.store = store
+    ``engine`` is the server's ``IdentityEngine``: keys are read with
+    ``read_keys()`` and written with ``write_keys(fn)``; nothing here opens a
+    store transaction itself.
+    """
+
+    def __init__(self, engine: Any, audit: Any) -> None:
+        self.engine = engine
         self.audit = audit
         self.addresses = _AddressLimiter(ADDRESS_ATTEMPTS, ADDRESS_WINDOW_SECONDS)
 
@@ -114,7 +119,7 @@ class ConsoleAuth:
     # -- helpers -------------------------------------------------------------------------
 
     async def _write(self, fn: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, self.store.write, fn)
+        return await asyncio.get_running_loop().run_in_executor(None, self.engine.write_keys, fn)
 
     def _audit(self, state: Any, method: str, outcome: str, detail: str = "") -> None:
         if self.audit is None:
@@ -157,7 +162,7 @@ class ConsoleAuth:
     def unauthenticated_hint(self, token: str) -> str:
         """Why a token was refused, when it is an interactive key without a live session."""
         key_token, session = apikeys.split_token(token)
-        with self.store.read() as txn:
+        with self.engine.read_keys() as txn:
             found = apikeys.lookup_key(txn, key_token)
         if found is None or not found[1].interactive:
             return ""
@@ -194,7 +199,9 @@ class ConsoleAuth:
         code = str(body.get("code", ""))
         if not token:
             return _refused(
-                "UNAUTHENTICATED", "send the API key as 'Authorization: Bearer <key>'", "NO_KEY"
+                "UNAUTHENTICATED",
+                "send the API key as 'Authorization: Bearer <key>'",
+                "API_KEY_MISSING",
             )
         key_token, _ = apikeys.split_token(token)
         now = _now_us()
@@ -232,10 +239,10 @@ class ConsoleAuth:
         try:
             verdict, state, session = await self._write(attempt)
         except IdlinkError as exc:
-            return _refused("UNAVAILABLE", exc.message, exc.reason or "STORE")
+            return _refused("UNAVAILABLE", exc.message, exc.reason or "UNAVAILABLE")
         if verdict == "UNKNOWN_KEY":
             log.info("sign-in refused", extra={"peer": address, "reason": "unknown key"})
-            return _refused("UNAUTHENTICATED", "unknown or revoked API key", "UNKNOWN_KEY")
+            return _refused("UNAUTHENTICATED", "unknown or revoked API key", "API_KEY_UNKNOWN")
         if verdict == "OTHER_ACCOUNT":
             self._audit(state, SIGN_IN, "PERMISSION_DENIED", "another account")
             return _refused(
@@ -314,10 +321,10 @@ class ConsoleAuth:
                 "INVALID_ARGUMENT", "interactive must be true or false", "MALFORMED_REQUEST"
             )
         # The same admission rules as AdminService: a live key of the account, role admin.
-        with self.store.read() as txn:
+        with self.engine.read_keys() as txn:
             caller = apikeys.lookup(txn, token) if token else None
         if caller is None:
-            return _refused("UNAUTHENTICATED", "unknown or revoked API key", "UNKNOWN_KEY")
+            return _refused("UNAUTHENTICATED", "unknown or revoked API key", "API_KEY_UNKNOWN")
         if caller.account != account:
             self._audit(caller, SET_INTERACTIVE, "PERMISSION_DENIED", "another account")
             return _refused(
@@ -329,7 +336,7 @@ class ConsoleAuth:
                 "PERMISSION_DENIED",
                 f"role {ROLE_NAMES.get(caller.role, '')} may not make keys interactive"
                 " (needs admin)",
-                "ROLE",
+                "ROLE_NOT_ALLOWED",
             )
         try:
             state, secret = await self._write(

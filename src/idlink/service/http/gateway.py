@@ -690,7 +690,7 @@ async def start_http(
     tls_client_ca: str | None = None,
     reuse_port: bool = False,
     grace: float = 10.0,
-    store: Any = None,
+    engine: Any = None,
     audit: Any = None,
     local: LocalCalls | None = None,
 ) -> HttpServer:
@@ -712,10 +712,10 @@ async def start_http(
         raise OSError(f"cannot listen on the gateway's socket {socket_path}")
     extra: list[tuple[str, Any, Handler]] = []
     hint = None
-    if store is not None:
+    if engine is not None:
         from idlink.service.http.console_auth import ConsoleAuth
 
-        console_auth = ConsoleAuth(store, audit)
+        console_auth = ConsoleAuth(engine, audit)
         extra, hint = console_auth.routes(), console_auth.unauthenticated_hint
     gateway = Gateway(
         f"unix:{socket_path}", extra_routes=extra, unauthenticated_hint=hint, local=local
