@@ -36,6 +36,7 @@ from benchmarks.bench_grpc import _free_port, _PeakMemory, _process
 from benchmarks.datasets import (
     BULK_SEED,
     CSV_COLUMNS,
+    SIZES,
     SMOKE_SIZE,
     SOURCE_SCOPED,
     Contact,
@@ -46,7 +47,7 @@ from benchmarks.datasets import (
 from benchmarks.report import Entry, entry
 
 ACCOUNT = "bulk"
-FULL_SIZE = 1_000_000
+FULL_SIZE = SIZES[-1]  # 1M records
 PEERS = ("scipy", "duckdb", "splink")
 WORKER_TIMEOUT = 1800.0
 IDLINK_TIMEOUT = 3600.0

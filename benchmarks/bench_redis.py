@@ -46,6 +46,7 @@ from pathlib import Path
 from benchmarks.bench_grpc import BATCH_NAME, CONCURRENCY, _free_port, _median
 from benchmarks.datasets import (
     SERVED_SEED,
+    SIZES,
     SMOKE_SIZE,
     Contact,
     contact_of,
@@ -56,7 +57,7 @@ from benchmarks.report import Entry, entry
 
 # The records bench_grpc ingests and resolves (its ``ingest_records``), and the
 # contacts it resolves: the first contact of its first RESOLVE_KEYS records.
-SERVED_FULL = 1_000_000
+SERVED_FULL = SIZES[-1]  # 1M records
 RESOLVE_KEYS = 20_000
 BATCH = 1_000
 UNARY_NAME = f"Resolve unary, {CONCURRENCY} concurrent callers"  # bench_grpc's entry

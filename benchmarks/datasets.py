@@ -35,6 +35,7 @@ from benchmarks.bench_engine import make_records
 from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import RecordInput
 
+# The sizes of the full runs: bench_grpc's bulk-load CSV, and the served and bulk sets.
 SIZES = (200_000, 1_000_000)
 SMOKE_SIZE = 5_000
 # bench_grpc ingests make_records(N) with its default seed and resolves those contacts.
