@@ -11,7 +11,7 @@ import lmdb
 from benchmarks.report import Entry, entry, median_rate
 from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, RecordInput
-from idlink.store.env import Store
+from idlink.security.crypto import open_store
 
 ACCOUNT = "bench"
 
@@ -56,7 +56,7 @@ def bench_engine(records: int, resolves: int, repeats: int) -> list[Entry]:
 
     # Ingest with durable commits, against raw batched puts with the same sync setting.
     def ingest_once() -> int:
-        with tempfile.TemporaryDirectory() as folder, Store(folder, durable=True) as store:
+        with tempfile.TemporaryDirectory() as folder, open_store(folder, durable=True) as store:
             return ingest_all(IdentityEngine(store, b"k" * 32), data)
 
     def raw_once() -> int:
@@ -75,7 +75,7 @@ def bench_engine(records: int, resolves: int, repeats: int) -> list[Entry]:
     )
 
     # Resolve of known contacts against raw random gets on a store of the same size.
-    with tempfile.TemporaryDirectory() as folder, Store(folder, durable=False) as store:
+    with tempfile.TemporaryDirectory() as folder, open_store(folder, durable=False) as store:
         engine = IdentityEngine(store, b"k" * 32)
         ingest_all(engine, data)
         rng = random.Random(9)

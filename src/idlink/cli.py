@@ -27,10 +27,9 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _rotate_key(args: argparse.Namespace) -> int:
-    from idlink.security.crypto import rotate_key
-    from idlink.store.env import Store
+    from idlink.security.crypto import open_store, rotate_key
 
-    with Store(args.data, multi_process=True) as store:
+    with open_store(args.data, multi_process=True) as store:
         counts = rotate_key(store, batch=args.batch_size)
     print(
         f"data key version {counts['version']} is current; sealed again: "
@@ -67,7 +66,7 @@ def _existing_store(data: str) -> str:
 def _backup(args: argparse.Namespace) -> int:
     """Copy the store with LMDB's consistent (compacting) copy, then the key files."""
     from idlink.errors import IdlinkError
-    from idlink.store.env import Store
+    from idlink.security.crypto import open_store
 
     try:
         data = _existing_store(args.data)
@@ -75,7 +74,7 @@ def _backup(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.dest} is not empty")
         # A second process may open the store while a server writes to it (LMDB
         # locking); the copy is one read transaction, a snapshot of one moment.
-        with Store(data, multi_process=True) as store:
+        with open_store(data, multi_process=True) as store:
             store.backup(args.dest, compact=True)
         # Keys are copied after the snapshot: keys are only ever added, so every
         # key the copy needs is in them.
@@ -115,12 +114,12 @@ def _check(args: argparse.Namespace) -> int:
     from idlink.domain.check import check_store
     from idlink.domain.engine import IdentityEngine
     from idlink.errors import IdlinkError
+    from idlink.security.crypto import open_store
     from idlink.security.secrets import load_master_secret
-    from idlink.store.env import Store
 
     try:
         data = _existing_store(args.data)
-        with Store(data, multi_process=True) as store:
+        with open_store(data, multi_process=True) as store:
             reports = check_store(IdentityEngine(store, load_master_secret(data)))
     except (OSError, ValueError, IdlinkError) as exc:
         print(f"check failed: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ import pytest
 
 from idlink.domain import contacts, linking
 from idlink.domain.engine import IdentityEngine
+from idlink.security.crypto import open_store
 from idlink.store.env import Store
 
 MASTER = b"k" * 32
@@ -38,7 +39,7 @@ def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
-    with Store(tmp_path / "store", durable=False) as opened:
+    with open_store(tmp_path / "store", durable=False) as opened:
         yield opened
 
 
@@ -59,7 +60,7 @@ def make_engine(impl: str, tmp_path) -> Iterator[Callable[[bytes], IdentityEngin
         made: list[IdentityEngine] = []
 
         def make(master: bytes) -> IdentityEngine:
-            store = stack.enter_context(Store(tmp_path / f"store-{len(made)}", durable=False))
+            store = stack.enter_context(open_store(tmp_path / f"store-{len(made)}", durable=False))
             made.append(IdentityEngine(store, master))
             return made[-1]
 

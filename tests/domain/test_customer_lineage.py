@@ -16,7 +16,7 @@ from idlink.domain.engine import IdentityEngine, RecordInput
 from idlink.domain.errors import FailedPrecondition
 from idlink.domain.keytypes import NORMALIZER_TRIM, KeyType
 from idlink.domain.pids import merge_profile
-from idlink.store.env import Store
+from idlink.security.crypto import open_store
 from idlink.store.txn import Profile
 from tests.domain.conftest import MASTER
 
@@ -117,7 +117,7 @@ def test_a_merged_profile_takes_preferences_only_when_the_survivor_has_none():
 
 def test_a_split_customer_is_created_when_the_split_happens(impl, tmp_path):
     now = [1_000]
-    with Store(tmp_path / "store", durable=False) as store:
+    with open_store(tmp_path / "store", durable=False) as store:
         engine = IdentityEngine(store, MASTER, clock=lambda: now[0])
         engine.link(A, rec("1", email("a@x.com"), email("b@x.com"), at=1))
         now[0] = 2_000

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, RecordInput
 from idlink.domain.keytypes import NORMALIZER_TRIM, AccountPolicy, KeyType
+from idlink.security.crypto import open_store
 from idlink.store import codec
-from idlink.store.env import Store
 from tests.domain.conftest import MASTER
 
 ACCOUNT = "acme"
@@ -118,7 +118,7 @@ def check_invariants(engine: IdentityEngine) -> None:
 def fresh_engine() -> Iterator[IdentityEngine]:
     with (
         tempfile.TemporaryDirectory(prefix="idlink-prop-") as folder,
-        Store(folder, durable=False) as store,
+        open_store(folder, durable=False) as store,
     ):
         engine = IdentityEngine(store, MASTER)
         configure(engine)

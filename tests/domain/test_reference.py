@@ -37,8 +37,8 @@ from idlink.domain.keytypes import (
     KeyType,
     default_key_types,
 )
+from idlink.security.crypto import open_store
 from idlink.store import codec
-from idlink.store.env import Store
 from tests.domain import reference
 from tests.domain.conftest import MASTER
 from tests.domain.reference import APPLIED, CAPPED, CONFLICT, Contact, Model
@@ -387,7 +387,7 @@ class Harness:
 def harness(world: World, master: bytes = MASTER) -> Iterator[Harness]:
     with (
         tempfile.TemporaryDirectory(prefix="idlink-ref-") as folder,
-        Store(folder, durable=False) as store,
+        open_store(folder, durable=False) as store,
     ):
         engine = IdentityEngine(store, master)
         engine.set_account_policy(A, world.policy())

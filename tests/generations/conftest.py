@@ -23,8 +23,8 @@ from idlink.domain.engine import IdentityEngine, RecordInput
 from idlink.domain.keytypes import NORMALIZER_TRIM, AccountPolicy, KeyType
 from idlink.generations import local
 from idlink.generations.export import account_reader
+from idlink.security.crypto import open_store
 from idlink.security.secrets import load_master_secret
-from idlink.store.env import Store
 
 ACCOUNT = "acme"
 CAP = 6
@@ -95,7 +95,7 @@ def build_store(
     if master_hex is not None:
         (data / "master.key").write_bytes(bytes.fromhex(master_hex))
         os.chmod(data / "master.key", 0o600)
-    with Store(data, durable=False) as store:
+    with open_store(data, durable=False) as store:
         engine = IdentityEngine(store, load_master_secret(data))
         apply(engine)
         partition, isolated, customers = snapshot(engine, account)

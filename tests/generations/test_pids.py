@@ -27,8 +27,8 @@ from idlink.domain.keytypes import NORMALIZER_TRIM, AccountPolicy, KeyType
 from idlink.generations import local
 from idlink.generations.export import Export, export_records, open_export
 from idlink.generations.recluster import Generation, finish, load_inputs
+from idlink.security.crypto import open_store
 from idlink.security.secrets import load_master_secret
-from idlink.store.env import Store
 from tests.generations.conftest import ACCOUNT, Built, build_store, snapshot
 from tests.generations.test_engines import POOL_SIZE, apply_islands, operations, pool
 
@@ -58,7 +58,7 @@ def change(engine: IdentityEngine, op: tuple) -> None:
 
 
 def after_change(built: Built, op: tuple) -> Built:
-    with Store(built.data, durable=False) as store:
+    with open_store(built.data, durable=False) as store:
         engine = IdentityEngine(store, load_master_secret(built.data))
         change(engine, op)
         partition, isolated, customers = snapshot(engine, ACCOUNT)

@@ -153,10 +153,10 @@ def ingest_request(
 def offline_engine(data: Path) -> Iterator[object]:
     """An engine over the store of a stopped (or killed) server."""
     from idlink.domain.engine import IdentityEngine
+    from idlink.security.crypto import open_store
     from idlink.security.secrets import load_master_secret
-    from idlink.store.env import Store
 
-    with Store(data, multi_process=True) as store:
+    with open_store(data, multi_process=True) as store:
         yield IdentityEngine(store, load_master_secret(data))
 
 

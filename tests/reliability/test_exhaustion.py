@@ -24,7 +24,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from idlink.store.env import Store
+from idlink.security.crypto import open_store
 from idlink.v1 import common_pb2, identity_pb2
 from tests.reliability.harness import (
     Client,
@@ -123,9 +123,9 @@ def test_full_map_with_workers_is_resource_exhausted_and_writes_nothing(tmp_path
 
 _READER = """
 import sys, time
-from idlink.store.env import Store
+from idlink.security.crypto import open_store
 from idlink.v1 import common_pb2, identity_pb2
-store = Store(sys.argv[1], multi_process=True)
+store = open_store(sys.argv[1], multi_process=True)
 txn = store.read()
 txn.__enter__()
 print("reading", flush=True)
@@ -135,7 +135,7 @@ time.sleep(60)
 
 def test_reader_slots_of_a_killed_process_are_cleared(tmp_path):
     data = tmp_path / "data"
-    with Store(data, multi_process=True) as store:
+    with open_store(data, multi_process=True) as store:
         assert store.reader_check() == 0
         child = subprocess.Popen(
             [sys.executable, "-c", _READER, str(data)], stdout=subprocess.PIPE, text=True

@@ -32,8 +32,8 @@ SMALL_MAP = 1 << 20
 # far past the 1 MiB map of the server under test.
 _GROW = """
 import os, sys
-from idlink.store.env import Store
-with Store(sys.argv[1], multi_process=True) as store:
+from idlink.security.crypto import open_store
+with open_store(sys.argv[1], multi_process=True) as store:
     for i in range(64):
         store.write(lambda txn, i=i: txn.put_meta(b"filler:%d" % i, os.urandom(64 << 10)))
 """

@@ -18,9 +18,8 @@ from idlink.domain.engine import IdentityEngine, RecordInput
 from idlink.domain.erasure import erase_customer, export_customer
 from idlink.errors import NotFound
 from idlink.security.apikeys import create_key
-from idlink.security.crypto import KEY_FILE, load_key_file, rotate_key
+from idlink.security.crypto import KEY_FILE, load_key_file, open_store, rotate_key
 from idlink.security.secrets import load_master_secret
-from idlink.store.env import Store
 from idlink.v1 import admin_pb2, common_pb2, identity_pb2, profile_pb2
 from tests.service.conftest import ServerProcess, key
 
@@ -72,7 +71,7 @@ def fill(engine: IdentityEngine, account: str) -> list[bytes]:
 
 def test_a_dump_of_the_store_holds_no_phone_number_or_email(tmp_path):
     data = tmp_path / "data"
-    with Store(data) as store:
+    with open_store(data) as store:
         engine = IdentityEngine(store, load_master_secret(data))
         customers = fill(engine, "acme")
         view = engine.get_customer("acme", customers[0])
@@ -135,7 +134,7 @@ def test_rotation_with_the_server_running_keeps_every_value_readable(running):
         writer = threading.Thread(target=keep_writing)
         writer.start()
         try:
-            with Store(running.data, multi_process=True) as store:
+            with open_store(running.data, multi_process=True) as store:
                 counts = rotate_key(store, batch=2)
         finally:
             stop_writing.set()
@@ -167,7 +166,7 @@ def test_rotation_with_the_server_running_keeps_every_value_readable(running):
     # Nothing sealed under version 1 is left once the rotation is done.
     from idlink.security.crypto import MAGIC
 
-    with Store(running.data, multi_process=True) as store, store._env.begin() as raw:
+    with open_store(running.data, multi_process=True) as store, store._env.begin() as raw:
         for db in ("contacts", "customers", "records"):
             values = [bytes(v) for _, v in raw.cursor(db=store._dbs[db])]
             assert values, db
@@ -176,7 +175,7 @@ def test_rotation_with_the_server_running_keeps_every_value_readable(running):
 
 def test_erasure_leaves_no_trace_in_a_compacted_copy(tmp_path):
     data = tmp_path / "data"
-    with Store(data) as store:
+    with open_store(data) as store:
         engine = IdentityEngine(store, load_master_secret(data))
         customers = fill(engine, "acme")
         # A record shared with someone who stays: only the erased contact leaves it.
@@ -350,7 +349,7 @@ def compact(data: Path) -> subprocess.CompletedProcess[str]:
 
 def test_compact_drops_an_erased_customers_contact_pids_from_the_free_pages(tmp_path):
     data = tmp_path / "data"
-    with Store(data) as store:
+    with open_store(data) as store:
         engine = IdentityEngine(store, load_master_secret(data))
         customers = fill(engine, "acme")
         victim = engine.get_customer("acme", customers[0])
@@ -384,7 +383,7 @@ def test_compact_drops_an_erased_customers_contact_pids_from_the_free_pages(tmp_
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "store ok" in checked.stdout
-    with Store(data) as store:
+    with open_store(data) as store:
         engine = IdentityEngine(store, load_master_secret(data))
         others = engine.get_customer("acme", customers[1])
         assert {c.value for c in others.contacts} == {"+12125550187", "bob.stone@example.com"}

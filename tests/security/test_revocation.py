@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from idlink.security import apikeys
-from idlink.store.env import Store
+from idlink.security.crypto import open_store
 from idlink.v1 import admin_pb2, identity_pb2, profile_pb2
 from tests.service.conftest import key
 
@@ -170,7 +170,7 @@ def test_a_key_revoked_by_another_process_loses_its_change_feed(
     assert watch.next().events
     reader_id = key_id_of(stubs, tokens["admin"], account, admin_pb2.ROLE_READER)
     # As `idlink keys` would: straight into the store, the server is not told.
-    with Store(secure_server.data, multi_process=True) as store:
+    with open_store(secure_server.data, multi_process=True) as store:
         store.write(lambda txn: apikeys.revoke(txn, account, reader_id))
     assert watch.end() == grpc.StatusCode.UNAUTHENTICATED, watch.details
 

@@ -17,10 +17,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from idlink.domain import erasure
 from idlink.domain.engine import IdentityEngine
+from idlink.security.crypto import open_store
 from idlink.security.roles import ADMIN, Principal
 from idlink.service import convert
 from idlink.service.runtime import Runtime
-from idlink.store.env import Store
 from idlink.v1 import admin_pb2, identity_pb2, profile_pb2
 from tests.helpers import resolve
 from tests.service.conftest import ServerProcess, admin_token, error_details, key
@@ -173,7 +173,7 @@ def test_a_kept_answer_showing_a_customer_erased_elsewhere_is_not_replayed(tmp_p
     request = link_request(
         account, "r1", key("phone", "+15552000051"), key("email", "far@x.com"), request_id="l"
     )
-    with Store(tmp_path / "store", durable=False) as store:
+    with open_store(tmp_path / "store", durable=False) as store:
         engine = IdentityEngine(store, b"k" * 32)
         runs = []
 

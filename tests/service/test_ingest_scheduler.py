@@ -122,9 +122,9 @@ def test_an_error_reading_the_stream_ends_it_after_the_batches_before():
 
 def test_a_write_whose_waiter_gave_up_still_commits_and_the_writer_goes_on(tmp_path, caplog):
     from idlink.domain.engine import IdentityEngine
-    from idlink.store.env import Store
+    from idlink.security.crypto import open_store
 
-    store = Store(tmp_path / "data")
+    store = open_store(tmp_path / "data")
     engine = IdentityEngine(store, b"s" * 32)
     started, release = threading.Event(), threading.Event()
 

@@ -15,11 +15,13 @@ import sys
 import pytest
 
 from idlink.errors import StoreFormatError
-from idlink.store.env import Store, StoreInUse, compact_in_place, server_lock
+from idlink.security.crypto import open_store
+from idlink.store.env import StoreInUse, compact_in_place, server_lock
 
 _HOLD = """
 import sys, time
-from idlink.store.env import {what}
+from idlink.security.crypto import open_store
+from idlink.store.env import server_lock
 held = {what}(sys.argv[1]{args})
 print("holding", flush=True)
 time.sleep(60)
@@ -64,12 +66,12 @@ def test_a_second_holder_of_the_server_lock_is_refused_with_the_first_ones_pid(t
 
 def test_tools_share_a_folder_with_its_server(tmp_path):
     # keys create, backup, check and rotate-key open the store beside the server.
-    with server_lock(tmp_path, "idlink serve"), Store(tmp_path, multi_process=True) as store:
+    with server_lock(tmp_path, "idlink serve"), open_store(tmp_path, multi_process=True) as store:
         store.write(lambda txn: txn.put_meta(b"a", b"1"))
 
 
 def fill(folder, count: int = 200) -> None:
-    with Store(folder, durable=False) as store:
+    with open_store(folder, durable=False) as store:
         for i in range(count):
             store.write(lambda txn, i=i: txn.put_meta(b"k%04d" % i, b"secret-%04d" % i * 40))
         store.write(lambda txn: [txn._delete("meta", b"k%04d" % i) for i in range(0, count, 2)])
@@ -86,7 +88,7 @@ def test_compaction_drops_free_pages_and_keeps_every_entry(tmp_path):
     assert b"secret-0000" not in after
     assert os.stat(tmp_path / "data.mdb").st_mode & 0o777 == 0o600
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".compact")]
-    with Store(tmp_path, durable=False) as store, store.read() as txn:
+    with open_store(tmp_path, durable=False) as store, store.read() as txn:
         assert txn.get_meta(b"k0000") is None
         assert txn.get_meta(b"k0001") == b"secret-0001" * 40
         assert txn.get_meta(b"k0199") == b"secret-0199" * 40
@@ -102,20 +104,23 @@ def test_compaction_is_refused_while_a_server_or_another_process_has_the_store(t
             compact_in_place(tmp_path)
     finally:
         stop(server)
-    tool = hold(tmp_path, "Store", ", multi_process=True")
+    tool = hold(tmp_path, "open_store", ", multi_process=True")
     try:
         with pytest.raises(StoreInUse, match="another process has the store"):
             compact_in_place(tmp_path)
     finally:
         stop(tool)
     assert (tmp_path / "data.mdb").read_bytes() == unchanged
-    with Store(tmp_path, durable=False), pytest.raises(Exception, match="open in this process"):
+    with (
+        open_store(tmp_path, durable=False),
+        pytest.raises(Exception, match="open in this process"),
+    ):
         compact_in_place(tmp_path)
     compact_in_place(tmp_path)  # alone at last
 
 
 def test_a_store_of_another_format_is_not_compacted(tmp_path):
-    with Store(tmp_path, durable=False) as store:
+    with open_store(tmp_path, durable=False) as store:
         store.write(lambda txn: txn.put_meta(b"format", b"1"))
     unchanged = (tmp_path / "data.mdb").read_bytes()
     with pytest.raises(StoreFormatError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from idlink.errors import StoreError
+from idlink.security.crypto import open_store
 from idlink.store import codec
 from idlink.store.env import Store
 from idlink.store.txn import CustomerState, RecordState
@@ -39,7 +40,7 @@ def put_records(store: Store, record_ids: list[str], observed_at_us: int = 5) ->
 
 
 def test_a_contacts_records_come_back_in_exact_canonical_order(tmp_path):
-    with Store(tmp_path, durable=False) as store:
+    with open_store(tmp_path, durable=False) as store:
         put_records(store, RECORD_IDS[:5], observed_at_us=5)
         put_records(store, RECORD_IDS[5:], observed_at_us=4)
         with store.read() as txn:
@@ -53,7 +54,7 @@ def test_a_contacts_records_come_back_in_exact_canonical_order(tmp_path):
 
 
 def test_no_record_id_is_on_disk_in_clear(tmp_path):
-    with Store(tmp_path, durable=False) as store:
+    with open_store(tmp_path, durable=False) as store:
         put_records(store, RECORD_IDS[:1])
         items = raw_items(store, "records") + raw_items(store, "contact_records")
         with store.read() as txn:
@@ -73,7 +74,7 @@ def test_no_record_id_is_on_disk_in_clear(tmp_path):
 def test_labels_are_sealed_with_the_rest_of_the_customer(tmp_path):
     customer = CustomerState(contact_pids=[PID])
     customer.profile.labels.extend(["VIP-gold-7731", "debtor:high-priority"])
-    with Store(tmp_path, durable=False) as store:
+    with open_store(tmp_path, durable=False) as store:
         store.write(lambda txn: txn.account(ACCOUNT_ID).put_customer(b"C" * 16, customer))
         [(_, value)] = raw_items(store, "customers")
         with store.read() as txn:
@@ -85,7 +86,7 @@ def test_labels_are_sealed_with_the_rest_of_the_customer(tmp_path):
 
 
 def test_a_sealed_record_moved_under_another_key_does_not_open(tmp_path):
-    with Store(tmp_path, durable=False) as store:
+    with open_store(tmp_path, durable=False) as store:
         put_records(store, ["r1", "r2"])
         (key_1, value_1), (key_2, _) = raw_items(store, "records")
         with store._env.begin(write=True) as raw:
@@ -96,7 +97,7 @@ def test_a_sealed_record_moved_under_another_key_does_not_open(tmp_path):
 
 
 def test_an_index_entry_whose_record_is_missing_finds_nothing_and_can_be_removed(tmp_path):
-    with Store(tmp_path, durable=False) as store:
+    with open_store(tmp_path, durable=False) as store:
         put_records(store, ["kept"])
         gone = codec.canonical_key(3, "crm", "gone")
         store.write(lambda txn: txn.account(ACCOUNT_ID).index_record(PID, gone))
@@ -116,7 +117,7 @@ def test_an_index_entry_whose_record_is_missing_finds_nothing_and_can_be_removed
 
 def test_a_record_replaced_or_deleted_in_one_transaction_is_read_back_as_written(tmp_path):
     # Records opened in a transaction are kept for it; writes must go through.
-    with Store(tmp_path, durable=False) as store:
+    with open_store(tmp_path, durable=False) as store:
         put_records(store, ["r1"])
 
         def change(txn) -> None:

@@ -10,11 +10,11 @@ import textwrap
 import pytest
 
 from idlink.errors import StoreError, StoreFormatError, StoreFull
-from idlink.store.env import Store
+from idlink.security.crypto import open_store
 
 
 def test_a_write_commits_whole_or_not_at_all(tmp_path):
-    with Store(tmp_path, durable=False) as store:
+    with open_store(tmp_path, durable=False) as store:
 
         def half_then_fail(txn):
             txn.put_meta(b"a", b"1")
@@ -30,20 +30,20 @@ def test_a_write_commits_whole_or_not_at_all(tmp_path):
 
 
 def test_a_store_of_another_format_is_refused(tmp_path):
-    with Store(tmp_path, durable=False) as store:
+    with open_store(tmp_path, durable=False) as store:
         store.write(lambda txn: txn.put_meta(b"format", b"999"))
     with pytest.raises(StoreFormatError):
-        Store(tmp_path, durable=False)
+        open_store(tmp_path, durable=False)
 
 
 def test_the_same_store_cannot_be_opened_twice_in_one_process(tmp_path):
-    with Store(tmp_path, durable=False), pytest.raises(StoreError):
-        Store(tmp_path, durable=False)
-    Store(tmp_path, durable=False).close()
+    with open_store(tmp_path, durable=False), pytest.raises(StoreError):
+        open_store(tmp_path, durable=False)
+    open_store(tmp_path, durable=False).close()
 
 
 def test_a_full_map_grows_in_a_single_process_store(tmp_path):
-    with Store(tmp_path, map_size=1 << 20, durable=False) as store:
+    with open_store(tmp_path, map_size=1 << 20, durable=False) as store:
         for i in range(40):
             store.write(lambda txn, i=i: txn.put_meta(b"k%d" % i, os.urandom(64 << 10)))
         assert store.stats()["map_size"] > 1 << 20
@@ -52,7 +52,7 @@ def test_a_full_map_grows_in_a_single_process_store(tmp_path):
 
 
 def test_a_full_map_is_a_clear_error_with_several_processes(tmp_path):
-    with Store(tmp_path, map_size=1 << 20, multi_process=True, durable=False) as store:
+    with open_store(tmp_path, map_size=1 << 20, multi_process=True, durable=False) as store:
         with pytest.raises(StoreFull):
             for i in range(40):
                 store.write(lambda txn, i=i: txn.put_meta(b"k%d" % i, os.urandom(64 << 10)))
@@ -65,10 +65,10 @@ def test_a_full_map_is_a_clear_error_with_several_processes(tmp_path):
 def test_reopening_after_the_process_ends_finds_everything(tmp_path):
     writer = textwrap.dedent(
         f"""
-        from idlink.store.env import Store
+        from idlink.security.crypto import open_store
         from idlink.domain.engine import IdentityEngine, RecordInput
         from idlink.domain.contacts import ContactKey
-        store = Store({str(tmp_path)!r})
+        store = open_store({str(tmp_path)!r})
         engine = IdentityEngine(store, b"s" * 32)
         engine.link("acme", RecordInput("crm", "1", [ContactKey("email", "a@x.com"),
                                                      ContactKey("phone", "+14155550001")], 1))
@@ -84,7 +84,7 @@ def test_reopening_after_the_process_ends_finds_everything(tmp_path):
     from idlink.domain.contacts import ContactKey
     from idlink.domain.engine import IdentityEngine
 
-    with Store(tmp_path) as store:
+    with open_store(tmp_path) as store:
         engine = IdentityEngine(store, b"s" * 32)
         answer = engine.resolve("acme", ContactKey("phone", "+1 415 555 0001"))
         assert answer.customer.pid.hex() == out.stdout.strip()
@@ -93,9 +93,9 @@ def test_reopening_after_the_process_ends_finds_everything(tmp_path):
 
 _GROW = """
 import os, sys
-from idlink.store.env import Store
+from idlink.security.crypto import open_store
 # Its own map is small, so it grows the file far past the map of the other process.
-with Store(sys.argv[1], map_size=1 << 20, durable=False) as store:
+with open_store(sys.argv[1], map_size=1 << 20, durable=False) as store:
     for i in range(60):
         store.write(lambda txn, i=i: txn.put_meta(b"grown%d" % i, os.urandom(64 << 10)))
     print(store.stats()["map_size"])
@@ -107,7 +107,9 @@ def test_a_map_grown_by_another_process_is_adopted_by_reads_and_writes(tmp_path,
     # SPEC 9: several processes share one store. Once another process has
     # written past this process's map, LMDB answers MDB_MAP_RESIZED to every new
     # transaction until the new size is adopted.
-    with Store(tmp_path, map_size=1 << 20, multi_process=multi_process, durable=False) as store:
+    with open_store(
+        tmp_path, map_size=1 << 20, multi_process=multi_process, durable=False
+    ) as store:
         store.write(lambda txn: txn.put_meta(b"mine", b"1"))
         grown = subprocess.run(
             [sys.executable, "-c", _GROW, str(tmp_path)],
@@ -128,7 +130,7 @@ def test_a_map_grown_by_another_process_is_adopted_by_reads_and_writes(tmp_path,
 
 
 def test_a_write_first_after_the_growth_adopts_the_map_too(tmp_path):
-    with Store(tmp_path, map_size=1 << 20, multi_process=True, durable=False) as store:
+    with open_store(tmp_path, map_size=1 << 20, multi_process=True, durable=False) as store:
         grown = subprocess.run(
             [sys.executable, "-c", _GROW, str(tmp_path)],
             capture_output=True,
@@ -151,7 +153,7 @@ def test_the_data_folder_is_0700_and_every_file_in_it_0600(tmp_path):
     folder = tmp_path / "data"
     previous = os.umask(0o022)  # the usual umask: LMDB alone would make data.mdb 0644
     try:
-        with Store(folder, durable=False) as store:
+        with open_store(folder, durable=False) as store:
             store.write(lambda txn: txn.put_meta(b"a", b"1"))
             store.backup(tmp_path / "copy")
     finally:
@@ -166,12 +168,12 @@ def test_the_data_folder_is_0700_and_every_file_in_it_0600(tmp_path):
 
 def test_looser_modes_found_at_open_are_tightened_with_a_warning(tmp_path, caplog):
     folder = tmp_path / "data"
-    Store(folder, durable=False).close()
+    open_store(folder, durable=False).close()
     os.chmod(folder, 0o755)
     for name in ("data.mdb", "lock.mdb", "data.keys"):
         os.chmod(folder / name, 0o644)
     with caplog.at_level("WARNING", logger="idlink.store.env"):
-        Store(folder, durable=False).close()
+        open_store(folder, durable=False).close()
     assert _mode(folder) == 0o700
     assert {p.name: _mode(p) for p in folder.iterdir()} == dict.fromkeys(
         ["data.mdb", "lock.mdb", "data.keys"], 0o600
@@ -182,11 +184,11 @@ def test_looser_modes_found_at_open_are_tightened_with_a_warning(tmp_path, caplo
 
 def test_a_store_of_format_1_is_refused_at_open(tmp_path):
     # Format 1 kept record ids and labels in clear; format 2 does not read it.
-    with Store(tmp_path, durable=False) as store:
+    with open_store(tmp_path, durable=False) as store:
         store.write(lambda txn: txn.put_meta(b"format", b"1"))
     with pytest.raises(StoreFormatError) as caught:
-        Store(tmp_path, durable=False)
+        open_store(tmp_path, durable=False)
     assert "store format 1 is not 2" in str(caught.value)
     # The refused open released the folder: opening it again is refused the same way.
     with pytest.raises(StoreFormatError):
-        Store(tmp_path, durable=False)
+        open_store(tmp_path, durable=False)

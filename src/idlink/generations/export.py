@@ -157,8 +157,8 @@ def export_records(
     """Export one account of the store in ``data`` into the new folder ``out``."""
     from idlink.domain.engine import IdentityEngine
     from idlink.errors import NotFound
+    from idlink.security.crypto import open_store
     from idlink.security.secrets import load_master_secret
-    from idlink.store.env import Store
 
     data_path = Path(data)
     if not (data_path / "data.mdb").is_file():
@@ -166,7 +166,7 @@ def export_records(
     out_path = Path(out)
     _prepare_folder(out_path)
     # Shared with a running server, as `idlink check` and `idlink backup` are.
-    with Store(data_path, multi_process=True) as store:
+    with open_store(data_path, multi_process=True) as store:
         engine = IdentityEngine(store, load_master_secret(data_path))
         with account_reader(engine, account) as reader:
             if reader is None:

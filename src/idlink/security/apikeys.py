@@ -77,10 +77,10 @@ def create_key(data_dir: str | os.PathLike[str], account: str, role: str) -> str
 
     Works while a server runs on the folder: LMDB lets another process write.
     """
-    from idlink.store.env import Store
+    from idlink.security.crypto import open_store
 
     role_value(role)
-    with Store(data_dir, multi_process=True) as store:
+    with open_store(data_dir, multi_process=True) as store:
         token, _ = store.write(lambda txn: add_key(txn, account, role, created_by="cli"))
     return token
 

@@ -35,9 +35,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from idlink.errors import StoreError
 from idlink.security.secrets import write_private
+from idlink.store.env import Store, secure_folder
 
 if TYPE_CHECKING:
-    from idlink.store.env import Store
     from idlink.store.txn import Txn
 
 KEY_FILE = "data.keys"
@@ -54,6 +54,21 @@ def key_file_path(data_dir: str | os.PathLike[str]) -> Path:
     """Where the data keys of a data folder live."""
     configured = os.environ.get(ENV_VAR)
     return Path(configured) if configured else Path(data_dir) / KEY_FILE
+
+
+def open_store(path: str | os.PathLike[str], **options: Any) -> Store:
+    """Open the store in folder ``path`` with the folder's own data keys (created on first use).
+
+    The store seals with the cipher it is given and never picks one itself, so
+    this is how everything that opens a data folder opens it (options as for
+    :class:`~idlink.store.env.Store`).
+    """
+    secure_folder(os.fspath(path))
+    try:
+        cipher = Cipher.for_data_dir(path)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read the data keys: {exc}") from None
+    return Store(path, cipher=cipher, **options)
 
 
 def _new_file() -> dict[str, Any]:

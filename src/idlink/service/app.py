@@ -40,6 +40,7 @@ from grpc_reflection.v1alpha import reflection
 from idlink.domain.engine import IdentityEngine
 from idlink.domain.retention import apply_retention
 from idlink.security.audit import AnomalyDetector, AuditLog
+from idlink.security.crypto import open_store
 from idlink.security.secrets import load_master_secret
 from idlink.service.admin import AdminServicer
 from idlink.service.auth import AuthInterceptor
@@ -185,7 +186,7 @@ class IdlinkServer:
         config = self.config
         self._credentials = checked_credentials(config)
         loop = asyncio.get_running_loop()
-        store = self.store = Store(
+        store = self.store = open_store(
             config.data_dir,
             map_size=config.map_size or None,
             multi_process=config.multi_process,

@@ -240,12 +240,13 @@ class Store:
         map_size: int | None = None,
         multi_process: bool = False,
         durable: bool = True,
-        cipher: Any = None,
+        cipher: Any,
     ) -> None:
         """Open (or create) the store in folder ``path``.
 
-        Values are sealed with ``cipher`` (SPEC 8); by default the data keys of
-        the folder (``idlink.security.crypto``, created on first use).
+        Values are sealed with ``cipher`` (SPEC 8): the store does not choose
+        its sealer; ``idlink.security.crypto.open_store`` opens a folder with
+        its own data keys.
         """
         self.path = os.path.realpath(os.fspath(path))
         self.multi_process = multi_process
@@ -265,15 +266,6 @@ class Store:
         except lmdb.Error as exc:
             self._forget_path()
             raise StoreError(f"cannot open store: {exc}") from None
-        if cipher is None:
-            from idlink.security.crypto import Cipher
-
-            try:
-                cipher = Cipher.for_data_dir(self.path)
-            except (OSError, ValueError) as exc:
-                self._env.close()
-                self._forget_path()
-                raise StoreError(f"cannot read the data keys: {exc}") from None
         self.cipher = cipher
         self._gate = _ReaderGate()
         self._failed: BaseException | None = None
