@@ -13,9 +13,9 @@ import pytest
 
 from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, RecordInput
-from idlink.domain.errors import FailedPrecondition
 from idlink.domain.keytypes import NORMALIZER_TRIM, KeyType
 from idlink.domain.pids import merge_profile
+from idlink.errors import FailedPrecondition
 from idlink.security.crypto import open_store
 from idlink.store.txn import Profile
 from tests.domain.conftest import MASTER
