@@ -1,7 +1,7 @@
 """An independent reference model of the linking rules (SPEC 3, 3.8).
 
 This module is the oracle the engine is checked against. It shares no code
-with ``idlink.domain.linking`` or ``idlink.domain.customers``: it is written
+with ``idlink.domain.linking`` or ``idlink.domain.pids``: it is written
 from the text of the rules, as directly as possible, and it is slow on
 purpose. Nothing in it is incremental:
 
