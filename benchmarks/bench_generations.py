@@ -26,9 +26,9 @@ from benchmarks.datasets import contact_of, crm_records, same_partition
 from idlink._native import _contacts
 from idlink.domain.contacts import ContactKey, prepare_contact
 from idlink.domain.keytypes import AccountConfig
+from idlink.generations.engines import compute
 from idlink.generations.export import write_export
 from idlink.generations.manifest import secret_fingerprint
-from idlink.generations.recluster import compute
 
 ACCOUNT = "bench"
 SECRET = b"idlink bench secret".ljust(32, b"\0")

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 
 from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, RecordInput
+from idlink.generations.engines import compute
 from idlink.generations.export import export_records
-from idlink.generations.recluster import Generation, compute
+from idlink.generations.recluster import Generation
 from tests.generations.conftest import ACCOUNT, Built, build_store, configure
 
 

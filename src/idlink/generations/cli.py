@@ -65,8 +65,8 @@ def _export_records(args: argparse.Namespace) -> int:
 
 def _recluster(args: argparse.Namespace) -> int:
     from idlink.errors import IdlinkError
+    from idlink.generations.engines import recluster
     from idlink.generations.manifest import ExportError
-    from idlink.generations.recluster import recluster
 
     try:
         fingerprint = None

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from idlink.domain.keytypes import KeyType
 from idlink.domain.linking import LinkGraph, Node
 from idlink.generations import pids as pid_rules
-from idlink.generations.export import Export, open_export
+from idlink.generations.export import Export
 from idlink.generations.manifest import (
     GENERATION_FORMAT,
     META_ACCOUNT,
@@ -48,7 +48,6 @@ from idlink.generations.manifest import (
 )
 from idlink.store import codec
 
-ENGINES = ("local", "duckdb", "spark")
 GENERATION_SCHEMAS: dict[str, pa.Schema] = {
     "contacts": pa.schema(
         [("contact_pid", pa.binary()), ("customer_pid", pa.binary()), ("isolated", pa.bool_())]
@@ -476,62 +475,3 @@ def write_generation(generation: Generation, out: str | os.PathLike[str]) -> Man
         manifest.add_file(folder, path.name, table.num_rows)
     write_manifest(folder, manifest)
     return manifest
-
-
-def compute(
-    export_path: str | os.PathLike[str],
-    engine: str,
-    *,
-    master: str | None = None,
-    account: str | None = None,
-    fingerprint: str | None = None,
-) -> Generation:
-    """Compute the generation of an export on an engine (nothing is written)."""
-    if engine not in ENGINES:
-        raise ExportError(f"unknown engine {engine!r}; one of {', '.join(ENGINES)}")
-    started = time.perf_counter()
-    export = open_export(export_path, account=account, fingerprint=fingerprint)
-    inputs = load_inputs(export)
-    details: dict[str, Any] = {
-        "records": int(len(inputs.live_records)),
-        "contacts": inputs.contacts,
-        "load_seconds": round(time.perf_counter() - started, 3),
-    }
-    if engine == "spark":
-        from idlink.generations import spark_engine
-
-        return spark_engine.run(inputs, details, master=master)
-    begun = time.perf_counter()
-    if engine == "duckdb":
-        from idlink.generations import duckdb_engine
-
-        labels = duckdb_engine.components(inputs, details)
-    else:
-        from idlink.generations import local
-
-        labels = local.components(inputs, details)
-    details["components_seconds"] = round(time.perf_counter() - begun, 3)
-    return finish(inputs, labels, engine, details)
-
-
-def recluster(
-    export_path: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    engine: str,
-    *,
-    master: str | None = None,
-    account: str | None = None,
-    fingerprint: str | None = None,
-) -> Manifest:
-    """Compute and write the generation of an export (``idlink recluster``)."""
-    out_path = Path(out)
-    if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
-        raise ExportError(
-            f"{out_path} is not an empty folder: a generation is written into a new one"
-        )
-    started = time.perf_counter()
-    generation = compute(
-        export_path, engine, master=master, account=account, fingerprint=fingerprint
-    )
-    generation.details["seconds"] = round(time.perf_counter() - started, 3)
-    return write_generation(generation, out_path)
