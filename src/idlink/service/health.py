@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import shutil
-import time
 
 from grpc_health.v1 import health, health_pb2
 
-from idlink.errors import IdlinkError
 from idlink.store.env import Store
 from idlink.v1 import admin_pb2, identity_pb2, profile_pb2
 
@@ -32,8 +28,6 @@ class StoreHealth:
     means "cannot tell yet" (the writer is busy with a long write).
     """
 
-    PROBE_KEY = b"health-probe"
-
     def __init__(self, store: Store, min_free_bytes: int, timeout: float = 10.0) -> None:
         self.store = store
         self.min_free_bytes = min_free_bytes
@@ -41,27 +35,7 @@ class StoreHealth:
 
     def probe(self) -> tuple[bool | None, str]:
         """(writable, why not) after trying to recover a failed store."""
-        if not self.store.healthy:
-            try:
-                self.store.reopen()
-            except IdlinkError as exc:
-                return False, exc.message
-        try:
-            free = shutil.disk_usage(self.store.path).free
-        except OSError as exc:
-            return False, f"cannot stat the store's disk: {exc}"
-        if free < self.min_free_bytes:
-            return False, f"{free} bytes free on the store's disk (at least {self.min_free_bytes})"
-        try:
-            future = self.store.submit(
-                lambda txn: txn.put_meta(self.PROBE_KEY, time.time_ns().to_bytes(8, "big"))
-            )
-            future.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
-            return None, "the writer is busy"
-        except IdlinkError as exc:
-            return False, exc.message
-        return True, ""
+        return self.store.probe(self.min_free_bytes, self.timeout)
 
 
 async def set_status(servicer: health.aio.HealthServicer, serving: bool) -> None:

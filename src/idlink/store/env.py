@@ -32,6 +32,7 @@ import fcntl
 import logging
 import os
 import queue
+import shutil
 import stat
 import threading
 import time
@@ -41,7 +42,13 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from idlink.errors import FailedPrecondition, StoreError, StoreFormatError, StoreFull
+from idlink.errors import (
+    FailedPrecondition,
+    IdlinkError,
+    StoreError,
+    StoreFormatError,
+    StoreFull,
+)
 from idlink.store.txn import SUBDATABASES, Txn
 
 log = logging.getLogger(__name__)
@@ -230,6 +237,9 @@ def _open_environment(path: str, map_size: int, *, sync: bool, metasync: bool) -
     )
 
 
+_PROBE_KEY = b"health-probe"
+
+
 class Store:
     """An LMDB store in one folder, with one writer thread."""
 
@@ -307,6 +317,31 @@ class Store:
     @property
     def healthy(self) -> bool:
         return self._failed is None and self._writer.is_alive()
+
+    def probe(self, min_free_bytes: int, timeout: float) -> tuple[bool | None, str]:
+        """(writable, why not): reopen a failed store, check the disk, commit a tiny write.
+
+        ``None`` means "cannot tell yet": the writer is busy with a long write.
+        """
+        if not self.healthy:
+            try:
+                self.reopen()
+            except StoreError as exc:
+                return False, exc.message
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError as exc:
+            return False, f"cannot stat the store's disk: {exc}"
+        if free < min_free_bytes:
+            return False, f"{free} bytes free on the store's disk (at least {min_free_bytes})"
+        try:
+            stamp = time.time_ns().to_bytes(8, "big")
+            self.submit(lambda txn: txn.put_meta(_PROBE_KEY, stamp)).result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            return None, "the writer is busy"
+        except IdlinkError as exc:
+            return False, exc.message
+        return True, ""
 
     def reopen(self) -> None:
         """Open the environment again after a failed write stopped the writer (design.md).
