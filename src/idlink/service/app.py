@@ -23,7 +23,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import os
 import signal
@@ -42,6 +41,7 @@ from idlink.domain.retention import apply_retention
 from idlink.security.audit import AnomalyDetector, AuditLog
 from idlink.security.crypto import open_store
 from idlink.security.secrets import load_master_secret
+from idlink.service.addresses import is_loopback, split_listen
 from idlink.service.admin import AdminServicer
 from idlink.service.auth import AuthInterceptor
 from idlink.service.health import SERVICE_NAMES, StoreHealth, set_status, watch_store_health
@@ -104,24 +104,6 @@ class ServerConfig:
 
 
 # -- addresses -----------------------------------------------------------------------------
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """HOST:PORT (or [V6]:PORT) as host and port."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"--listen must be HOST:PORT, not {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is this machine only (plaintext is allowed there)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _credentials(

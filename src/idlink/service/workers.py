@@ -16,7 +16,8 @@ import signal
 from typing import Any
 
 from idlink.security.secrets import load_master_secret
-from idlink.service.app import serve, split_listen
+from idlink.service.addresses import split_listen
+from idlink.service.app import serve
 from idlink.service.logging import configure_logging
 from idlink.service.options import DEFAULT_DATA, DEFAULT_LISTEN
 from idlink.store.env import server_lock

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import code_pb2
 
+from idlink.service.addresses import is_loopback, split_listen
 from idlink.service.http import errors
 from idlink.service.http.console_auth import SESSION_HEADER
 from idlink.service.http.errors import error_response, gateway_error
@@ -594,23 +594,6 @@ async def _lines(request: web.Request) -> Any:
 # -- running beside the gRPC server ----------------------------------------------------------
 
 
-def split_listen(listen: str) -> tuple[str, int]:
-    """HOST:PORT (or [V6]:PORT) as host and port."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"--http-listen must be HOST:PORT, not {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _ssl_context(
     tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None
 ) -> ssl.SSLContext | None:
@@ -699,7 +682,7 @@ async def start_http(
     Call it after the gRPC ports are added and before the gRPC server starts:
     it adds the private Unix socket the gateway calls through.
     """
-    host, port = split_listen(listen)
+    host, port = split_listen(listen, "--http-listen")
     ssl_context = _ssl_context(tls_cert, tls_key, tls_client_ca)
     if ssl_context is None and not is_loopback(host):
         raise ValueError(
