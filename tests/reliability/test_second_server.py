@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -148,6 +151,33 @@ def test_a_server_carries_on_when_another_process_grows_the_map(tmp_path):
     assert store_problems(data) == []
 
 
+def free_port_pair() -> int:
+    """A port p with p and p + 1 both free: worker i of --workers serves metrics on p + i."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two adjacent free ports on 127.0.0.1")
+
+
+def wait_for_metrics(ports: list[int], timeout: float = 60.0) -> None:
+    """Every worker answers /metrics (a worker may still be starting when the first serves)."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5):
+                    break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
 def resolved_by_each_worker(ports: list[int]) -> list[float]:
     counts = []
     for port in ports:
@@ -168,7 +198,7 @@ def resolved_by_each_worker(ports: list[int]) -> list[float]:
 def test_every_worker_carries_on_when_another_process_grows_the_map(tmp_path):
     data = tmp_path / "data"
     token = make_token(data, ACCOUNT)
-    metrics = free_port()
+    metrics = free_port_pair()
     workers = Server(
         data,
         "--workers",
@@ -180,6 +210,7 @@ def test_every_worker_carries_on_when_another_process_grows_the_map(tmp_path):
         port=free_port(),
     ).start()
     try:
+        wait_for_metrics([metrics, metrics + 1])
         emails = [f"w{i}@example.com" for i in range(6)]
         pids = {}
         for i, email in enumerate(emails):
