@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_grpc import _free_port, _PeakMemory, _process
+from benchmarks.bench_grpc import _free_port, _PeakMemory, _process, allow_bulk_reads
 from benchmarks.datasets import (
     BULK_SEED,
     CSV_COLUMNS,
@@ -278,23 +278,6 @@ def _run_peer(engine: str, csv_path: Path, root: Path) -> tuple[dict, np.ndarray
 # -- idlink ---------------------------------------------------------------------------------
 
 
-def _allow_reads(target: str, account: str, metadata) -> None:
-    """The partition check reads every customer: raise the account's anomaly threshold."""
-    import grpc
-
-    from idlink.v1 import admin_pb2, admin_pb2_grpc
-
-    with grpc.insecure_channel(target) as channel:
-        admin_pb2_grpc.AdminServiceStub(channel).SetSecurityPolicy(
-            admin_pb2.SetSecurityPolicyRequest(
-                account=account,
-                policy=admin_pb2.SecurityPolicy(anomaly_max_customers=1_000_000_000),
-            ),
-            metadata=metadata,
-            timeout=10,
-        )
-
-
 def _served_contact(contact) -> Contact:
     return (
         contact.type,
@@ -366,7 +349,7 @@ def _idlink_ingest(csv_path: Path, dataset: Dataset, root: Path) -> dict:
     with _process(serve, target, root / "ingest-server.log") as server:
         token = create_key(str(data), ACCOUNT, "admin")
         metadata = (("authorization", f"Bearer {token}"),)
-        _allow_reads(target, ACCOUNT, metadata)
+        allow_bulk_reads(target, ACCOUNT, metadata)
         command = [
             sys.executable,
             "-m",
@@ -455,7 +438,7 @@ def _idlink_load(csv_path: Path, dataset: Dataset, root: Path) -> dict:
     serve = ["-m", "idlink", "serve", "--data", str(data), "--listen", target]
     with _process(serve, target, root / "load-server.log"):
         token = create_key(str(data), ACCOUNT, "admin")
-        _allow_reads(target, ACCOUNT, (("authorization", f"Bearer {token}"),))
+        allow_bulk_reads(target, ACCOUNT, (("authorization", f"Bearer {token}"),))
         problem = check_served(target, token, dataset)
     return {"seconds": seconds, "mib": memory.peak / 1024, "problem": problem}
 

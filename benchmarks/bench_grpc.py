@@ -184,7 +184,7 @@ def bench_grpc(*, smoke: bool, repeats: int) -> list[Entry]:
         idlink_args = ["-m", "idlink", "serve", "--data", str(data), "--listen", target]
 
         with _process(idlink_args, target, root / "idlink.log") as server:
-            _allow_bulk_reads(target, metadata)
+            allow_bulk_reads(target, ACCOUNT, metadata)
             # Ingest over gRPC with durable commits, and the server's peak memory.
             with _PeakMemory(server.pid) as memory:
                 rate = _ingest(target, records, metadata)
@@ -478,18 +478,14 @@ def _bulk_load(target: str, data: Path, root: Path, count: int) -> list[Entry]:
     ]
 
 
-def _allow_bulk_reads(target: str, metadata) -> None:
+def allow_bulk_reads(target: str, account: str, metadata) -> None:
     """A load test reads every customer: raise the anomaly threshold of its account."""
-    try:
-        from idlink.v1 import admin_pb2, admin_pb2_grpc
-    except ImportError:
-        return
-    if not hasattr(admin_pb2, "SetSecurityPolicyRequest"):
-        return
+    from idlink.v1 import admin_pb2, admin_pb2_grpc
+
     with grpc.insecure_channel(target) as channel:
         admin_pb2_grpc.AdminServiceStub(channel).SetSecurityPolicy(
             admin_pb2.SetSecurityPolicyRequest(
-                account=ACCOUNT,
+                account=account,
                 policy=admin_pb2.SecurityPolicy(anomaly_max_customers=1_000_000_000),
             ),
             metadata=metadata,

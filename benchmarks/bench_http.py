@@ -24,9 +24,9 @@ from benchmarks.bench_grpc import (
     ACCOUNT,
     CONCURRENCY,
     _admin_token,
-    _allow_bulk_reads,
     _free_port,
     _process,
+    allow_bulk_reads,
 )
 from benchmarks.report import Entry, entry
 from idlink.v1 import common_pb2, identity_pb2, identity_pb2_grpc
@@ -155,7 +155,7 @@ def bench_http(*, smoke: bool, repeats: int) -> list[Entry]:
         args = ["-m", "idlink", "serve", "--data", str(data), "--listen", target]
         args += ["--http-listen", f"127.0.0.1:{http_port}"]
         with _process(args, target, root / "idlink.log") as server:
-            _allow_bulk_reads(target, metadata)
+            allow_bulk_reads(target, ACCOUNT, metadata)
             asyncio.run(_load(target, records, metadata))
             grpc_runs, http_runs = [], []
             # Interleaved, so that a slow moment of the machine hits both alike.
