@@ -1,0 +1,1109 @@
+"""Records to a written generation: ``idlink load --records`` and ``--in`` (issue 12).
+
+Three steps, each usable alone (generations/cli.py runs them, then the switch):
+
+1. :func:`generation_from_records` reads a records file (the formats of
+   ``idlink ingest``), cleans, validates and hashes its contacts in compiled
+   batches, merges them with the records the account already holds (a record
+   of the file replaces the stored one with the same (source, record_id)),
+   and computes the generation: plain components with the compiled
+   union-find (``local``), the exact replay of the flagged components and the
+   customer PIDs carried over from the live customers (``recluster.finish``).
+   :func:`generation_from_folder` does the same from a recluster output
+   folder and its export (``load --in``).
+2. :func:`check_fits` refuses, before anything is written, a generation that
+   would not fit the store's map (a multi-process store cannot grow) or disk.
+3. :func:`write_generation` writes every derived row of the generation into
+   an empty account, sorted, with appending writes, in bounded durable
+   batches (:mod:`idlink.store.bulk`, :mod:`idlink.domain.bulk`): the rows
+   are, field for field, what the online engine stores for the same records
+   (``tests/generations/test_materialize.py`` compares them).
+
+How the derived fields are worked out for the whole account at once (the
+online engine's rules, docs/scale-out.md):
+
+- connections: the distinct usable contacts a contact shares a record with;
+  the edges are those pairs, both directions;
+- where a contact was first seen: the first record naming it in canonical
+  order and its position there (``linking.Node.seen``);
+- a record's group: its usable contacts, non-reassignable first, then in the
+  contact order (``LinkGraph.apply`` when no cap or limit fires), outcome
+  APPLIED; a customer's watermark: the newest record naming one of its usable
+  contacts;
+- the flagged components (over the cap or a key limit) are replayed by the
+  domain's own ``LinkGraph`` in canonical order, which gives their groups,
+  outcomes, refused pairs, isolations, moves and watermarks exactly.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from idlink.domain import bulk as bulk_use
+from idlink.domain.contacts import BLOCKED, national_number
+from idlink.domain.keytypes import AccountConfig, KeyType
+from idlink.domain.linking import LinkGraph, Node, StepResult
+from idlink.domain.pids import merge_profile
+from idlink.errors import StoreFull
+from idlink.generations import local, recluster
+from idlink.generations import pids as pid_rules
+from idlink.generations.export import SCHEMAS, Export, open_export
+from idlink.generations.manifest import (
+    EXPORT_FORMAT,
+    GENERATION_FORMAT,
+    ExportError,
+    Manifest,
+    read_manifest,
+    secret_fingerprint,
+)
+from idlink.generations.recluster import Generation, Inputs
+from idlink.generations.records_file import parse_file, prepare_entries
+from idlink.store import codec
+from idlink.store.bulk import AccountKeys
+from idlink.store.txn import ContactState, CustomerState, RecordState
+
+DEFAULT_ACTOR = "load"
+BATCH_ROWS = 100_000
+# Sealed values carry a 2-byte header, a 12-byte nonce and a 16-byte tag.
+SEAL_OVERHEAD = 30
+# What an estimate adds for branch pages and the free pages of the last commits.
+FIT_MARGIN = 1.25
+
+
+# -- what a load computes before it writes ------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ContactValues:
+    """Per contact of a generation (the rows of its inputs): what the records do not derive."""
+
+    type: list[str]
+    source: list[str]
+    value: list[str]
+    invalid_reason: list[str]  # as stored: "" for valid and for BLOCKED contacts
+    created_at_us: list[int]
+    national: list[bool]  # whether the contact is in the national-number index
+
+    def get(self, index: int) -> tuple[str, str, str, str]:
+        return self.type[index], self.source[index], self.value[index], self.invalid_reason[index]
+
+
+@dataclass(slots=True)
+class Planned:
+    """A generation ready to write: partition, PIDs, contact values and record provenance."""
+
+    generation: Generation
+    values: ContactValues
+    record_author: list[str]  # per record row of the inputs
+    record_stored_at_us: np.ndarray
+    account: str
+    actor: str
+    now_us: int
+    live_account: str | None  # the account whose customers the PIDs were carried over from
+    contact_seq: int  # the highest first_seen in use
+    customer_seq: int  # the highest created_seq in use
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> Inputs:
+        return self.generation.inputs
+
+
+@dataclass(slots=True)
+class WriteReport:
+    """What :func:`write_generation` wrote."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    appended_batches: int = 0
+    plain_batches: int = 0
+    replayed_components: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# -- the live account, read once ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Live:
+    exists: bool
+    config: AccountConfig
+    change_seq: int = 0
+    contacts: list[tuple[bytes, ContactState]] = field(default_factory=list)
+    records: list[RecordState] = field(default_factory=list)
+    customers: list[tuple[bytes, CustomerState]] = field(default_factory=list)
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    national: set[bytes] = field(default_factory=set)
+
+
+def _type_of(config: AccountConfig, name: str) -> KeyType:
+    return config.key_types.get(name) or KeyType(name)
+
+
+def _read_live(engine: Any, account: str) -> _Live:
+    with engine.read(account) as view:
+        if not view.exists:
+            return _Live(False, view.config)
+        txn = view.txn
+        live = _Live(True, view.config, change_seq=int(txn.change_seq()))
+        live.contacts = list(txn.iter_contacts())
+        live.records = list(txn.iter_records())
+        live.customers = list(txn.iter_customers())
+        if view.has_policies:
+            for pid, _ in live.contacts:
+                policy = txn.get_policy(pid)
+                if policy is not None:
+                    live.policies.append(
+                        {
+                            "contact_pid": pid,
+                            "do_not_link": policy.do_not_link,
+                            "never_isolate": policy.never_isolate,
+                            "set_by": policy.set_by,
+                            "set_at_us": policy.set_at_us,
+                        }
+                    )
+        for pid, contact in live.contacts:
+            national = national_number(_type_of(view.config, contact.type), contact.value)
+            if national and pid in txn.pids_with_national(national):
+                live.national.add(pid)
+        return live
+
+
+def _key_type_rows(config: AccountConfig) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": k.name,
+            "normalizer": k.normalizer,
+            "source_scoped": k.source_scoped,
+            "max_per_customer": k.max_per_customer,
+            "reassignable": k.reassignable,
+            "anonymous": k.anonymous,
+            "priority": k.priority,
+            "blocked_values": list(k.blocked_values),
+            "blocked_patterns": list(k.blocked_patterns),
+        }
+        for k in sorted(config.key_types.values(), key=lambda k: k.name)
+    ]
+
+
+def _canonical_order(observed: np.ndarray, sources: list[str], ids: list[str]) -> np.ndarray:
+    """Row -> place in canonical order (observed_at, source, record_id)."""
+    table = pa.table({"o": observed, "s": pa.array(sources, pa.string()), "r": ids})
+    order = pc.sort_indices(
+        table, sort_keys=[("o", "ascending"), ("s", "ascending"), ("r", "ascending")]
+    ).to_numpy()
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+# -- 1. records file -> generation --------------------------------------------------------------
+
+
+def generation_from_records(
+    engine: Any,
+    account: str,
+    records_path: str | Path,
+    *,
+    progress: bool,
+    actor: str = DEFAULT_ACTOR,
+) -> Planned:
+    """Read, check and hash a records file, merge it with the account's records, recluster.
+
+    A bad file raises :class:`~idlink.generations.records_file.RecordsFileError`
+    (an ``InvalidArgument`` naming the file and the line) before anything is
+    written. Records of the file with the same (source, record_id) as a
+    stored record replace it; a deleted record of the file removes it; a
+    record named twice in the file counts as its last version (as one
+    ``Ingest`` batch does).
+    """
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    path = Path(records_path)
+    now = int(engine.clock())
+    parsed = parse_file(path)
+    seconds["parse"] = time.perf_counter() - started
+    tick = time.perf_counter()
+    live = _read_live(engine, account)
+    config = live.config
+    secret = engine.secret(account)
+    seconds["read_live"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    prepared = prepare_entries(parsed, config, secret)
+    seconds["prepare"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+
+    # The file's records, each by its last version.
+    last: dict[tuple[str, str], int] = {}
+    for row, key in enumerate(zip(parsed.source, parsed.record_id, strict=True)):
+        last[key] = row
+    chosen = np.array(sorted(last.values()), np.int64)
+    deleted = np.array(parsed.deleted, bool)
+    kept = chosen[~deleted[chosen]] if len(chosen) else chosen
+    observed_all = np.array([now if o is None else o for o in parsed.observed_at_us], np.int64)
+
+    # Entries of the kept records, their contacts as dense ids over the file's PIDs.
+    entry_record = np.array(parsed.entry_record, np.int64)
+    keep_record = np.zeros(parsed.records, bool)
+    keep_record[kept] = True
+    entries = np.flatnonzero(keep_record[entry_record]) if len(entry_record) else entry_record
+    entry_pids = pa.array(prepared.pid, pa.binary(16))
+    encoded = pc.dictionary_encode(entry_pids)
+    file_pids = encoded.dictionary
+    entry_u = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+    # Per record, each contact once, in the record's order (ingest's dict.fromkeys).
+    sub_record, sub_u = entry_record[entries], entry_u[entries]
+    width = max(len(file_pids), 1)
+    _, first = np.unique(sub_record * width + sub_u, return_index=True)
+    dedup = entries[np.sort(first)]  # entry indices, in file order
+
+    # Canonical order of the kept records: new contacts arrive in it (first_seen).
+    kept_sources = [parsed.source[r] for r in kept.tolist()]
+    kept_ids = [parsed.record_id[r] for r in kept.tolist()]
+    kept_rank = _canonical_order(observed_all[kept], kept_sources, kept_ids)
+    record_rank_of_row = np.full(parsed.records, -1, np.int64)
+    record_rank_of_row[kept] = kept_rank
+
+    live_index = {pid: i for i, (pid, _) in enumerate(live.contacts)}
+    seen_order = np.lexsort((entries, record_rank_of_row[entry_record[entries]]))
+    ordered_u = entry_u[entries][seen_order]
+    unique_u, first_at = np.unique(ordered_u, return_index=True)
+    by_arrival = unique_u[np.argsort(first_at, kind="stable")]
+    first_entry = np.zeros(len(file_pids), np.int64)
+    first_entry[unique_u] = entries[seen_order][first_at]
+    file_pid_list = file_pids.to_pylist()
+    new_u = [u for u in by_arrival.tolist() if file_pid_list[u] not in live_index]
+
+    contact_seq = max((c.first_seen for _, c in live.contacts), default=0)
+    customer_seq = max((c.created_seq for _, c in live.customers), default=0)
+
+    # Contacts: the live ones, then the new ones in order of arrival.
+    c_pid: list[bytes] = []
+    c_type: list[str] = []
+    c_source: list[str] = []
+    c_value: list[str] = []
+    c_reason: list[str] = []
+    c_blocked: list[bool] = []
+    c_customer: list[bytes] = []
+    c_first_seen: list[int] = []
+    c_created: list[int] = []
+    c_national: list[bool] = []
+    for pid, contact in live.contacts:
+        key_type = config.key_types.get(contact.type)
+        c_pid.append(pid)
+        c_type.append(contact.type)
+        c_source.append(contact.source)
+        c_value.append(contact.value)
+        c_reason.append(contact.invalid_reason)
+        c_blocked.append(key_type is not None and key_type.is_blocked(contact.value))
+        c_customer.append(contact.customer_pid)
+        c_first_seen.append(contact.first_seen)
+        c_created.append(contact.created_at_us)
+        c_national.append(pid in live.national)
+    for i, u in enumerate(new_u):
+        entry = int(first_entry[u])
+        key_type = prepared.key_type[entry]
+        reason = prepared.invalid_reason[entry]
+        cleaned = prepared.cleaned[entry]
+        c_pid.append(file_pid_list[u])
+        c_type.append(key_type.name)
+        c_source.append(prepared.source[entry])
+        c_value.append(cleaned)
+        c_reason.append("" if reason == BLOCKED else reason)
+        c_blocked.append(reason == BLOCKED)
+        c_customer.append(b"")
+        c_first_seen.append(contact_seq + 1 + i)
+        c_created.append(now)
+        c_national.append(bool(national_number(key_type, cleaned)) and not reason)
+
+    # Records: the live ones not replaced or deleted by the file, then the file's.
+    replaced = set(last)
+    live_by_key = {(r.source, r.record_id): r for r in live.records}
+    r_source: list[str] = []
+    r_id: list[str] = []
+    r_observed: list[int] = []
+    r_author: list[str] = []
+    r_stored: list[int] = []
+    flat_pid: list[bytes] = []
+    flat_type: list[str] = []
+    flat_source: list[str] = []
+    lengths: list[int] = []
+    contact_meta = dict(zip(c_pid, zip(c_type, c_source, strict=True), strict=True))
+    for record in live.records:
+        if (record.source, record.record_id) in replaced:
+            continue
+        r_source.append(record.source)
+        r_id.append(record.record_id)
+        r_observed.append(record.observed_at_us)
+        r_author.append(record.author)
+        r_stored.append(record.stored_at_us)
+        lengths.append(len(record.contact_pids))
+        for pid in record.contact_pids:
+            kind, source = contact_meta.get(pid, ("", ""))
+            flat_pid.append(pid)
+            flat_type.append(kind)
+            flat_source.append(source)
+    # The file's kept records, their deduplicated contacts grouped per record.
+    dedup_record = entry_record[dedup]
+    order = np.argsort(dedup_record, kind="stable")
+    dedup = dedup[order]
+    per_record = np.bincount(entry_record[dedup], minlength=parsed.records)
+    file_lists: dict[int, list[bytes]] = {}
+    cursor = 0
+    dedup_list = dedup.tolist()
+    for row in kept.tolist():
+        count = int(per_record[row])
+        members = dedup_list[cursor : cursor + count]
+        cursor += count
+        pids_of = [file_pid_list[int(entry_u[e])] for e in members]
+        file_lists[row] = pids_of
+        source, record_id = parsed.source[row], parsed.record_id[row]
+        stored = live_by_key.get((source, record_id))
+        r_source.append(source)
+        r_id.append(record_id)
+        r_observed.append(int(observed_all[row]))
+        if (
+            stored is not None
+            and stored.observed_at_us == observed_all[row]
+            and list(stored.contact_pids) == pids_of
+        ):
+            r_author.append(stored.author)
+            r_stored.append(stored.stored_at_us)
+        else:
+            r_author.append(actor)
+            r_stored.append(now)
+        lengths.append(count)
+        for e in members:
+            flat_pid.append(file_pid_list[int(entry_u[e])])
+            flat_type.append(prepared.key_type[e].name)
+            flat_source.append(prepared.source[e])
+
+    offsets = np.concatenate([[0], np.cumsum(np.array(lengths, np.int64))]).astype(np.int32)
+    contacts_struct = pa.StructArray.from_arrays(
+        [
+            pa.array(flat_pid, pa.binary()),
+            pa.array(flat_type, pa.string()),
+            pa.array(flat_source, pa.string()),
+        ],
+        fields=list(SCHEMAS["records"].field("contacts").type.value_type),
+    )
+    tables = {
+        "records": pa.table(
+            {
+                "source": pa.array(r_source, pa.string()),
+                "record_id": pa.array(r_id, pa.string()),
+                "observed_at_us": pa.array(r_observed, pa.int64()),
+                "deleted": pa.array(np.zeros(len(r_source), bool)),
+                "contacts": pa.ListArray.from_arrays(pa.array(offsets), contacts_struct),
+            },
+            schema=SCHEMAS["records"],
+        ),
+        "contacts": pa.table(
+            {
+                "contact_pid": pa.array(c_pid, pa.binary()),
+                "type": pa.array(c_type, pa.string()),
+                "source": pa.array(c_source, pa.string()),
+                "invalid_reason": pa.array(c_reason, pa.string()),
+                "blocked": pa.array(c_blocked, pa.bool_()),
+                "customer_pid": pa.array(c_customer, pa.binary()),
+                "first_seen": pa.array(c_first_seen, pa.int64()),
+            },
+            schema=SCHEMAS["contacts"],
+        ),
+        "customers": pa.Table.from_pylist(
+            [
+                {
+                    "customer_pid": pid,
+                    "created_seq": state.created_seq,
+                    "contact_pids": list(state.contact_pids),
+                }
+                for pid, state in live.customers
+            ],
+            schema=SCHEMAS["customers"],
+        ),
+        "key_types": pa.Table.from_pylist(_key_type_rows(config), schema=SCHEMAS["key_types"]),
+        "contact_policies": pa.Table.from_pylist(live.policies, schema=SCHEMAS["contact_policies"]),
+        "account_policy": pa.Table.from_pylist(
+            [
+                {
+                    "max_contacts": config.policy.max_contacts,
+                    "isolate_min_connections": config.policy.isolate_min_connections,
+                }
+            ],
+            schema=SCHEMAS["account_policy"],
+        ),
+    }
+    manifest = Manifest(
+        format=EXPORT_FORMAT,
+        export_id=uuid.uuid4().hex,
+        account=account,
+        secret_fingerprint=secret_fingerprint(secret),
+        change_seq=live.change_seq,
+        created_at_us=now,
+    )
+    export = Export(path, manifest, tables)
+    seconds["merge"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    inputs = recluster.load_inputs(export)
+    details: dict[str, Any] = {"records_file": str(path.resolve())}
+    labels = local.components(inputs, details)
+    generation = recluster.finish(inputs, labels, "local", details)
+    seconds["recluster"] = time.perf_counter() - tick
+    values = ContactValues(c_type, c_source, c_value, c_reason, c_created, c_national)
+    return Planned(
+        generation=generation,
+        values=values,
+        record_author=r_author,
+        record_stored_at_us=np.array(r_stored, np.int64),
+        account=account,
+        actor=actor,
+        now_us=now,
+        live_account=account if live.exists else None,
+        contact_seq=contact_seq + len(new_u),
+        customer_seq=customer_seq,
+        seconds=seconds,
+    )
+
+
+# -- 1b. a recluster output folder -> generation ------------------------------------------------
+
+
+def generation_from_folder(
+    engine: Any, account: str, generation_path: str | Path, export_path: str | Path | None = None
+) -> Planned:
+    """Read a recluster output folder and its export back as a generation of the live account.
+
+    The generation's manifest must name the export (same export id and
+    account) and the store's secret; ``export_path`` defaults to the
+    export the generation's manifest names (``details["export"]``). The
+    contact values come from the live account, which the export was made of.
+    """
+    root = Path(generation_path)
+    gen_manifest = read_manifest(root, GENERATION_FORMAT)
+    if export_path is None:
+        named = gen_manifest.details.get("export")
+        if not isinstance(named, str) or not named:
+            raise ExportError(
+                f"{root / 'manifest.json'} does not name its export: give the export folder"
+            )
+        export_path = named
+    secret = engine.secret(account)
+    fingerprint = secret_fingerprint(secret)
+    if gen_manifest.account != account:
+        raise ExportError(
+            f"{root / 'manifest.json'} is a generation of account {gen_manifest.account!r}, "
+            f"not {account!r}"
+        )
+    if gen_manifest.secret_fingerprint != fingerprint:
+        raise ExportError(
+            f"{root / 'manifest.json'} was made under another account secret than this store's"
+        )
+    export = open_export(export_path, account=account, fingerprint=fingerprint)
+    if export.manifest.export_id != gen_manifest.export_id:
+        raise ExportError(
+            f"{root / 'manifest.json'} was computed from export {gen_manifest.export_id}, "
+            f"not from {export.manifest.export_id} ({export_path})"
+        )
+    import pyarrow.parquet as pq
+
+    def table(name: str) -> pa.Table:
+        try:
+            return pq.read_table(root / f"{name}.parquet")
+        except (OSError, pa.ArrowException) as exc:
+            raise ExportError(f"{root / (name + '.parquet')} cannot be read: {exc}") from None
+
+    inputs = recluster.load_inputs(export)
+    contacts, customers, changes = table("contacts"), table("customers"), table("changes")
+    if contacts.num_rows != inputs.contacts:
+        raise ExportError(
+            f"{root / 'contacts.parquet'} has {contacts.num_rows} contacts, "
+            f"the export {inputs.contacts}"
+        )
+    gen_pids = recluster._pid_array(contacts.column("contact_pid"), root / "contacts.parquet")
+    if not gen_pids.equals(inputs.pids):
+        raise ExportError(f"{root / 'contacts.parquet'} does not list the export's contacts")
+    customer_pids = customers.column("customer_pid").combine_chunks()
+    where = pc.index_in(contacts.column("customer_pid"), value_set=customer_pids)
+    if where.null_count:
+        raise ExportError(f"{root / 'contacts.parquet'} names a customer customers.parquet lacks")
+    part_of = where.to_numpy(zero_copy_only=False).astype(np.int64)
+    isolated = contacts.column("isolated").to_numpy(zero_copy_only=False).astype(bool)
+    lists = customers.column("contact_pids").combine_chunks()
+    member_index = pc.index_in(pc.list_flatten(lists), value_set=inputs.pids)
+    members_offsets = np.asarray(lists.offsets.to_numpy(), np.int64)
+    members = member_index.to_numpy(zero_copy_only=False).astype(np.int64)
+    by_pid = {pid: i for i, pid in enumerate(customer_pids.to_pylist())}
+    kinds = [""] * customers.num_rows
+    others: list[list[bytes]] = [[] for _ in range(customers.num_rows)]
+    change_rows = changes.to_pylist()
+    for row in change_rows:
+        part = by_pid.get(row["customer_pid"])
+        if part is None:
+            raise ExportError(f"{root / 'changes.parquet'} names a customer it does not hold")
+        kinds[part] = row["kind"]
+        others[part] = list(row["other_customer_pids"])
+    empty = np.zeros(customers.num_rows + 1, np.int64)
+    assignment = pid_rules.Assignment(
+        part_of=part_of,
+        members_offsets=members_offsets,
+        members=members,
+        customer_pid=customer_pids.to_pylist(),
+        kind=kinds,
+        others=others,
+        added_offsets=empty,
+        added=np.empty(0, np.int64),
+        removed_offsets=empty,
+        removed=np.empty(0, np.int64),
+    )
+    generation = Generation(
+        inputs, part_of, isolated, str(gen_manifest.details.get("engine", "")), {}, assignment
+    )
+    # Contact values and record provenance from the live account.
+    now = int(engine.clock())
+    live = _read_live(engine, account)
+    by_contact = dict(live.contacts)
+    pids = inputs.pids.to_pylist()
+    values = ContactValues([], [], [], [], [], [])
+    for pid in pids:
+        contact = by_contact.get(pid)
+        if contact is None:
+            raise ExportError(
+                f"{export.path} names a contact the live account {account!r} no longer holds "
+                "(erased since the export): export and recluster again"
+            )
+        values.type.append(contact.type)
+        values.source.append(contact.source)
+        values.value.append(contact.value)
+        values.invalid_reason.append(contact.invalid_reason)
+        values.created_at_us.append(contact.created_at_us)
+        values.national.append(pid in live.national)
+    live_by_key = {(r.source, r.record_id): r for r in live.records}
+    records = export["records"]
+    authors: list[str] = []
+    stored_at: list[int] = []
+    for source, record_id in zip(
+        records.column("source").to_pylist(), records.column("record_id").to_pylist(), strict=True
+    ):
+        stored = live_by_key.get((source, record_id))
+        authors.append(stored.author if stored is not None else DEFAULT_ACTOR)
+        stored_at.append(stored.stored_at_us if stored is not None else now)
+    return Planned(
+        generation=generation,
+        values=values,
+        record_author=authors,
+        record_stored_at_us=np.array(stored_at, np.int64),
+        account=account,
+        actor=DEFAULT_ACTOR,
+        now_us=now,
+        live_account=account,
+        contact_seq=max((c.first_seen for _, c in live.contacts), default=0),
+        customer_seq=max((c.created_seq for _, c in live.customers), default=0),
+    )
+
+
+# -- the derived rows ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Replayed:
+    """The flagged components replayed exactly: their nodes, record results and watermarks."""
+
+    nodes: dict[int, Node] = field(default_factory=dict)  # contact -> node (usable ones)
+    results: dict[int, StepResult] = field(default_factory=dict)  # record row -> result
+    watermark: dict[int, bytes] = field(default_factory=dict)  # contact -> its part's
+
+
+def _replay_flagged(
+    inputs: Inputs,
+    plain: np.ndarray,
+    flagged: np.ndarray,
+    canonical: list[bytes],
+    pids: list[bytes],
+) -> _Replayed:
+    out = _Replayed()
+    if not len(flagged):
+        return out
+    is_flagged = np.zeros(int(plain.max()) + 1, bool)
+    is_flagged[flagged] = True
+    usable_entry = inputs.usable[inputs.entry_contact]
+    record_component = np.full(len(inputs.record_rank), -1, np.int64)
+    record_component[inputs.entry_record[usable_entry]] = plain[inputs.entry_contact[usable_entry]]
+    chosen = np.flatnonzero((record_component >= 0) & is_flagged[np.maximum(record_component, 0)])
+    entry_index = np.flatnonzero(np.isin(inputs.entry_record, chosen))
+    entries_of: dict[int, list[int]] = {}
+    for entry in entry_index.tolist():
+        entries_of.setdefault(int(inputs.entry_record[entry]), []).append(
+            int(inputs.entry_contact[entry])
+        )
+    by_component: dict[int, list[int]] = {}
+    for record in chosen.tolist():
+        by_component.setdefault(int(record_component[record]), []).append(record)
+    for component, records in sorted(by_component.items()):
+        contacts: dict[int, None] = {}
+        replayed: list[tuple[bytes, list[bytes]]] = []
+        row_of: dict[bytes, int] = {}
+        for record in records:
+            members = entries_of.get(record, [])
+            contacts.update(dict.fromkeys(members))
+            replayed.append((canonical[record], [pids[m] for m in members]))
+            row_of[canonical[record]] = record
+        graph = LinkGraph(inputs.max_contacts, inputs.isolate_min_connections)
+        specs = [(recluster.node_spec(inputs, c), c) for c in contacts]
+        index_of = {}
+        for spec, c in sorted(specs, key=lambda s: s[0].first_seen):
+            graph.add_node(
+                Node(
+                    pid=spec.pid,
+                    type_name=spec.type_name,
+                    usable=spec.usable,
+                    reassignable=spec.reassignable,
+                    type_limit=spec.type_limit,
+                    first_seen=spec.first_seen,
+                    priority=spec.priority,
+                    never_isolate=spec.never_isolate,
+                )
+            )
+            index_of[spec.pid] = c
+        results = graph.replay(replayed)
+        for key, result in results.items():
+            out.results[row_of[key]] = result
+        for part_nodes, watermark in graph.components():
+            for node in part_nodes:
+                c = index_of[node.pid]
+                if plain[c] == component and inputs.usable[c]:
+                    out.nodes[c] = node
+                    out.watermark[c] = watermark
+    return out
+
+
+def _pairs(records: np.ndarray, contacts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of contacts sharing a record (entries grouped by record), each pair once."""
+    lo_parts: list[np.ndarray] = []
+    hi_parts: list[np.ndarray] = []
+    d = 1
+    while d < len(records):
+        same = records[:-d] == records[d:]
+        if not same.any():
+            break
+        a, b = contacts[:-d][same], contacts[d:][same]
+        lo_parts.append(np.minimum(a, b))
+        hi_parts.append(np.maximum(a, b))
+        d += 1
+    if not lo_parts:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    lo, hi = np.concatenate(lo_parts), np.concatenate(hi_parts)
+    keep = lo != hi
+    lo, hi = lo[keep], hi[keep]
+    width = int(max(hi.max(), 0)) + 1 if len(hi) else 1
+    unique = np.unique(lo * width + hi)
+    return unique // width, unique % width
+
+
+def _byte_order(values: list[bytes], width: int) -> np.ndarray:
+    """The order that sorts equal-length byte strings (argsort over fixed-width bytes)."""
+    if not values:
+        return np.empty(0, np.int64)
+    return np.argsort(np.frombuffer(b"".join(values), dtype=f"S{width}"), kind="stable")
+
+
+def _rank_of(order: np.ndarray) -> np.ndarray:
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def _live_customers(
+    engine: Any, account: str | None, wanted: set[bytes]
+) -> dict[bytes, CustomerState]:
+    if account is None or not wanted:
+        return {}
+    found: dict[bytes, CustomerState] = {}
+    with engine.read(account) as view:
+        if not view.exists:
+            return {}
+        for pid in wanted:
+            state = view.txn.get_customer(pid)
+            if state is not None:
+                found[pid] = state
+    return found
+
+
+@dataclass(slots=True)
+class _Rows:
+    """The generation's rows per table, each a sorted lazy sequence of (key, clear value)."""
+
+    tables: dict[str, tuple[int, Callable[[], Iterator[tuple[bytes, bytes]]]]]
+    contact_seq: int
+    customer_seq: int
+    replayed_components: int
+    replay_seconds: float
+
+
+def derive_rows(
+    engine: Any, keys: AccountKeys, planned: Planned, live_account: str | None
+) -> _Rows:
+    """Work out every derived row of a generation, sorted as the sub-databases keep them."""
+    generation = planned.generation
+    inputs = generation.inputs
+    assignment = generation.assignment
+    assert assignment is not None
+    n = inputs.contacts
+    pids: list[bytes] = inputs.pids.to_pylist()
+    records = inputs.export["records"]
+    sources: list[str] = records.column("source").to_pylist()
+    ids: list[str] = records.column("record_id").to_pylist()
+    observed = records.column("observed_at_us").to_numpy(zero_copy_only=False).astype(np.int64)
+    canonical = [
+        codec.canonical_key(o, s, r)
+        for o, s, r in zip(observed.tolist(), sources, ids, strict=True)
+    ]
+    row_of_rank = np.argsort(inputs.record_rank, kind="stable")
+
+    entry_record, entry_contact = inputs.entry_record, inputs.entry_contact
+    # Where each contact was first seen (linking.Node.seen).
+    first_rank = np.full(n, -1, np.int64)
+    first_position = np.zeros(n, np.int64)
+    if len(entry_contact):
+        ranks = inputs.record_rank[entry_record]
+        order = np.lexsort((inputs.entry_position, ranks))
+        contacts_sorted = entry_contact[order]
+        unique, first = np.unique(contacts_sorted, return_index=True)
+        first_rank[unique] = ranks[order][first]
+        first_position[unique] = inputs.entry_position[order][first]
+
+    # Connections and edges: distinct usable contacts sharing a record.
+    usable_entry = inputs.usable[entry_contact]
+    u_record, u_contact = entry_record[usable_entry], entry_contact[usable_entry]
+    lo, hi = _pairs(u_record, u_contact)
+    degree = np.bincount(lo, minlength=n) + np.bincount(hi, minlength=n)
+
+    # The flagged components, replayed exactly for their details.
+    started = time.perf_counter()
+    plain = local.components(inputs, {})
+    flagged = recluster.flagged_components(inputs, plain)
+    replayed = _replay_flagged(inputs, plain, flagged, canonical, pids)
+    replay_seconds = time.perf_counter() - started
+
+    part_of = assignment.part_of
+    parts = assignment.parts
+    # Each part's watermark: the newest record naming one of its usable contacts.
+    newest = np.full(parts, -1, np.int64)
+    if len(u_contact):
+        np.maximum.at(newest, part_of[u_contact], inputs.record_rank[u_record])
+    watermark: list[bytes] = [canonical[row_of_rank[r]] if r >= 0 else b"" for r in newest.tolist()]
+    for c, mark in replayed.watermark.items():
+        watermark[int(part_of[c])] = mark
+
+    # Records' groups: usable contacts, non-reassignable first, then the contact order.
+    _, rank = recluster.contact_orders(inputs)
+    reassignable = np.array([k.reassignable for k in inputs.key_types], bool)[inputs.type_code]
+    group_order = np.lexsort((rank[u_contact], reassignable[u_contact], u_record))
+    g_record = u_record[group_order]
+    g_contact = u_contact[group_order]
+    group_starts = np.searchsorted(g_record, np.arange(len(canonical) + 1))
+
+    # Customers: PIDs, states carried over from the live account (SPEC 3.5).
+    wanted: set[bytes] = set()
+    for part in range(parts):
+        if assignment.kind[part] in (pid_rules.SPLIT,):
+            wanted.update(assignment.others[part])
+        elif assignment.kind[part] != pid_rules.CREATED:
+            wanted.add(assignment.customer_pid[part])
+            wanted.update(assignment.others[part])
+    old = _live_customers(engine, live_account, wanted)
+    customer_seq = planned.customer_seq
+    customer_rows: list[tuple[bytes, bytes]] = []
+    now = planned.now_us
+    for part in range(parts):
+        kind = assignment.kind[part]
+        pid = assignment.customer_pid[part]
+        lo_m, hi_m = assignment.members_offsets[part], assignment.members_offsets[part + 1]
+        members = [pids[m] for m in assignment.members[lo_m:hi_m].tolist()]
+        if kind in (pid_rules.SPLIT, pid_rules.CREATED) or pid not in old:
+            customer_seq += 1
+            split_from = assignment.others[part][0] if kind == pid_rules.SPLIT else b""
+            state = CustomerState(
+                created_seq=customer_seq, created_at_us=now, split_from=split_from
+            )
+            if split_from in old:
+                state.profile.CopyFrom(old[split_from].profile)
+            state.updated_at_us = now
+        else:
+            state = CustomerState()
+            state.CopyFrom(old[pid])
+            for other in sorted(assignment.others[part]):
+                if other in old:
+                    merge_profile(state.profile, old[other].profile)
+            if kind != pid_rules.UNCHANGED:
+                state.updated_at_us = now
+        state.contact_pids.extend(members)
+        state.watermark = watermark[part]
+        customer_rows.append((keys.customer(pid), state.SerializeToString()))
+    customer_rows.sort()
+
+    # Contacts.
+    values = planned.values
+    first_seen = inputs.first_seen.astype(np.int64).tolist()
+    customer_of = assignment.customer_pid
+    part_list = part_of.tolist()
+    degree_list = degree.tolist()
+    first_rank_list = first_rank.tolist()
+    first_position_list = first_position.tolist()
+    contact_order = _byte_order(pids, codec.PID_BYTES).tolist()
+    isolated_rows: list[tuple[bytes, bytes]] = []
+    national_rows: list[tuple[bytes, bytes]] = []
+    type_of = {k.name: k for k in inputs.key_types}
+    for c in contact_order:
+        node = replayed.nodes.get(c)
+        if node is not None and node.isolated:
+            isolated_rows.append((keys.isolated(pids[c]), b""))
+        if values.national[c]:
+            key_type = type_of.get(values.type[c]) or KeyType(values.type[c])
+            national = national_number(key_type, values.value[c])
+            if national:
+                national_rows.append((keys.national(national, pids[c]), b""))
+    national_rows.sort()
+
+    def contact_rows() -> Iterator[tuple[bytes, bytes]]:
+        for c in contact_order:
+            node = replayed.nodes.get(c)
+            fr = first_rank_list[c]
+            state = ContactState(
+                type=values.type[c],
+                source=values.source[c],
+                value=values.value[c],
+                invalid_reason=values.invalid_reason[c],
+                first_seen=first_seen[c],
+                customer_pid=customer_of[part_list[c]],
+                connections=degree_list[c] if node is None else node.connections,
+                created_at_us=values.created_at_us[c],
+                first_key=canonical[row_of_rank[fr]] if fr >= 0 else b"",
+                first_position=first_position_list[c],
+            )
+            if node is not None:
+                state.isolated = node.isolated
+                state.isolated_connections = node.isolated_connections
+                state.isolated_at = node.isolated_at
+                state.moved_at = node.moved_at
+            yield keys.contact(pids[c]), state.SerializeToString()
+
+    # Records, keyed by the keyed hash of (source, record id).
+    hashes = keys.record_hashes(
+        [codec.record_id_key(s, r) for s, r in zip(sources, ids, strict=True)]
+    )
+    record_order = _byte_order(hashes, codec.RECORD_HASH_BYTES).tolist()
+    lists = records.column("contacts").combine_chunks()
+    offsets = lists.offsets.to_numpy().tolist()
+    flat_pids: list[bytes] = pc.list_flatten(lists).field("contact_pid").to_pylist()
+    authors = planned.record_author
+    stored_at = planned.record_stored_at_us.tolist()
+    starts = group_starts.tolist()
+    g_list = g_contact.tolist()
+
+    def record_rows() -> Iterator[tuple[bytes, bytes]]:
+        for r in record_order:
+            state = RecordState(
+                source=sources[r],
+                record_id=ids[r],
+                observed_at_us=int(observed[r]),
+                contact_pids=flat_pids[offsets[r] : offsets[r + 1]],
+                author=authors[r],
+                stored_at_us=stored_at[r],
+            )
+            result = replayed.results.get(r)
+            if result is None:
+                state.outcome = 1  # APPLIED
+                state.group_pids.extend(pids[c] for c in g_list[starts[r] : starts[r + 1]])
+            else:
+                state.outcome = result.outcome
+                state.group_pids.extend(result.group)
+                for a, b in result.refused:
+                    state.conflict_contact_pids.extend((a, b))
+            yield keys.record(hashes[r]), state.SerializeToString()
+
+    # The contact -> record index: (contact, (observed_at, record hash)), both sorted.
+    refs = [keys.record_ref(o, h) for o, h in zip(observed.tolist(), hashes, strict=True)]
+    ref_rank = _rank_of(_byte_order(refs, codec.TIME_BYTES + codec.RECORD_HASH_BYTES))
+    pid_rank = _rank_of(np.array(contact_order, np.int64)) if n else np.empty(0, np.int64)
+    index_order = np.lexsort((ref_rank[entry_record], pid_rank[entry_contact]))
+    index_contacts = entry_contact[index_order].tolist()
+    index_records = entry_record[index_order].tolist()
+
+    def index_rows() -> Iterator[tuple[bytes, bytes]]:
+        for c, r in zip(index_contacts, index_records, strict=True):
+            yield keys.contact(pids[c]), refs[r]
+
+    # Edges, both directions, sorted by (a, b).
+    a_all = np.concatenate([lo, hi])
+    b_all = np.concatenate([hi, lo])
+    edge_order = np.lexsort((pid_rank[b_all], pid_rank[a_all])) if len(a_all) else a_all
+    edge_a = a_all[edge_order].tolist()
+    edge_b = b_all[edge_order].tolist()
+
+    def edge_rows() -> Iterator[tuple[bytes, bytes]]:
+        for a, b in zip(edge_a, edge_b, strict=True):
+            yield keys.edge(pids[a], pids[b]), b""
+
+    tables: dict[str, tuple[int, Callable[[], Iterator[tuple[bytes, bytes]]]]] = {
+        "contacts": (n, contact_rows),
+        "records": (len(canonical), record_rows),
+        "contact_records": (len(index_contacts), index_rows),
+        "edges": (len(edge_a), edge_rows),
+        "customers": (len(customer_rows), lambda: iter(customer_rows)),
+        "isolated": (len(isolated_rows), lambda: iter(isolated_rows)),
+        "national": (len(national_rows), lambda: iter(national_rows)),
+    }
+    return _Rows(
+        tables=tables,
+        contact_seq=max(planned.contact_seq, int(inputs.first_seen.max()) if n else 0),
+        customer_seq=customer_seq,
+        replayed_components=int(len(flagged)),
+        replay_seconds=replay_seconds,
+    )
+
+
+# -- 2. does it fit? -----------------------------------------------------------------------------
+
+
+def estimate_bytes(planned: Planned) -> int:
+    """A generous estimate of the bytes a generation takes in the store (leaf and branch pages)."""
+    inputs = planned.inputs
+    assignment = planned.generation.assignment
+    n = inputs.contacts
+    entries = len(inputs.entry_contact)
+    records = len(inputs.record_rank)
+    values = sum(len(v) for v in planned.values.value) if n else 0
+    usable = int(inputs.usable[inputs.entry_contact].sum()) if entries else 0
+    pid = codec.PID_BYTES
+    overhead = 10
+    total = (
+        n * (4 + pid + overhead + SEAL_OVERHEAD + 3 * pid + 80)
+        + values
+        + records * (4 + pid + overhead + SEAL_OVERHEAD + 120)
+        + entries * (2 * (pid + 2) + codec.TIME_BYTES + pid + overhead + 64)
+        + usable * 4 * (4 + 2 * pid + overhead)
+        + (assignment.parts if assignment else n) * (4 + pid + overhead + SEAL_OVERHEAD + 80)
+        + n * 2 * (4 + 2 * pid + overhead)
+    )
+    return int(total * FIT_MARGIN)
+
+
+def check_fits(engine: Any, planned: Planned) -> None:
+    """Refuse (``StoreFull``) before writing a generation that would not fit the map or disk."""
+    store = engine.store
+    need = estimate_bytes(planned)
+    stats = store.stats()
+    used = (stats["last_pgno"] + 1) * stats["page_size"]
+    free_map = stats["map_size"] - used
+    if store.multi_process and need > free_map:
+        raise StoreFull(
+            f"the generation needs about {need >> 20} MiB and the store map has "
+            f"{free_map >> 20} MiB free of {stats['map_size'] >> 20} MiB "
+            "(a store shared by several processes cannot grow): raise --map-size and restart"
+        )
+    disk = shutil.disk_usage(store.path).free
+    if need > disk:
+        raise StoreFull(
+            f"the generation needs about {need >> 20} MiB and the disk of {store.path} "
+            f"has {disk >> 20} MiB free"
+        )
+
+
+# -- 3. write --------------------------------------------------------------------------------------
+
+
+def _batches(rows: Iterator[tuple[bytes, bytes]], size: int) -> Iterator[list[tuple[bytes, bytes]]]:
+    batch: list[tuple[bytes, bytes]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def write_generation(
+    engine: Any,
+    target_account: str,
+    planned: Planned,
+    *,
+    progress: bool,
+    live_account: str | None,
+    batch_rows: int = BATCH_ROWS,
+) -> WriteReport:
+    """Write every derived row of ``planned`` into ``target_account`` (existing, and empty).
+
+    Contacts, records, the contact -> record index, connections, customers,
+    the isolated and national-number indexes and the two sequence counters;
+    no change events, history, engagements, pins or policies. Each batch of
+    at most ``batch_rows`` rows is one durable write transaction.
+    """
+    report = WriteReport()
+    started = time.perf_counter()
+    actor = planned.actor
+    keys = engine.write(target_account, actor, bulk_use.check_target, create=False)
+    rows = derive_rows(engine, keys, planned, live_account)
+    report.replayed_components = rows.replayed_components
+    report.seconds["replay"] = rows.replay_seconds
+    report.seconds["derive"] = time.perf_counter() - started
+    total = sum(count for count, _ in rows.tables.values())
+    bar: Any = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="rows", desc=f"load {target_account}", smoothing=0.1)
+    try:
+        for table, (count, make) in rows.tables.items():
+            tick = time.perf_counter()
+            report.rows[table] = count
+            sealed = table in ("contacts", "records", "customers")
+            for batch in _batches(make(), batch_rows):
+                if sealed:
+                    batch = keys.seal_many(batch)
+                appended = engine.write(
+                    target_account,
+                    actor,
+                    lambda unit, t=table, b=batch: bulk_use.write_rows(unit, t, b),
+                    create=False,
+                )
+                if appended:
+                    report.appended_batches += 1
+                else:
+                    report.plain_batches += 1
+                if bar is not None:
+                    bar.update(len(batch))
+            report.seconds[table] = time.perf_counter() - tick
+        engine.write(
+            target_account,
+            actor,
+            lambda unit: bulk_use.finish(unit, rows.contact_seq, rows.customer_seq),
+            create=False,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    report.seconds["total"] = time.perf_counter() - started
+    return report
+
+
+__all__ = [
+    "ContactValues",
+    "Planned",
+    "WriteReport",
+    "check_fits",
+    "estimate_bytes",
+    "generation_from_folder",
+    "generation_from_records",
+    "write_generation",
+]

@@ -1,0 +1,289 @@
+"""A records file read for ``idlink load --records``: parsed, checked and hashed in batches.
+
+The formats are those of ``idlink ingest`` (:mod:`idlink.client.records`, whose
+header, time and boolean rules are reused here). CSV is read with a plain
+``csv.reader`` straight into columns, without building a message per row;
+JSON Lines goes through the client's own parser. Every refusal names the file
+and the line, and happens before anything is written:
+
+- a line that is not a record (the client's rules);
+- a source or record id the engine refuses (``records.check_record``), a
+  contact of a key type the account does not have (``UNKNOWN_KEY_TYPE``, as
+  ``Ingest`` answers), a source-scoped contact without a valid source, a value
+  longer than the engine takes.
+
+Contacts are cleaned, validated and hashed per (key type, source) with the
+compiled ``_contacts.prepare_many`` (one call per group, each distinct raw
+value once), then marked BLOCKED by the key type's blocked values, exactly as
+``domain.contacts.prepare_contact`` does for one contact.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from idlink._native import _contacts
+from idlink.client.records import (
+    CSV_RESERVED,
+    _check_header,
+    _parse_bool,
+    detect_format,
+    parse_time,
+    read_records,
+)
+from idlink.domain.contacts import BLOCKED, MAX_RAW_VALUE_BYTES, MAX_SOURCE_BYTES
+from idlink.domain.keytypes import AccountConfig, KeyType
+from idlink.domain.records import MAX_CONTACTS_PER_RECORD, MAX_RECORD_ID_BYTES
+from idlink.errors import InvalidArgument
+from idlink.text import check_text
+
+
+class RecordsFileError(InvalidArgument):
+    """A records file that cannot be loaded: the message names the file and the line."""
+
+    def __init__(self, path: Path, line: int, message: str) -> None:
+        where = f"{path}: line {line}" if line else str(path)
+        super().__init__(f"{where}: {message}", field="records", reason="BAD_RECORDS_FILE")
+        self.path = path
+        self.line = line
+
+
+@dataclass(slots=True)
+class ParsedFile:
+    """The records of a file as columns; entries are the records' contacts, flattened."""
+
+    path: Path
+    line: list[int] = field(default_factory=list)
+    source: list[str] = field(default_factory=list)
+    record_id: list[str] = field(default_factory=list)
+    observed_at_us: list[int | None] = field(default_factory=list)
+    deleted: list[bool] = field(default_factory=list)
+    # entry -> its record's row, key type, contact source, raw value
+    entry_record: list[int] = field(default_factory=list)
+    entry_type: list[str] = field(default_factory=list)
+    entry_source: list[str] = field(default_factory=list)
+    entry_value: list[str] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        return len(self.line)
+
+
+@dataclass(slots=True)
+class PreparedEntries:
+    """Each entry cleaned, validated and hashed: what ``prepare_contact`` gives, as columns."""
+
+    key_type: list[KeyType]
+    source: list[str]  # "" for types that are not source-scoped
+    cleaned: list[str]
+    invalid_reason: list[str]  # BLOCKED included, as PreparedContact has it
+    pid: list[bytes]
+
+
+def _timestamp_us(value: str | None) -> int | None:
+    stamp = parse_time(value)
+    if stamp is None:
+        return None
+    return int(stamp.seconds) * 1_000_000 + int(stamp.nanos) // 1000
+
+
+def parse_file(path: Path) -> ParsedFile:
+    """Read every record of a CSV or JSON Lines file; the first bad line is refused."""
+    if not path.is_file():
+        raise RecordsFileError(path, 0, "no such file")
+    fmt = detect_format(path)
+    parsed = ParsedFile(path)
+    try:
+        if fmt == "csv":
+            _read_csv(path, parsed)
+        else:
+            _read_jsonl(path, parsed)
+    except UnicodeDecodeError as exc:
+        raise RecordsFileError(
+            path, 0, f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    return parsed
+
+
+def _add_record(
+    parsed: ParsedFile,
+    line: int,
+    source: str,
+    record_id: str,
+    observed: int | None,
+    deleted: bool,
+    contacts: list[tuple[str, str, str]],
+) -> None:
+    path = parsed.path
+    if not source:
+        raise RecordsFileError(path, line, "source is empty")
+    if not record_id:
+        raise RecordsFileError(path, line, "record_id is empty")
+    if deleted:
+        contacts = []
+    elif not contacts:
+        raise RecordsFileError(path, line, "the record has no contacts (and is not deleted)")
+    elif len(contacts) > MAX_CONTACTS_PER_RECORD:
+        raise RecordsFileError(
+            path,
+            line,
+            f"the record has {len(contacts)} contacts; at most {MAX_CONTACTS_PER_RECORD}",
+        )
+    try:
+        check_text(source, "source", MAX_SOURCE_BYTES)
+        check_text(record_id, "record_id", MAX_RECORD_ID_BYTES)
+    except InvalidArgument as exc:
+        raise RecordsFileError(path, line, exc.message) from None
+    row = len(parsed.line)
+    parsed.line.append(line)
+    parsed.source.append(source)
+    parsed.record_id.append(record_id)
+    parsed.observed_at_us.append(observed)
+    parsed.deleted.append(deleted)
+    for key_type, contact_source, value in contacts:
+        parsed.entry_record.append(row)
+        parsed.entry_type.append(key_type)
+        parsed.entry_source.append(contact_source)
+        parsed.entry_value.append(value)
+
+
+def _read_csv(path: Path, parsed: ParsedFile) -> None:
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        header: list[str] | None = None
+        contact_columns: list[tuple[str, int, int | None]] = []
+        source_at = record_at = observed_at = deleted_at = -1
+        width = 0
+        previous_end = 0
+        for row in reader:
+            line = previous_end + 1
+            previous_end = reader.line_num
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = [name.strip().lower() for name in row]
+                problem = _check_header(header)
+                if problem:
+                    raise RecordsFileError(path, line, problem)
+                columns = {name: i for i, name in enumerate(header)}
+                for i, name in enumerate(header):
+                    if name in CSV_RESERVED or name.endswith("_source"):
+                        continue
+                    contact_columns.append((name, i, columns.get(f"{name}_source")))
+                source_at, record_at = columns["source"], columns["record_id"]
+                observed_at = columns.get("observed_at", -1)
+                deleted_at = columns.get("deleted", -1)
+                width = len(header)
+                continue
+            if len(row) != width:
+                raise RecordsFileError(
+                    path, line, f"{len(row)} cells, but the header has {width} columns"
+                )
+            source = row[source_at].strip()
+            try:
+                observed = _timestamp_us(row[observed_at]) if observed_at >= 0 else None
+                deleted = _parse_bool(row[deleted_at], "deleted") if deleted_at >= 0 else False
+            except ValueError as exc:
+                raise RecordsFileError(path, line, str(exc)) from None
+            contacts: list[tuple[str, str, str]] = []
+            for key_type, index, source_index in contact_columns:
+                cell = row[index]
+                if not cell:
+                    continue
+                contact_source = source
+                if source_index is not None:
+                    given = row[source_index].strip()
+                    if given:
+                        contact_source = given
+                for value in cell.split("|"):
+                    if value.strip():
+                        contacts.append((key_type, contact_source, value))
+            _add_record(parsed, line, source, row[record_at].strip(), observed, deleted, contacts)
+        if header is None:
+            raise RecordsFileError(path, 1, "the file is empty: a CSV file needs a header row")
+
+
+def _read_jsonl(path: Path, parsed: ParsedFile) -> None:
+    for line, record, problem in read_records(path, "jsonl"):
+        if record is None:
+            raise RecordsFileError(path, line, problem)
+        observed = None
+        if record.HasField("observed_at"):
+            observed = record.observed_at.seconds * 1_000_000 + record.observed_at.nanos // 1000
+        contacts = [(c.type, c.source, c.value) for c in record.contacts]
+        _add_record(
+            parsed, line, record.source, record.record_id, observed, record.deleted, contacts
+        )
+
+
+def prepare_entries(
+    parsed: ParsedFile, config: AccountConfig, secret: bytes, rows: Iterator[int] | None = None
+) -> PreparedEntries:
+    """Clean, validate and hash every entry of the file, in batches per (key type, source)."""
+    path = parsed.path
+    count = len(parsed.entry_type)
+    groups: dict[tuple[str, str], tuple[dict[str, int], list[str], list[int]]] = {}
+    key_types: list[KeyType] = [KeyType("_")] * count
+    sources: list[str] = [""] * count
+    types = config.key_types
+    for entry in range(count):
+        name = parsed.entry_type[entry]
+        key_type = types.get(name)
+        line = parsed.line[parsed.entry_record[entry]]
+        if key_type is None:
+            raise RecordsFileError(
+                path,
+                line,
+                f"unknown key type {name!r}; known: {', '.join(sorted(types))} "
+                "(UNKNOWN_KEY_TYPE: add it with PutKeyType first)",
+            )
+        key_types[entry] = key_type
+        source = parsed.entry_source[entry] if key_type.source_scoped else ""
+        if key_type.source_scoped:
+            try:
+                check_text(source, f"{name}_source", MAX_SOURCE_BYTES)
+            except InvalidArgument as exc:
+                raise RecordsFileError(path, line, exc.message) from None
+        sources[entry] = source
+        value = parsed.entry_value[entry]
+        group = groups.get((name, source))
+        if group is None:
+            group = groups[(name, source)] = ({}, [], [])
+        distinct, values, slots = group
+        slot = distinct.get(value)
+        if slot is None:
+            if len(value) > MAX_RAW_VALUE_BYTES:
+                raise RecordsFileError(
+                    path, line, f"a {name} value is longer than {MAX_RAW_VALUE_BYTES} characters"
+                )
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise RecordsFileError(
+                    path, line, f"a {name} value is not valid UTF-8 text"
+                ) from None
+            slot = distinct[value] = len(values)
+            values.append(value)
+        slots.append(entry)
+    cleaned: list[str] = [""] * count
+    reasons: list[str] = [""] * count
+    pids: list[bytes] = [b""] * count
+    for (name, source), (distinct, values, entries) in groups.items():
+        key_type = types[name]
+        prepared = _contacts.prepare_many(
+            secret, key_type.normalizer, key_type.name, source, values
+        )
+        verdicts = []
+        for clean_value, reason, pid in prepared:
+            if not reason and key_type.is_blocked(clean_value):
+                reason = BLOCKED
+            verdicts.append((clean_value, reason, pid))
+        for entry in entries:
+            clean_value, reason, pid = verdicts[distinct[parsed.entry_value[entry]]]
+            cleaned[entry] = clean_value
+            reasons[entry] = reason
+            pids[entry] = pid
+    return PreparedEntries(key_types, sources, cleaned, reasons, pids)
