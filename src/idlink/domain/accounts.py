@@ -13,41 +13,68 @@ from idlink.domain import pids
 from idlink.domain.contacts import check_text
 from idlink.domain.keytypes import AccountConfig, AccountPolicy, KeyType
 from idlink.domain.unit import AccountUnit
-from idlink.store.txn import AccountState, AccountTxn, KeyTypeState, Txn
+from idlink.errors import InvalidArgument
+from idlink.store.txn import HIDDEN_MARK, AccountState, AccountTxn, KeyTypeState, Txn
 
 MAX_ACCOUNT_BYTES = 128
 
 
 class Accounts:
-    """The configuration of every account, cached by version."""
+    """The configuration of every account, cached by account id and version.
+
+    The cache is keyed by name but holds the account id it was read for: a
+    generation load repoints a name to a new account id (domain/switch.py),
+    whose configuration version can equal the old one's.
+    """
 
     def __init__(self) -> None:
-        self._configs: dict[str, tuple[int, AccountConfig]] = {}
+        self._configs: dict[str, tuple[int, int, AccountConfig]] = {}
 
     def find(self, txn: Txn, account: str) -> AccountConfig | None:
         """The account's configuration, or None when the account does not exist."""
-        check_text(account, "account", MAX_ACCOUNT_BYTES)
+        check_account_name(account)
         account_id = txn.account_id(account)
         if account_id is None:
             return None
         scoped = txn.account(account_id)
         version = scoped.config_version()
         cached = self._configs.get(account)
-        if cached is not None and cached[0] == version:
-            return cached[1]
+        if cached is not None and cached[0] == account_id and cached[1] == version:
+            return cached[2]
         state = scoped.get_config()
         assert state is not None, "an account id without its configuration"
         config = config_of(state)
-        self._configs[account] = (version, config)
+        self._configs[account] = (account_id, version, config)
         return config
 
     def find_or_create(self, txn: Txn, account: str, now: int) -> AccountConfig:
         """The account's configuration; a new account is created with the defaults."""
         config = self.find(txn, account)
         if config is None:
+            if is_staging_name(account):
+                raise InvalidArgument("a staging account is created by a load only")
             config = AccountConfig(account, txn.create_account_id(account))
             put_config(txn.account(config.account_id), config, now)
         return config
+
+
+# A load's staging account (domain/switch.py): the live name and a suffix users cannot
+# send (account names are checked text, and a NUL is a control character).
+STAGING_SUFFIX = HIDDEN_MARK + "staging"
+
+
+def staging_name(account: str) -> str:
+    return account + STAGING_SUFFIX
+
+
+def is_staging_name(account: str) -> bool:
+    return account.endswith(STAGING_SUFFIX)
+
+
+def check_account_name(account: str) -> None:
+    """An account name is checked text; the engine also reaches a load's staging account."""
+    base = account.removesuffix(STAGING_SUFFIX)
+    check_text(base, "account", MAX_ACCOUNT_BYTES)
 
 
 def put_config(txn: AccountTxn, config: AccountConfig, now: int) -> None:

@@ -178,6 +178,9 @@ def export_records(
                 secret_fingerprint=secret_fingerprint(engine.secret(account)),
                 change_seq=reader.change_seq(),
                 created_at_us=time.time_ns() // 1000,
+                record_log_seq=int(reader.txn.record_log_seq()),
+                account_id=int(reader.txn.account_id),
+                config_version=int(reader.txn.config_version()),
             )
             metadata = {META_EXPORT_ID: manifest.export_id.encode(), META_ACCOUNT: account.encode()}
             for table, rows in _account_rows(reader).items():
@@ -199,6 +202,9 @@ def write_export(
     fingerprint: str,
     change_seq: int,
     tables: dict[str, pa.Table],
+    record_log_seq: int | None = None,
+    account_id: int | None = None,
+    config_version: int | None = None,
 ) -> Manifest:
     """Write an export from tables already in memory (records of a file, a benchmark's set)."""
     out_path = Path(out)
@@ -210,6 +216,9 @@ def write_export(
         secret_fingerprint=fingerprint,
         change_seq=change_seq,
         created_at_us=time.time_ns() // 1000,
+        record_log_seq=record_log_seq,
+        account_id=account_id,
+        config_version=config_version,
     )
     metadata = {META_EXPORT_ID: manifest.export_id.encode(), META_ACCOUNT: account.encode()}
     for table in TABLES:

@@ -81,6 +81,14 @@ class Manifest:
     # Anything else the writer wants to say (engine, rounds, timings for a generation).
     details: dict[str, Any] = field(default_factory=dict)
     version: int = FORMAT_VERSION
+    # Where a load's catch-up starts (docs/operations.md, "Loading a generation"): the
+    # account's record log sequence number when the export's read began, the account id
+    # it read (a later load gives the name a new id) and its configuration version.
+    # None in an export written before they were recorded (or a generation that does
+    # not carry them on: give the load its export).
+    record_log_seq: int | None = None
+    account_id: int | None = None
+    config_version: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -97,6 +105,15 @@ class Manifest:
                     for name, e in sorted(self.files.items())
                 },
                 "details": self.details,
+                **{
+                    name: value
+                    for name, value in (
+                        ("record_log_seq", self.record_log_seq),
+                        ("account_id", self.account_id),
+                        ("config_version", self.config_version),
+                    )
+                    if value is not None
+                },
             },
             indent=2,
             sort_keys=True,
@@ -136,6 +153,12 @@ def _required(raw: dict[str, Any], key: str, kind: type, path: Path) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise ExportError(f"{path}: {key!r} is missing or not a {kind.__name__}")
     return value
+
+
+def _optional_int(raw: dict[str, Any], key: str, path: Path) -> int | None:
+    if key not in raw:
+        return None
+    return int(_required(raw, key, int, path))
 
 
 def read_manifest(folder: str | os.PathLike[str], expected_format: str) -> Manifest:
@@ -192,6 +215,9 @@ def read_manifest(folder: str | os.PathLike[str], expected_format: str) -> Manif
         created_at_us=_required(raw, "created_at_us", int, path),
         files=files,
         details=details if isinstance(details, dict) else {},
+        record_log_seq=_optional_int(raw, "record_log_seq", path),
+        account_id=_optional_int(raw, "account_id", path),
+        config_version=_optional_int(raw, "config_version", path),
     )
     for name, entry in files.items():
         file_path = root / name

@@ -52,6 +52,9 @@ SUBDATABASES: dict[str, bool] = {
     "national": False,
     "api_keys": False,
     "audit": False,
+    # Per account, in order: which records, contact policies, engagements and
+    # redirects were written (the catch-up of a generation load reads it).
+    "record_log": False,
 }
 
 ContactState = pb.ContactState
@@ -166,8 +169,40 @@ class Txn:
         return account_id
 
     def iter_account_names(self) -> Iterator[str]:
+        """The names of the accounts users see (a hidden staging account is not one)."""
         for key, _ in self._scan("meta", _ACCOUNT):
-            yield key[len(_ACCOUNT) :].decode()
+            name = key[len(_ACCOUNT) :].decode()
+            if HIDDEN_MARK not in name:
+                yield name
+
+    def iter_hidden_account_names(self) -> Iterator[tuple[str, int]]:
+        """Hidden accounts (a generation load's staging accounts): (name, account id)."""
+        for key, value in self._scan("meta", _ACCOUNT):
+            name = key[len(_ACCOUNT) :].decode()
+            if HIDDEN_MARK in name:
+                yield name, int.from_bytes(value, "big")
+
+    def point_account(self, name: str, account_id: int) -> None:
+        """Make ``name`` name the account ``account_id`` (the switch of a generation load)."""
+        self._put("meta", _ACCOUNT + name.encode(), account_id.to_bytes(4, "big"))
+
+    def forget_account_name(self, name: str) -> None:
+        """Remove a name (its account's data stays until it is dropped)."""
+        self._delete("meta", _ACCOUNT + name.encode())
+
+    # -- account ids being dropped (resumable, in batches) -------------------------------------
+
+    def mark_dropping(self, account_id: int) -> None:
+        self._put("meta", _DROPPING + codec.account_prefix(account_id), b"")
+
+    def unmark_dropping(self, account_id: int) -> None:
+        self._delete("meta", _DROPPING + codec.account_prefix(account_id))
+
+    def dropping(self) -> list[int]:
+        """Account ids whose data is being dropped (a marker each, cleared at the end)."""
+        return [
+            int.from_bytes(key[len(_DROPPING) :], "big") for key, _ in self._scan("meta", _DROPPING)
+        ]
 
     def get_account(self, account_id: int) -> AccountState | None:
         return self._decode(AccountState, self._get("accounts", codec.account_prefix(account_id)))
@@ -300,6 +335,30 @@ _CONFIG_VERSION = b"config-version:"  # + prefix: bumped on every configuration 
 _SCHEMA = b"schema:"  # + prefix: the profile schema (JSON, domain/profiles.py)
 _TOMBSTONE = b"erased:"  # + prefix + customer PID: when the customer was erased
 _SECURITY_POLICY = b"security:"  # + prefix: SecurityPolicyState
+_RECORD_LOG_SEQ = b"record-log:"  # + prefix: the record log's sequence numbers
+_GENERATION = b"generation:"  # + prefix: JSON, the generation an account was loaded from
+_DROPPING = b"dropping:"  # + prefix: the account id's data is being dropped
+# Names holding it are hidden accounts (staging accounts of a load): users cannot send
+# it (account names are checked text, without control characters).
+HIDDEN_MARK = "\0"
+# Kinds of record log entries (the first byte of the value).
+LOG_RECORD = b"r"  # + record hash: a record was written (its state now is in records)
+LOG_DELETED = b"d"  # + record hash + sealed (source, record id): a record was deleted
+LOG_POLICY = b"p"  # + contact PID: a contact policy was written or removed
+LOG_ENGAGEMENT = b"e"  # + engagement id: an engagement was written or removed
+# Meta keys of one account (+ prefix), and counters (_COUNTER + name + prefix).
+_ACCOUNT_META = (_SCHEMA, _SECURITY_POLICY, _GENERATION)
+_ACCOUNT_COUNTERS = (
+    _CONTACT_SEQ,
+    _CHANGE_SEQ,
+    _CUSTOMER_SEQ,
+    _AUDIT_SEQ,
+    _POLICY_COUNT,
+    _CONFIG_VERSION,
+    _RECORD_LOG_SEQ,
+)
+# Sub-databases whose keys all start with the account prefix (meta and api_keys do not).
+_ACCOUNT_DBS = tuple(name for name in SUBDATABASES if name not in ("meta", "api_keys"))
 
 
 class AccountTxn:
@@ -423,10 +482,17 @@ class AccountTxn:
     def put_policy(self, pid: bytes, policy: ContactPolicyState) -> None:
         t, p = self._txn, self._prefix
         t._put("policies", p + pid, policy.SerializeToString())
+        self._log(LOG_POLICY, pid)
 
     def delete_policy(self, pid: bytes) -> None:
         t, p = self._txn, self._prefix
         t._delete("policies", p + pid)
+        self._log(LOG_POLICY, pid)
+
+    def iter_policies(self) -> Iterator[tuple[bytes, ContactPolicyState]]:
+        t, p = self._txn, self._prefix
+        for key, value in t._scan("policies", p):
+            yield key[len(p) :], t._decode(ContactPolicyState, value)
 
     def set_isolated(self, pid: bytes, isolated: bool) -> None:
         t, p = self._txn, self._prefix
@@ -456,12 +522,18 @@ class AccountTxn:
         clear = record.SerializeToString()
         t._put("records", key, clear if t.cipher is None else t.cipher.seal(clear, key))
         t._records[key] = clear
+        self._log(LOG_RECORD, key[len(p) :], sealed=False)
 
     def delete_record(self, source: str, record_id: str) -> None:
         t, p = self._txn, self._prefix
-        key = p + t._record_hash(p, codec.record_id_key(source, record_id))
+        id_key = codec.record_id_key(source, record_id)
+        key = p + t._record_hash(p, id_key)
         t._delete("records", key)
         t._records[key] = None
+        seq = t.next_counter(_RECORD_LOG_SEQ + p)
+        log_key = p + codec.u64(seq)
+        sealed = id_key if t.cipher is None else t.cipher.seal(id_key, log_key)
+        t._put("record_log", log_key, LOG_DELETED + key[len(p) :] + sealed)
 
     def iter_records(self) -> Iterator[RecordState]:
         """Every record of an account, in no particular order (sort by canonical key)."""
@@ -599,6 +671,7 @@ class AccountTxn:
         )
         t._put("engagements", key, t._sealed_engagement(p, engagement))
         t._put("engagement_ids", p + engagement.engagement_id, key[len(p) :])
+        self._log(LOG_ENGAGEMENT, engagement.engagement_id)
 
     def get_engagement(self, engagement_id: bytes) -> EngagementState | None:
         t, p = self._txn, self._prefix
@@ -629,6 +702,7 @@ class AccountTxn:
         )
         t._delete("engagements", key)
         t._delete("engagement_ids", p + engagement.engagement_id)
+        self._log(LOG_ENGAGEMENT, engagement.engagement_id)
 
     def put_pin(self, customer_pid: bytes, engagement_id: bytes) -> None:
         t, p = self._txn, self._prefix
@@ -677,3 +751,155 @@ class AccountTxn:
         t, p = self._txn, self._prefix
         for _, value in t._scan("audit", p, p + codec.u64(seq + 1)):
             yield t._decode(AuditEventState, value)
+
+    def iter_pins(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every pin of the account: (customer PID, engagement id)."""
+        t, p = self._txn, self._prefix
+        n = codec.PID_BYTES
+        for key, _ in t._scan("pins", p):
+            yield key[len(p) : len(p) + n], key[len(p) + n :]
+
+    def iter_history(self) -> Iterator[tuple[bytes, ChangeEvent]]:
+        """Every history entry of the account: (customer PID, event)."""
+        t, p = self._txn, self._prefix
+        for key, value in t._scan("history", p):
+            yield key[len(p) : len(p) + codec.PID_BYTES], t._decode(ChangeEvent, value)
+
+    def delete_history_entry(self, customer_pid: bytes, seq: int) -> None:
+        t, p = self._txn, self._prefix
+        t._delete("history", p + customer_pid + codec.u64(seq))
+
+    def delete_change(self, seq: int) -> None:
+        t, p = self._txn, self._prefix
+        t._delete("changes", p + codec.u64(seq))
+
+    def iter_tombstones(self) -> Iterator[tuple[bytes, int]]:
+        """Erased customers: (customer PID, when it was erased)."""
+        t, start = self._txn, _TOMBSTONE + self._prefix
+        for key, value in t._scan("meta", start):
+            yield key[len(start) :], codec.read_u64(value)
+
+    # -- the record log (a generation load's catch-up) ------------------------------------------
+
+    def _log(self, kind: bytes, body: bytes, *, sealed: bool = True) -> None:
+        """Append one entry; what it names is sealed (an erased contact's PID leaves no trace)."""
+        t, p = self._txn, self._prefix
+        seq = t.next_counter(_RECORD_LOG_SEQ + p)
+        key = p + codec.u64(seq)
+        if sealed and t.cipher is not None:
+            body = t.cipher.seal(body, key)
+        t._put("record_log", key, kind + body)
+
+    def record_log_seq(self) -> int:
+        """The sequence number of the record log's last entry (0 when there is none)."""
+        return self._txn.counter(_RECORD_LOG_SEQ + self._prefix)
+
+    def log_after(self, seq: int, limit: int) -> list[LogEntry]:
+        """Up to ``limit`` record log entries after ``seq``, in order."""
+        t, p = self._txn, self._prefix
+        entries = []
+        for key, value in t._scan("record_log", p, p + codec.u64(seq + 1)):
+            kind, body = value[:1], value[1:]
+            if kind in (LOG_POLICY, LOG_ENGAGEMENT) and t.cipher is not None:
+                body = t.cipher.open(body, key)
+            entry = LogEntry(codec.read_u64(key, len(p)), kind, body)
+            if kind == LOG_DELETED:
+                n = codec.RECORD_HASH_BYTES
+                sealed = body[n:]
+                opened = sealed if t.cipher is None else t.cipher.open(sealed, key)
+                source, _, record_id = opened.partition(b"\0")
+                entry = LogEntry(entry.seq, kind, body[:n], (source.decode(), record_id.decode()))
+            entries.append(entry)
+            if len(entries) >= limit:
+                break
+        return entries
+
+    def record_by_hash(self, record_hash: bytes) -> RecordState | None:
+        """The record a log entry names (None: deleted since)."""
+        return self._txn._record_at(self._prefix + record_hash)
+
+    def records_after(
+        self, seq: int, limit: int
+    ) -> list[tuple[int, RecordState | None, tuple[str, str] | None]]:
+        """Records written or deleted after log ``seq``: (seq, record now or None, deleted id)."""
+        found: list[tuple[int, RecordState | None, tuple[str, str] | None]] = []
+        for entry in self.log_after(seq, limit):
+            if entry.kind == LOG_RECORD:
+                found.append((entry.seq, self.record_by_hash(entry.body), None))
+            elif entry.kind == LOG_DELETED:
+                found.append((entry.seq, None, entry.deleted))
+        return found
+
+    # -- counters and markers a load copies ------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """The account's persistent counters by name (contacts, changes, customers, audit...)."""
+        return {
+            name.decode().rstrip(":"): self._txn.counter(name + self._prefix)
+            for name in _ACCOUNT_COUNTERS
+        }
+
+    def set_counter(self, name: str, value: int) -> None:
+        """Set one of :meth:`counters` (a load continues the live account's numbering)."""
+        for known in _ACCOUNT_COUNTERS:
+            if known.decode().rstrip(":") == name:
+                self._txn.put_meta(_COUNTER + known + self._prefix, codec.u64(value))
+                return
+        raise KeyError(name)
+
+    def get_generation(self) -> bytes | None:
+        """What the account was loaded from (JSON written by the load), None if never loaded."""
+        return self._txn.get_meta(_GENERATION + self._prefix)
+
+    def put_generation(self, data: bytes) -> None:
+        self._txn.put_meta(_GENERATION + self._prefix, data)
+
+    # -- dropping an account id, in batches ----------------------------------------------------
+
+    def drop_some(self, limit: int) -> int:
+        """Delete up to ``limit`` entries of this account id; 0 once nothing is left.
+
+        Sub-databases first, then the account's meta keys and counters last,
+        so an interrupted drop can always be resumed.
+        """
+        t, p = self._txn, self._prefix
+        deleted = 0
+        for db in _ACCOUNT_DBS:
+            cursor = t._raw.cursor(db=t._dbs[db])
+            if not cursor.set_range(p):
+                continue
+            while deleted < limit and bytes(cursor.key()).startswith(p):
+                # delete() moves the cursor to the next entry (also the next duplicate).
+                if not cursor.delete():
+                    break
+                deleted += 1
+                if not cursor.key():
+                    break
+            if deleted >= limit:
+                return deleted
+        for key, _ in list(t._scan("meta", _TOMBSTONE + p)):
+            if deleted >= limit:
+                return deleted
+            t._delete("meta", key)
+            deleted += 1
+        for name in _ACCOUNT_META:
+            if t._delete("meta", name + p):
+                deleted += 1
+        for name in _ACCOUNT_COUNTERS:
+            if t._delete("meta", _COUNTER + name + p):
+                deleted += 1
+        return deleted
+
+
+class LogEntry:
+    """One entry of an account's record log: its seq, kind (LOG_*) and what it names."""
+
+    __slots__ = ("seq", "kind", "body", "deleted")
+
+    def __init__(
+        self, seq: int, kind: bytes, body: bytes, deleted: tuple[str, str] | None = None
+    ) -> None:
+        self.seq = seq
+        self.kind = kind
+        self.body = body  # record hash, contact PID or engagement id
+        self.deleted = deleted  # (source, record id) of a deleted record

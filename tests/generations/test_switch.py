@@ -1,0 +1,217 @@
+"""The switch of a generation into a live account (domain/switch.py), on a stand-in writer.
+
+The stand-in writes a "generation" into the staging account by applying the
+records of the export moment through the domain's record path
+(``switch.stage_records``): the staging account then holds what a rebuild
+from those records gives. The real writer (generations/materialize.py)
+writes the same derived rows with appending writes.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from idlink.domain import switch
+from idlink.domain.accounts import staging_name
+from idlink.domain.check import check_store
+from idlink.domain.contacts import ContactKey
+from idlink.domain.engine import IdentityEngine, RecordInput
+from idlink.domain.keytypes import NORMALIZER_TRIM, AccountPolicy, KeyType
+from idlink.errors import FailedPrecondition
+from idlink.security.crypto import open_store
+from idlink.security.secrets import load_master_secret
+
+ACCOUNT = "acme"
+
+
+@pytest.fixture
+def engine(tmp_path: Path):
+    data = tmp_path / "data"
+    with open_store(data, durable=False) as store:
+        engine = IdentityEngine(store, load_master_secret(data))
+        engine.set_account_policy(ACCOUNT, AccountPolicy(6, 3))
+        engine.put_key_type(ACCOUNT, KeyType("member", NORMALIZER_TRIM, max_per_customer=1))
+        yield engine
+
+
+def _records(rng: random.Random, count: int, start: int, prefix: str = "r") -> list[RecordInput]:
+    out = []
+    for i in range(count):
+        keys = [ContactKey("email", f"p{rng.randrange(40)}@x.test")]
+        if rng.random() < 0.7:
+            keys.append(ContactKey("phone", f"+4420794600{rng.randrange(60):02d}"))
+        if rng.random() < 0.2:
+            keys.append(ContactKey("member", f"m{rng.randrange(15)}", source="crm"))
+        out.append(RecordInput("crm", f"{prefix}{i}", keys, start + rng.randrange(10_000)))
+    return out
+
+
+def baseline_of(engine: IdentityEngine, account: str = ACCOUNT) -> switch.Baseline:
+    with engine.read(account) as view:
+        return switch.Baseline(
+            change_seq=view.txn.change_seq(),
+            record_log_seq=view.txn.record_log_seq(),
+            account_id=view.txn.account_id,
+            config_version=view.txn.config_version(),
+        )
+
+
+def exported_records(engine: IdentityEngine, account: str = ACCOUNT) -> list:
+    with engine.read(account) as view:
+        return list(view.txn.iter_records())
+
+
+def stand_in_writer(engine: IdentityEngine, staging: switch.Staging, exported: list) -> None:
+    """Write the export's records into the staging account through the record path."""
+
+    def run(txn):
+        live, staged = txn.account(staging.live_id), txn.account(staging.staging_id)
+        switch.stage_records(engine, live, staged, exported)
+
+    engine.write_keys(run)
+
+
+def load(engine: IdentityEngine, baseline: switch.Baseline, exported: list, between=None):
+    staging = switch.begin(engine, ACCOUNT, baseline)
+    stand_in_writer(engine, staging, exported)
+    switch.copy_base(engine, staging)
+    if between is not None:
+        between()
+    rounds = 0
+    while switch.catch_up(engine, staging, limit=7) > 0:
+        rounds += 1
+    report = switch.switch(engine, staging)
+    switch.drop_pending(engine, batch=50)
+    return staging, report, rounds
+
+
+def _sorted_partition(parts) -> list:
+    return sorted(sorted(p) for p in parts)
+
+
+def test_records_after_an_export_are_logged(engine: IdentityEngine) -> None:
+    rng = random.Random(1)
+    engine.ingest(ACCOUNT, _records(rng, 20, 0))
+    base = baseline_of(engine)
+    late = _records(rng, 5, 0, prefix="late")
+    engine.ingest(ACCOUNT, late)
+    engine.delete_record(ACCOUNT, "crm", "r3")
+    with engine.read(ACCOUNT) as view:
+        after = view.txn.records_after(base.record_log_seq, 1000)
+    written = {r.record_id for _, r, _ in after if r is not None}
+    deleted = {d for _, _, d in after if d is not None}
+    assert {r.record_id for r in late} <= written
+    assert deleted == {("crm", "r3")}
+    assert all(seq > base.record_log_seq for seq, _, _ in after)
+
+
+def test_staging_account_is_hidden_and_stale_one_dropped(engine: IdentityEngine) -> None:
+    engine.ingest(ACCOUNT, _records(random.Random(2), 10, 0))
+    first = switch.begin(engine, ACCOUNT, baseline_of(engine))
+    with engine.read_keys() as txn:
+        assert list(txn.iter_account_names()) == [ACCOUNT]
+        assert txn.account_id(staging_name(ACCOUNT)) == first.staging_id
+    assert first.staging_id > first.live_id
+    assert [name for name, _ in switch.staging_accounts(engine)] == [staging_name(ACCOUNT)]
+    assert engine.account_config(staging_name(ACCOUNT)).key_types == (
+        engine.account_config(ACCOUNT).key_types
+    )
+    # A crashed load left it: the next begin drops it and makes a fresh one.
+    second = switch.begin(engine, ACCOUNT, baseline_of(engine))
+    assert second.staging_id > first.staging_id
+    assert switch.pending_drops(engine) == [first.staging_id]
+    switch.drop_pending(engine, batch=3)
+    assert switch.pending_drops(engine) == []
+    assert all(r.ok for r in check_store(engine))
+
+
+def test_switch_keeps_every_record_and_continues_the_feed(engine: IdentityEngine) -> None:
+    rng = random.Random(3)
+    engine.ingest(ACCOUNT, _records(rng, 60, 100_000))
+    engine.record_engagement(
+        ACCOUNT, ContactKey("email", "p1@x.test"), occurred_at_us=5, channel="email"
+    )
+    base = baseline_of(engine)
+    exported = exported_records(engine)
+    feed_before = engine.changes_after(ACCOUNT, 0, 100_000)
+
+    def between() -> None:
+        # Late and new records, a deletion and a policy change after the export.
+        engine.ingest(ACCOUNT, _records(rng, 15, 0, prefix="late"))
+        engine.ingest(ACCOUNT, _records(rng, 15, 200_000, prefix="new"))
+        engine.delete_record(ACCOUNT, "crm", "r5")
+        engine.set_contact_policy(ACCOUNT, ContactKey("email", "p2@x.test"), do_not_link=True)
+
+    staging, report, rounds = load(engine, base, exported, between)
+    assert rounds >= 1
+    live_records = {(r.source, r.record_id) for r in exported_records(engine)}
+    assert ("crm", "late3") in live_records and ("crm", "r5") not in live_records
+    assert len(live_records) == 60 - 1 + 30 - len({r.record_id for r in []})
+    assert _sorted_partition(engine.partition(ACCOUNT)) == _sorted_partition(
+        engine.rebuild_partition(ACCOUNT)
+    )
+    with engine.read_keys() as txn:
+        assert txn.account_id(ACCOUNT) == staging.staging_id
+        assert list(txn.iter_account_names()) == [ACCOUNT]
+        assert txn.account_id(staging_name(ACCOUNT)) is None
+        assert txn.dropping() == []
+        assert txn.account(staging.live_id).get_config() is None
+    feed = engine.changes_after(ACCOUNT, 0, 100_000)
+    seqs = [e.seq for e in feed]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert [e.SerializeToString() for e in feed[: len(feed_before)]] == [
+        e.SerializeToString() for e in feed_before
+    ]
+    switch_events = [e for e in feed if e.detail == "generation load"]
+    assert switch_events and switch_events[0].seq == report.first_seq
+    assert sum(report.events.values()) == len(switch_events)
+    # The stand-in numbers every customer anew: each stored customer is told as created
+    # or split, and every live customer before the switch is named (merged or split from).
+    assert {e.kind for e in switch_events} <= {"created", "split", "merged", "updated"}
+    policy = engine.resolve(ACCOUNT, ContactKey("email", "p2@x.test"))
+    assert policy.status  # the do-not-link contact is still known
+    reports = check_store(engine)
+    assert [r.problems for r in reports] == [[]]
+
+
+def test_engine_reads_the_new_account_after_the_switch(engine: IdentityEngine) -> None:
+    """The configuration cache is keyed by account id too: the new id is read, not the old."""
+    rng = random.Random(4)
+    engine.ingest(ACCOUNT, _records(rng, 20, 0))
+    old_config = engine.account_config(ACCOUNT)
+    staging, _, _ = load(engine, baseline_of(engine), exported_records(engine))
+    assert engine.account_config(ACCOUNT).account_id == staging.staging_id != old_config.account_id
+    engine.ingest(ACCOUNT, _records(rng, 5, 50_000, prefix="after"))
+    with engine.read(ACCOUNT) as view:
+        assert view.txn.account_id == staging.staging_id
+        assert view.txn.get_record("crm", "after1") is not None
+
+
+def test_a_generation_of_a_replaced_account_id_is_refused(engine: IdentityEngine) -> None:
+    engine.ingest(ACCOUNT, _records(random.Random(5), 10, 0))
+    old = baseline_of(engine)
+    load(engine, baseline_of(engine), exported_records(engine))
+    with pytest.raises(switch.GenerationTooOld, match="earlier generation"):
+        switch.begin(engine, ACCOUNT, old)
+    assert switch.staging_accounts(engine) == []
+
+
+def test_a_configuration_change_since_the_export_refuses_the_switch(
+    engine: IdentityEngine,
+) -> None:
+    engine.ingest(ACCOUNT, _records(random.Random(6), 10, 0))
+    base = baseline_of(engine)
+    staging = switch.begin(engine, ACCOUNT, base)
+    stand_in_writer(engine, staging, exported_records(engine))
+    switch.copy_base(engine, staging)
+    before = _sorted_partition(engine.partition(ACCOUNT))
+    engine.set_account_policy(ACCOUNT, AccountPolicy(5, 3))
+    with pytest.raises(FailedPrecondition, match="configuration") as refused:
+        switch.switch(engine, staging)
+    assert refused.value.reason == "CONFIGURATION_CHANGED"
+    with engine.read_keys() as txn:
+        assert txn.account_id(ACCOUNT) == staging.live_id
+    assert len(before) > 0
