@@ -34,6 +34,7 @@ from idlink.domain.records import (
     RecordInput,
     manual_record,
 )
+from idlink.domain.serving import ServingCache
 from idlink.domain.unit import AccountUnit
 from idlink.domain.views import (
     INVALID,
@@ -43,6 +44,7 @@ from idlink.domain.views import (
     Explanation,
     Resolution,
 )
+from idlink.errors import IdlinkError
 from idlink.store.env import Store
 from idlink.store.txn import ChangeEvent, EngagementState, Txn
 
@@ -88,6 +90,8 @@ class IdentityEngine:
         self._secrets: dict[str, bytes] = {}
         self._accounts = Accounts()
         self._changed = threading.Condition()
+        # Resolve answers (and the service's admissions), exact on every read (docs/serving.md).
+        self.serving = ServingCache(store)
 
     # -- the front door -----------------------------------------------------------------
 
@@ -258,12 +262,77 @@ class IdentityEngine:
         self, account: str, key: ContactKey, *, create_if_missing: bool = False, actor: str = ""
     ) -> Resolution:
         """Who is this contact? (SPEC 5.1)"""
+        answer = self.serving.answer(
+            ("resolve", account, key.type, key.value, key.source),
+            lambda: self._resolver(account, key),
+        )
+        return self._maybe_create(account, key, answer, create_if_missing, actor)
+
+    def resolve_all(
+        self,
+        account: str,
+        keys: Sequence[ContactKey],
+        *,
+        create_if_missing: bool = False,
+        actor: str = "",
+        field: str = "contacts",
+    ) -> list[Resolution]:
+        """Resolve every key, all in one read transaction (a create waits for the writer).
+
+        An error names the key by its place: ``contacts[i]`` for ``field`` "contacts".
+        """
+        answers = []
+        with self.store.read() as txn:
+            for i, key in enumerate(keys):
+                try:
+                    answers.append(
+                        self.serving.answer_in(
+                            txn,
+                            ("resolve", account, key.type, key.value, key.source),
+                            lambda: self._resolver(account, key),  # noqa: B023 (called at once)
+                        )
+                    )
+                except IdlinkError as exc:
+                    raise _located(exc, f"{field}[{i}]") from None
+        if not create_if_missing:
+            return answers
+        out = []
+        for i, (key, answer) in enumerate(zip(keys, answers, strict=True)):
+            try:
+                out.append(self._maybe_create(account, key, answer, True, actor))
+            except IdlinkError as exc:
+                raise _located(exc, f"{field}[{i}]") from None
+        return out
+
+    # A resolve is cached under the account name and the key as asked: the log its
+    # entry keeps holds the name's account id and configuration version, so a name
+    # switched to another account id (a generation load) finds the entry changed.
+    def _resolver(self, account: str, key: ContactKey) -> Callable[[Txn], Resolution]:
         secret = self.secret(account)
-        with self.read(account) as view:
-            answer = view.resolve(prepare_contact(secret, view.config, key))
+
+        def compute(txn: Txn) -> Resolution:
+            view = AccountRead.view_in(txn, self._accounts, account)
+            return view.resolve(prepare_contact(secret, view.config, key))
+
+        return compute
+
+    def _maybe_create(
+        self,
+        account: str,
+        key: ContactKey,
+        answer: Resolution,
+        create_if_missing: bool,
+        actor: str,
+    ) -> Resolution:
         if answer.status not in (NOT_FOUND, INVALID) or not create_if_missing or answer.customer:
             return answer
+        secret = self.secret(account)
         return self.write(account, actor, lambda unit: records.resolve_creating(unit, secret, key))
+
+    def resolve_uncached(self, account: str, key: ContactKey) -> Resolution:
+        """The same answer as :meth:`resolve` (no create), computed without the cache."""
+        with self.store.read() as txn:
+            return self._resolver(account, key)(txn)
 
     def get_customer(self, account: str, customer_pid: bytes) -> CustomerView:
         """A customer by PID; an old PID of a merged customer finds the survivor."""
@@ -376,6 +445,13 @@ class IdentityEngine:
         """Block until some write commits or the timeout passes."""
         with self._changed:
             self._changed.wait(timeout)
+
+
+def _located(exc: IdlinkError, where: str) -> IdlinkError:
+    """``exc`` with its field ``contact...`` named ``where...`` (a key of a batch)."""
+    if exc.field and exc.field.startswith("contact"):
+        exc.field = where + exc.field[len("contact") :]
+    return exc
 
 
 @dataclass(slots=True)

@@ -331,12 +331,17 @@ class AccountRead:
     def __enter__(self) -> AccountView:
         txn = self._cm.__enter__()
         try:
-            config = self._accounts.find(txn, self._account)
+            return self.view_in(txn, self._accounts, self._account)
         except BaseException as exc:
             self._cm.__exit__(type(exc), exc, exc.__traceback__)
             raise
+
+    @staticmethod
+    def view_in(txn: Txn, accounts: Accounts, account: str) -> AccountView:
+        """The view of ``account`` in an open read transaction."""
+        config = accounts.find(txn, account)
         if config is None:
-            config = AccountConfig(self._account, 0)
+            config = AccountConfig(account, 0)
         return AccountView(txn.account(config.account_id), config)
 
     def __exit__(

@@ -1,0 +1,95 @@
+"""The per-process serving cache: read answers kept with the proof that they still hold.
+
+A cached answer (a resolve, an admission) is kept with the log of every LMDB
+operation its computation made and the result of each, as stored bytes
+(:mod:`idlink.store.serving`), and with the id of the snapshot it was
+computed in. A call opens one read transaction and then:
+
+- same snapshot id as the entry: nothing was committed since (by any
+  process), the answer is the one the computation would give now;
+- otherwise the log is replayed in this transaction: if every operation gives
+  the same result, the computation (a deterministic function of those
+  results, the engine's master secret and the call's arguments) would take
+  the same path and give the same answer, so the entry is served and stamped
+  with this snapshot;
+- otherwise the answer is computed again in this transaction, recorded, and
+  kept.
+
+So an answer is never stale: it is always the answer of the call's own read
+transaction. docs/serving.md says why, and what the cache keys hold. The
+cached values are shared by every caller: they are never changed after they
+are made (a converter reads them).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from idlink.store.env import Store
+from idlink.store.serving import ReadLog, recorded, snapshot_id
+from idlink.store.txn import Txn
+
+__all__ = ["DEFAULT_ENTRIES", "ServingCache"]
+
+T = TypeVar("T")
+
+# Entries kept per process; beyond it the oldest quarter goes.
+DEFAULT_ENTRIES = 65_536
+
+
+class ServingCache:
+    """Answers of reads, each with its snapshot id and the log that proves it still holds."""
+
+    def __init__(self, store: Store, *, entries: int = DEFAULT_ENTRIES) -> None:
+        self.store = store
+        self.limit = entries
+        # key -> (snapshot id, log, answer); replaced whole, never changed in place.
+        self._entries: dict[Hashable, tuple[int, ReadLog, Any]] = {}
+        self.hits = 0  # served at the same snapshot
+        self.replayed = 0  # served after a replay showed nothing it read had changed
+        self.computed = 0
+
+    def answer(self, key: Hashable, make: Callable[[], Callable[[Txn], T]]) -> T:
+        """The answer of ``make()`` in a new read transaction, from the cache when it holds.
+
+        ``make`` gives the computation (called only when the cache cannot answer).
+        """
+        with self.store.read() as txn:
+            return self.answer_in(txn, key, make)
+
+    def answer_in(self, txn: Txn, key: Hashable, make: Callable[[], Callable[[Txn], T]]) -> T:
+        """The answer of ``make()(txn)``, from the cache when it provably equals it."""
+        if self.limit <= 0:
+            return make()(txn)
+        snapshot = snapshot_id(txn)
+        entry = self._entries.get(key)
+        if entry is not None:
+            if entry[0] == snapshot:
+                self.hits += 1
+                return entry[2]  # type: ignore[no-any-return]
+            if entry[1].unchanged(txn):
+                self.replayed += 1
+                self._entries[key] = (snapshot, entry[1], entry[2])
+                return entry[2]  # type: ignore[no-any-return]
+        compute = make()
+        with recorded(txn) as log:
+            value = compute(txn)
+        self.computed += 1
+        if log.replayable:
+            self._keep(key, (snapshot, log, value))
+        return value
+
+    def _keep(self, key: Hashable, entry: tuple[int, ReadLog, Any]) -> None:
+        entries = self._entries
+        if key not in entries and len(entries) >= self.limit:
+            for old in list(itertools.islice(entries, max(1, self.limit // 4))):
+                entries.pop(old, None)
+        entries[key] = entry
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

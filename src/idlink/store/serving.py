@@ -1,0 +1,232 @@
+"""Reads that can be proved unchanged: the store side of the serving cache (docs/serving.md).
+
+A read answer (a resolve, an admission) is a deterministic function of the
+results of the LMDB operations it made. :func:`recorded` writes every LMDB
+operation of a read transaction (``get``, a cursor's positioning and each
+item it yields) to a :class:`ReadLog` with its result, as the raw bytes the
+store holds (sealed values stay sealed: nothing clear is kept).
+:meth:`ReadLog.unchanged` replays the same operations, in the same order, on
+another transaction and says whether every result is the same. If it is, the
+computation run again on that snapshot would make exactly the same calls and
+get exactly the same results, so it would give the same answer: that is what
+makes a cached answer exact.
+
+:func:`snapshot_id` is the id of the last committed write transaction (LMDB's
+``txnid``), which every commit of any process bumps: a log taken at the same
+id needs no replay at all.
+
+Only this module looks inside :class:`~idlink.store.txn.Txn` (its raw LMDB
+transaction), so the domain's cache never sees LMDB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from idlink.store.txn import Txn
+
+__all__ = ["ReadLog", "Unreplayable", "recorded", "snapshot_id"]
+
+# Operations of a log (the first item of each entry).
+_GET = 0
+_CURSOR = 1
+_SET_RANGE = 2
+_SET_KEY = 3
+_ITER = 4
+_PULL = 5
+
+_STOP = object()  # an iterator that ended
+
+# A log longer than this is not kept (a resolve makes a few dozen operations).
+MAX_LOG_ENTRIES = 4096
+
+
+class Unreplayable(Exception):
+    """The computation used an LMDB operation the log does not record: do not cache it."""
+
+
+class ReadLog:
+    """The LMDB operations of one computation, with their results, in order."""
+
+    __slots__ = ("entries", "broken", "db_names")
+
+    def __init__(self, db_names: dict[int, str]) -> None:
+        self.entries: list[tuple[Any, ...]] = []
+        self.broken = False  # an operation was not recorded, or the log grew too long
+        self.db_names = db_names
+
+    def add(self, entry: tuple[Any, ...]) -> None:
+        if len(self.entries) >= MAX_LOG_ENTRIES:
+            self.broken = True
+            return
+        self.entries.append(entry)
+
+    @property
+    def replayable(self) -> bool:
+        return not self.broken
+
+    def unchanged(self, txn: Txn) -> bool:
+        """Whether every recorded operation gives the same result in ``txn``'s snapshot."""
+        if self.broken:
+            return False
+        raw = txn._raw
+        if isinstance(raw, _RecordingRaw):
+            raw = raw._raw
+        dbs = txn._dbs
+        cursors: dict[int, Any] = {}
+        iterators: dict[int, Iterator[Any]] = {}
+        for entry in self.entries:
+            op = entry[0]
+            if op == _GET:
+                _, name, key, value = entry
+                found = raw.get(key, db=dbs[name])
+                if (None if found is None else bytes(found)) != value:
+                    return False
+            elif op == _CURSOR:
+                cursors[entry[1]] = raw.cursor(db=dbs[entry[2]])
+            elif op == _SET_RANGE:
+                if cursors[entry[1]].set_range(entry[2]) != entry[3]:
+                    return False
+            elif op == _SET_KEY:
+                if cursors[entry[1]].set_key(entry[2]) != entry[3]:
+                    return False
+            elif op == _ITER:
+                _, cid, iid, dup, keys, values = entry
+                cursor = cursors[cid]
+                made = (
+                    cursor.iternext_dup(keys=keys, values=values)
+                    if dup
+                    else cursor.iternext(keys=keys, values=values)
+                )
+                iterators[iid] = iter(made)
+            else:  # _PULL
+                _, iid, item = entry
+                got = next(iterators[iid], _STOP)
+                if got is not _STOP:
+                    got = _plain(got)
+                if got != item and not (got is _STOP and item is _STOP):
+                    return False
+        return True
+
+
+def _plain(item: Any) -> Any:
+    if isinstance(item, tuple):
+        return tuple(bytes(part) for part in item)
+    return bytes(item)
+
+
+class _RecordingCursor:
+    """An LMDB cursor that writes what it does to a log (the operations the store uses)."""
+
+    __slots__ = ("_cursor", "_log", "_id")
+
+    def __init__(self, cursor: Any, log: ReadLog, cursor_id: int) -> None:
+        self._cursor = cursor
+        self._log = log
+        self._id = cursor_id
+
+    def set_range(self, key: bytes) -> bool:
+        found = bool(self._cursor.set_range(key))
+        self._log.add((_SET_RANGE, self._id, bytes(key), found))
+        return found
+
+    def set_key(self, key: bytes) -> bool:
+        found = bool(self._cursor.set_key(key))
+        self._log.add((_SET_KEY, self._id, bytes(key), found))
+        return found
+
+    def _iterate(self, made: Any, dup: bool, keys: bool, values: bool) -> Iterator[Any]:
+        log = self._log
+        iterator_id = len(log.entries)
+        log.add((_ITER, self._id, iterator_id, dup, keys, values))
+        for item in made:
+            plain = _plain(item)
+            log.add((_PULL, iterator_id, plain))
+            yield plain
+        log.add((_PULL, iterator_id, _STOP))
+
+    def iternext(self, keys: bool = True, values: bool = True) -> Iterator[Any]:
+        return self._iterate(self._cursor.iternext(keys=keys, values=values), False, keys, values)
+
+    def iternext_dup(self, keys: bool = False, values: bool = True) -> Iterator[Any]:
+        made = self._cursor.iternext_dup(keys=keys, values=values)
+        return self._iterate(made, True, keys, values)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.iternext()
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other cursor operation is not recorded: the answer is not cached.
+        self._log.broken = True
+        return getattr(self._cursor, name)
+
+
+class _RecordingRaw:
+    """A read-only LMDB transaction that writes each operation and its result to a log."""
+
+    __slots__ = ("_raw", "_log", "_names", "_cursors")
+
+    def __init__(self, raw: Any, log: ReadLog) -> None:
+        self._raw = raw
+        self._log = log
+        self._names = log.db_names
+        self._cursors = 0
+
+    def get(self, key: bytes, default: Any = None, db: Any = None) -> Any:
+        found = self._raw.get(key, db=db)
+        value = None if found is None else bytes(found)
+        self._log.add((_GET, self._names[id(db)], bytes(key), value))
+        return default if value is None else value
+
+    def cursor(self, db: Any = None) -> _RecordingCursor:
+        cursor_id = self._cursors
+        self._cursors += 1
+        self._log.add((_CURSOR, cursor_id, self._names[id(db)]))
+        return _RecordingCursor(self._raw.cursor(db=db), self._log, cursor_id)
+
+    def id(self) -> int:
+        return int(self._raw.id())
+
+    def __getattr__(self, name: str) -> Any:
+        self._log.broken = True
+        return getattr(self._raw, name)
+
+
+def _db_names(txn: Txn) -> dict[int, str]:
+    return {id(handle): name for name, handle in txn._dbs.items()}
+
+
+@contextmanager
+def recorded(txn: Txn) -> Iterator[ReadLog]:
+    """Log every LMDB operation made through ``txn`` while the block runs."""
+    raw = txn._raw
+    if isinstance(raw, _RecordingRaw):  # already recorded by an outer block: log it there too
+        raise Unreplayable("a read is being recorded already")
+    log = ReadLog(_db_names(txn))
+    # The transaction's own caches (records opened earlier in it) would answer
+    # without an LMDB operation, which the log would then miss: the block
+    # starts with empty ones, and the transaction gets its own back after.
+    kept = {
+        name: value
+        for name, value in vars(txn).items()
+        if name != "_dbs" and isinstance(value, (dict, set, list))
+    }
+    for name, value in kept.items():
+        setattr(txn, name, type(value)())
+    txn._raw = _RecordingRaw(raw, log)  # type: ignore[assignment]
+    try:
+        yield log
+    finally:
+        txn._raw = raw
+        for name, value in kept.items():
+            setattr(txn, name, value)
+
+
+def snapshot_id(txn: Txn) -> int:
+    """The id of the last write committed before ``txn`` began (any process's)."""
+    raw = txn._raw
+    if isinstance(raw, _RecordingRaw):
+        return raw.id()
+    return int(raw.id())

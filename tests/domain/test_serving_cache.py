@@ -1,0 +1,199 @@
+"""The serving cache is exact: a cached resolve is always the answer of the caller's own snapshot.
+
+Each check opens one read transaction and compares the answer the cache gives
+in it with the answer computed from nothing in the same transaction, while
+another thread merges, splits, deletes records, sets and clears do-not-link,
+erases customers and updates profiles. Breaking the cache's validation (serving
+an entry whatever its log says) makes these tests fail.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from idlink.domain import erasure, profiles
+from idlink.domain.contacts import ContactKey
+from idlink.domain.engine import IdentityEngine, RecordInput
+from idlink.domain.views import FOUND, NOT_FOUND
+from idlink.errors import IdlinkError
+from idlink.store import serving as store_serving
+
+ACCOUNT = "acme"
+T0 = 1_700_000_000_000_000
+
+
+def _email(i: int) -> ContactKey:
+    return ContactKey("email", f"p{i}@example.com")
+
+
+def _phone(i: int) -> ContactKey:
+    return ContactKey("phone", f"+44770090{i:04d}")
+
+
+def _keys(people: int) -> list[ContactKey]:
+    return [k for i in range(people) for k in (_email(i), _phone(i))] + [_email(10_000)]
+
+
+def _seed(engine: IdentityEngine, people: int) -> None:
+    engine.ingest(
+        ACCOUNT,
+        [RecordInput("crm", f"r{i}", [_email(i), _phone(i)], T0 + i) for i in range(people)],
+    )
+
+
+def _check_all(engine: IdentityEngine, keys: list[ContactKey]) -> int:
+    """Compare cached and uncached answers of every key, each pair in one transaction."""
+    compared = 0
+    with engine.store.read() as txn:
+        for key in keys:
+            cache_key = ("resolve", ACCOUNT, key.type, key.value, key.source)
+            cached = engine.serving.answer_in(
+                txn,
+                cache_key,
+                lambda key=key: engine._resolver(ACCOUNT, key),  # type: ignore[misc]
+            )
+            fresh = engine._resolver(ACCOUNT, key)(txn)
+            assert cached == fresh, f"stale answer for {key}"
+            compared += 1
+    return compared
+
+
+def test_answers_follow_each_write(engine: IdentityEngine) -> None:
+    _seed(engine, 4)
+    keys = _keys(4)
+    _check_all(engine, keys)
+    before = engine.resolve(ACCOUNT, _email(0))
+    assert before.status == FOUND and len(before.customer.contacts) == 2  # type: ignore[union-attr]
+
+    # A merge: the cached customer of p0 must grow at once.
+    engine.link(ACCOUNT, RecordInput("crm", "m01", [_email(0), _email(1)], T0 + 100))
+    merged = engine.resolve(ACCOUNT, _email(0))
+    assert len(merged.customer.contacts) == 4  # type: ignore[union-attr]
+    _check_all(engine, keys)
+
+    # A split (the merging record deleted), then do-not-link on a contact.
+    engine.delete_record(ACCOUNT, "crm", "m01")
+    assert len(engine.resolve(ACCOUNT, _email(0)).customer.contacts) == 2  # type: ignore[union-attr]
+    engine.set_contact_policy(ACCOUNT, _phone(2), do_not_link=True)
+    assert engine.resolve(ACCOUNT, _phone(2)).reason == "DO_NOT_LINK"
+    assert len(engine.resolve(ACCOUNT, _email(2)).customer.contacts) == 1  # type: ignore[union-attr]
+    engine.set_contact_policy(ACCOUNT, _phone(2), do_not_link=False)
+    assert len(engine.resolve(ACCOUNT, _email(2)).customer.contacts) == 2  # type: ignore[union-attr]
+    _check_all(engine, keys)
+
+    # A profile change touches no contact: the answer still shows it.
+    pid = engine.resolve(ACCOUNT, _email(3)).customer.pid  # type: ignore[union-attr]
+    profiles.update_customer(engine, ACCOUNT, pid, profiles.ProfileUpdate(add_labels=["vip"]))
+    assert "vip" in engine.resolve(ACCOUNT, _email(3)).customer.profile.labels  # type: ignore[union-attr]
+
+    # Erasure: the contact is gone.
+    erasure.erase_customer(engine, ACCOUNT, pid)
+    assert engine.resolve(ACCOUNT, _email(3)).status == NOT_FOUND
+    _check_all(engine, keys)
+    assert engine.serving.replayed + engine.serving.hits > 0
+
+
+def test_answers_exact_during_concurrent_writes(engine: IdentityEngine) -> None:
+    people = 12
+    _seed(engine, people)
+    keys = _keys(people)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    writes = [0]
+
+    def writer() -> None:
+        rng = random.Random(7)
+        n = 0
+        try:
+            while not stop.is_set() and n < 400:
+                n += 1
+                a, b = rng.randrange(people), rng.randrange(people)
+                kind = rng.randrange(6)
+                try:
+                    if kind == 0:  # merge
+                        engine.link(
+                            ACCOUNT,
+                            RecordInput("crm", f"m{a}-{b}", [_email(a), _email(b)], T0 + 1000 + n),
+                        )
+                    elif kind == 1:  # split: delete a merging record (maybe absent)
+                        engine.delete_record(ACCOUNT, "crm", f"m{a}-{b}")
+                    elif kind == 2:  # unlink a person's own record, then put it back
+                        engine.delete_record(ACCOUNT, "crm", f"r{a}")
+                        engine.link(
+                            ACCOUNT, RecordInput("crm", f"r{a}", [_email(a), _phone(a)], T0 + a)
+                        )
+                    elif kind == 3:  # do-not-link on, or off
+                        engine.set_contact_policy(ACCOUNT, _phone(a), do_not_link=bool(n % 2))
+                    elif kind == 4:  # erase a customer, then bring the person back
+                        found = engine.resolve(ACCOUNT, _email(a))
+                        if found.customer is not None:
+                            erasure.erase_customer(engine, ACCOUNT, found.customer.pid)
+                        engine.link(
+                            ACCOUNT, RecordInput("crm", f"r{a}", [_email(a), _phone(a)], T0 + a)
+                        )
+                    else:  # a late record between two people
+                        engine.link(
+                            ACCOUNT, RecordInput("crm", f"l{a}-{b}", [_phone(a), _phone(b)], T0 - n)
+                        )
+                except IdlinkError:
+                    pass  # e.g. an erased customer asked for again: nothing changed
+                writes[0] += 1
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    compared = 0
+    try:
+        for _ in range(2_000):
+            compared += _check_all(engine, keys)
+            if not thread.is_alive():
+                break
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors
+    compared += _check_all(engine, keys)
+    assert writes[0] > 20 and compared > 0
+    # The cache did serve (and so was under test): by snapshot or after a replay.
+    assert engine.serving.hits + engine.serving.replayed > 0
+    assert engine.serving.computed > len(keys)
+
+
+def test_a_replay_that_sees_a_change_misses(engine: IdentityEngine) -> None:
+    _seed(engine, 2)
+    key = _email(0)
+    engine.resolve(ACCOUNT, key)
+    engine.link(ACCOUNT, RecordInput("crm", "m", [_email(0), _email(1)], T0 + 50))
+    computed = engine.serving.computed
+    assert len(engine.resolve(ACCOUNT, key).customer.contacts) == 4  # type: ignore[union-attr]
+    assert engine.serving.computed == computed + 1
+    # A write elsewhere (another account) changes nothing this answer read: replayed.
+    engine.link("other", RecordInput("crm", "x", [_email(5)], T0))
+    replayed = engine.serving.replayed
+    engine.resolve(ACCOUNT, key)
+    assert engine.serving.replayed == replayed + 1
+
+
+def test_log_replay_detects_changed_bytes(engine: IdentityEngine) -> None:
+    _seed(engine, 1)
+    with engine.store.read() as txn:
+        with store_serving.recorded(txn) as log:
+            engine._resolver(ACCOUNT, _email(0))(txn)
+        assert log.entries and log.replayable
+        assert log.unchanged(txn)
+    engine.link(ACCOUNT, RecordInput("crm", "r9", [_email(0), _email(9)], T0 + 9))
+    with engine.store.read() as txn:
+        assert not log.unchanged(txn)
+
+
+@pytest.mark.parametrize("size", [0])
+def test_no_cache_computes_every_time(engine: IdentityEngine, size: int) -> None:
+    engine.serving.limit = size
+    _seed(engine, 1)
+    engine.resolve(ACCOUNT, _email(0))
+    engine.resolve(ACCOUNT, _email(0))
+    assert len(engine.serving) == 0 and engine.serving.hits == 0
