@@ -613,6 +613,18 @@ def drop_pending(engine: IdentityEngine, batch: int = DROP_BATCH) -> int:
             return total
 
 
+def abandon(engine: IdentityEngine, staging: Staging) -> None:
+    """Give up a load before its switch: the staging account is hidden and dropped."""
+
+    def run(txn: Txn) -> None:
+        if txn.account_id(staging.name) == staging.staging_id:
+            txn.forget_account_name(staging.name)
+            txn.mark_dropping(staging.staging_id)
+
+    engine.write_keys(run)
+    drop_pending(engine)
+
+
 def pending_drops(engine: IdentityEngine) -> list[int]:
     with engine.read_keys() as txn:
         return txn.dropping()

@@ -1,4 +1,4 @@
-"""The generation commands of ``idlink``: ``export-records`` and ``recluster``.
+"""The generation commands of ``idlink``: ``export-records``, ``recluster`` and ``load``.
 
 Registered by ``idlink.cli``; nothing heavy is imported until a command runs,
 so ``idlink --help`` stays fast.
@@ -14,7 +14,7 @@ from idlink.service.options import DEFAULT_DATA
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``export-records`` and ``recluster`` to the ``idlink`` command."""
+    """Add ``export-records``, ``recluster`` and ``load`` to the ``idlink`` command."""
     export = commands.add_parser(
         "export-records",
         help="write an account's records, key types and policies as Parquet (no contact "
@@ -43,6 +43,27 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     recluster.add_argument("--account", default=None, help="optional: the account expected")
     recluster.set_defaults(run=_recluster)
+
+    load = commands.add_parser(
+        "load",
+        help="bulk-load a records file, or switch a generation in, without stopping the server",
+    )
+    load.add_argument("--data", default=DEFAULT_DATA, help="store folder")
+    load.add_argument(
+        "--account", default=None, help="the account (--records; --in: the generation's)"
+    )
+    source = load.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--records", default=None, help="records file, CSV or JSON Lines (as idlink ingest)"
+    )
+    source.add_argument(
+        "--in", dest="generation", default=None, help="generation folder (idlink recluster)"
+    )
+    load.add_argument(
+        "--export", default=None, help="the export the generation was computed from (--in)"
+    )
+    load.add_argument("--no-progress", action="store_true", help="no progress bar")
+    load.set_defaults(run=_load)
 
 
 def _export_records(args: argparse.Namespace) -> int:
@@ -91,6 +112,34 @@ def _recluster(args: argparse.Namespace) -> int:
         f"unchanged, {d['updated']} updated, {d['merged']} merged, {d['split']} split, "
         f"{d['created']} created){rounds}, {d['replayed_components']} components replayed "
         f"exactly, {d['seconds']} s; written to {args.out}"
+    )
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    from idlink.errors import IdlinkError
+    from idlink.generations.load import run
+
+    try:
+        result = run(
+            args.data,
+            args.account,
+            records=args.records,
+            generation=args.generation,
+            export=args.export,
+            progress=not args.no_progress,
+        )
+    except (OSError, ValueError, IdlinkError) as exc:
+        print(f"load failed: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    report = result.switch
+    assert report is not None
+    events = ", ".join(f"{n} {kind}" for kind, n in sorted(report.events.items()))
+    print(
+        f"loaded account {result.account}: {result.records} records, {result.contacts} "
+        f"contacts, {result.customers} customers; {result.rounds} catch-up rounds "
+        f"({result.caught_up} records in the switch); change events {report.first_seq}.."
+        f"{report.last_seq} ({events or 'none'}); {result.seconds['total']:.1f} s"
     )
     return 0
 
