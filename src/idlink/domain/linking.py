@@ -211,13 +211,29 @@ class LinkGraph:
             for root, members in self._members.items()
         ]
 
-    def is_newest(self, record_key: bytes, pids: Iterable[bytes]) -> bool:
-        """Whether the record comes after every record the customers of ``pids`` have seen.
+    def raise_watermark(self, pid: bytes, record_key: bytes) -> None:
+        """Note that a record at ``record_key`` touched the customer of ``pid``."""
+        root = self.root_of(pid)
+        if record_key > self._watermark[root]:
+            self._watermark[root] = record_key
 
-        Then applying it now is exactly what a rebuild would do at its place in
-        canonical order.
+    def is_newest(self, record_key: bytes, pids: Iterable[bytes]) -> bool:
+        """Whether applying the record now is what a rebuild would do at its place.
+
+        True when the record comes after every record the customers of
+        ``pids`` have seen. A contact isolated before the record does not
+        count: it is a customer of its own for good, so the record can only
+        add to its connections, which no later step reads (an isolated contact
+        is never a candidate again), and to its watermark, which only grows.
         """
-        return all(record_key > self._watermark[self.root_of(p)] for p in pids)
+        for pid in pids:
+            node_id = self.index[pid]
+            node = self.nodes[node_id]
+            if node.isolated and node.usable and node.isolated_at < record_key:
+                continue
+            if record_key <= self._watermark[self._root(node_id)]:
+                return False
+        return True
 
     # -- the step -------------------------------------------------------------------
 
@@ -235,7 +251,11 @@ class LinkGraph:
         usable = [n for n in ids if self.nodes[n].usable]
         self._connect_all(usable)
         for n in usable:
-            self._watermark[self._root(n)] = record_key
+            root = self._root(n)
+            # In canonical order the key only grows; an isolated contact can
+            # see a record older than its newest one on the fast path.
+            if record_key > self._watermark[root]:
+                self._watermark[root] = record_key
 
         # SPEC 3.4, 3.8: non-reassignable contacts first, then the contact order.
         linkable = sorted(

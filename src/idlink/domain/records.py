@@ -79,7 +79,7 @@ def apply_batch(
     else:
         # One replay for every record of the batch that needed one: a closed
         # region replayed from nothing is canonical whatever was stored.
-        region = unit.region(unit.deferred)
+        region = unit.region(unit.deferred, unit.changed_from)
         if graph is not None:
             # The batch is one operation (SPEC 3.5): customers the replay
             # works out again keep the PIDs they had before the batch, so
@@ -89,7 +89,7 @@ def apply_batch(
                 missing = {n.pid for c in inside for n in c[0]} - region.seen
                 if not missing:
                     break
-                region = unit.region(unit.deferred | missing)
+                region = unit.region(unit.deferred | missing, unit.changed_from)
             outside = [c for c in graph.components() if not any(n.pid in region.seen for n in c[0])]
             unit.write_components(outside, [n for c in outside for n in c[0]])
             # A contact the region holds but does not replay all records of
@@ -134,9 +134,9 @@ def _apply_one(
         assert unit.graph is not None
         result = unit.graph.apply(key, pids)
         unit.pending[key] = (_new_record_state(unit, record, pids), result)
+        unit.note_change(key, pids)
         return result.outcome, result.refused
-    unit.store_record(key, _new_record_state(unit, record, pids), None)
-    unit.deferred.update(pids)
+    unit.defer_record(key, _new_record_state(unit, record, pids))
     return APPLIED, []  # replaced by the replay's outcome
 
 
@@ -156,7 +156,7 @@ def delete_stored(unit: AccountUnit, source: str, record_id: str) -> None:
     if stored is None:
         return
     unit.remove_record(stored)
-    unit.replay_region(unit.deferred)
+    unit.replay_region(unit.deferred, unit.changed_from)
     unit.deferred = set()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 
 from idlink.domain import pids
 from idlink.domain.contacts import PreparedContact, national_number, unusable_reason
@@ -46,6 +47,13 @@ class AccountUnit:
         self.deferred: set[bytes] = set()
         # Contacts created by this operation: no record named them before it.
         self.created: set[bytes] = set()
+        # The records this operation stored, replaced or removed (see ``region``):
+        # the earliest canonical key among them, the keys of those stored for the
+        # replay, the newest key stored per contact, and the contacts of removed ones.
+        self.changed_from: bytes | None = None
+        self.deferred_keys: set[bytes] = set()
+        self.stored_newest: dict[bytes, bytes] = {}
+        self.removed_contacts: list[list[bytes]] = []
 
     # -- contacts ---------------------------------------------------------------------
 
@@ -192,30 +200,70 @@ class AccountUnit:
         for pid in record.contact_pids:
             self.txn.index_record(pid, key)
 
+    def note_change(self, key: bytes, pids: Iterable[bytes] = ()) -> None:
+        """Note a record this operation stores at ``key`` (fast path or replay)."""
+        if self.changed_from is None or key < self.changed_from:
+            self.changed_from = key
+        for pid in pids:
+            if key > self.stored_newest.get(pid, b""):
+                self.stored_newest[pid] = key
+
+    def defer_record(self, key: bytes, record: RecordState) -> None:
+        """Store a record that is not the newest evidence of its contacts: the replay applies it."""
+        self.store_record(key, record, None)
+        self.note_change(key, record.contact_pids)
+        self.deferred_keys.add(key)
+        self.deferred.update(record.contact_pids)
+
     def remove_record(self, stored: RecordState) -> None:
         """Take a stored record's evidence out; its contacts join the batch's replay."""
         old_key = codec.canonical_key(stored.observed_at_us, stored.source, stored.record_id)
         for pid in stored.contact_pids:
             self.txn.unindex_record(pid, old_key)
         self.txn.delete_record(stored.source, stored.record_id)
+        self.deferred_keys.discard(old_key)
+        self.note_change(old_key)
+        self.removed_contacts.append(list(stored.contact_pids))
         self.deferred.update(stored.contact_pids)
 
     # -- the replay path -------------------------------------------------------------------
 
-    def replay_region(self, seeds: set[bytes]) -> dict[bytes, StepResult]:
-        """Work out again, from their records, the customers around ``seeds``."""
-        self.flush()
-        return self.replay(self.region(seeds))
+    def replay_region(
+        self, seeds: set[bytes], since: bytes | None = None
+    ) -> dict[bytes, StepResult]:
+        """Work out again, from their records, the customers around ``seeds``.
 
-    def region(self, seeds: set[bytes]) -> Region:
+        ``since``: see :meth:`region` (only for operations that change records).
+        """
+        self.flush()
+        return self.replay(self.region(seeds, since))
+
+    def region(self, seeds: set[bytes], since: bytes | None = None) -> Region:
         """The closed region around ``seeds``, as stored.
 
         The region is closed: every record of a usable contact in it, every
         contact of those records, and every contact of their customers. Nothing
         outside it can change, so the rest of the store is not read.
+
+        ``since`` is the earliest canonical key of a record the operation
+        stored, replaced or removed, for operations that change nothing else
+        (not a policy, not a key type). Then the region is *cut* at contacts
+        isolated before ``since``: of such a contact only the records up to
+        its isolation are followed. Everything before ``since`` is the same
+        in the new history, so it is isolated there at the same record, and
+        an isolated contact never joins a customer again: its later records
+        link their other contacts without it, and it only counts their
+        connections. The replay takes its connections from the stored edges
+        and its watermark from its newest record (see :meth:`replay`).
         """
-        region = Region()
+        region = Region(seeds=set(seeds), since=since)
         queue = list(seeds)
+        # The records stored for the replay are in it whatever their contacts are.
+        for key in self.deferred_keys:
+            record = self.txn.get_record_by_canonical(key)
+            if record is not None:
+                region.records[key] = record
+                queue.extend(record.contact_pids)
         while queue:
             pid = queue.pop()
             if pid in region.seen:
@@ -229,10 +277,15 @@ class AccountUnit:
                 customer = self.txn.get_customer(contact.customer_pid)
                 if customer is not None:
                     queue.extend(customer.contact_pids)
-            if pid not in seeds and not self.node(pid).usable:
+            usable = self.node(pid).usable
+            if pid not in seeds and not usable:
                 region.partial.add(pid)
                 continue
-            for key in self.txn.record_keys_of(pid):
+            keys = self.txn.record_keys_of(pid)
+            if since is not None and usable and contact.isolated and contact.isolated_at < since:
+                region.cut[pid] = contact.isolated_at
+                keys = [k for k in keys if k <= contact.isolated_at]
+            for key in keys:
                 if key not in region.records:
                     record = self.txn.get_record_by_canonical(key)
                     if record is not None:
@@ -257,17 +310,64 @@ class AccountUnit:
             graph.add_node(node)
         records = region.records
         results = graph.replay((key, list(r.contact_pids)) for key, r in records.items())
+        for pid, at in region.cut.items():
+            if graph.nodes[graph.index[pid]].isolated_at != at:
+                # The region rule says this cannot happen; the write is rolled back.
+                raise RuntimeError("replay of a cut region did not isolate a cut contact again")
         for pid in region.contacts:
-            self.txn.delete_edges_of(pid)
+            if pid not in region.cut:
+                self.txn.delete_edges_of(pid)
         for a, b in graph.new_pairs:
             self.txn.put_edge(graph.nodes[a].pid, graph.nodes[b].pid)
+        if region.cut:
+            self._settle_cut(region, graph)
         for key, record in records.items():
             before = record.SerializeToString()
             set_result(record, results[key])
             if record.SerializeToString() != before:
                 self.txn.put_record(record)
         self.write_components(graph.components(), graph.nodes)
+        self.deferred_keys = set()
+        self.stored_newest = {}
+        self.removed_contacts = []
+        self.changed_from = None
         return results
+
+    def _settle_cut(self, region: Region, graph: LinkGraph) -> None:
+        """Connections and watermarks of the cut contacts, over all their records.
+
+        A cut contact's edges to contacts outside the region are as stored (no
+        record naming both changed); its edges to uncut contacts of the region
+        were written from the replay. An edge between two cut contacts goes
+        only when a removed record named both and no record still does.
+        """
+        found = {frozenset((graph.nodes[a].pid, graph.nodes[b].pid)) for a, b in graph.new_pairs}
+        removed_from: set[bytes] = set()
+        for named in self.removed_contacts:
+            cut = [p for p in dict.fromkeys(named) if p in region.cut]
+            removed_from.update(cut)
+            for a, b in combinations(cut, 2):
+                if frozenset((a, b)) in found:
+                    continue
+                if set(self.txn.record_keys_of(a)) & set(self.txn.record_keys_of(b)):
+                    continue
+                others = [o for o in self.txn.neighbours_of(a) if o != b]
+                self.txn.delete_edges_of(a)
+                for other in others:
+                    self.txn.put_edge(a, other)
+        for pid, isolated_at in region.cut.items():
+            node = graph.nodes[graph.index[pid]]
+            node.connections = len(self.txn.neighbours_of(pid))
+            # An isolated contact is a customer of its own, as new as its newest record.
+            if pid in removed_from:
+                keys = self.txn.record_keys_of(pid)
+                newest = max(isolated_at, keys[-1]) if keys else isolated_at
+            else:
+                contact = self.contacts[pid]
+                customer = self.txn.get_customer(contact.customer_pid)
+                stored = customer.watermark if customer is not None else b""
+                newest = max(isolated_at, stored, self.stored_newest.get(pid, b""))
+            graph.raise_watermark(pid, newest)
 
     def replayed_account_graph(self) -> tuple[LinkGraph, dict[bytes, StepResult]]:
         """Replay every record of the account on an empty graph (nothing is written)."""
@@ -354,6 +454,9 @@ class AccountUnit:
 class Region:
     """A closed region of contacts and the records that decide their customers."""
 
+    seeds: set[bytes] = field(default_factory=set)
+    # The earliest key the operation changed, when the region is cut (see AccountUnit.region).
+    since: bytes | None = None
     contacts: list[bytes] = field(default_factory=list)
     seen: set[bytes] = field(default_factory=set)
     # Contacts whose records are not all in the region: their first-seen key stands.
@@ -361,6 +464,9 @@ class Region:
     # First-seen keys of partial contacts not yet written (pending in a batch).
     first_seen: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
     records: dict[bytes, RecordState] = field(default_factory=dict)
+    # Contacts isolated before ``since``, with the key of their isolation: the region
+    # follows only their records up to it.
+    cut: dict[bytes, bytes] = field(default_factory=dict)
 
 
 def set_result(record: RecordState, result: StepResult) -> None:
