@@ -78,6 +78,11 @@ bench: build $(VENV)/.bench-installed bench-deps
 bench-smoke: build $(VENV)/.bench-installed bench-deps
 	$(PY) -m benchmarks.run --smoke
 
+# Growth to 10M records in one store (benchmarks/bench_scale.py; long, not in CI).
+.PHONY: bench-scale
+bench-scale: build $(VENV)/.bench-installed
+	$(PY) -m benchmarks.bench_scale --sizes 100000,1000000,10000000
+
 # Reliability runs (docs/operations.md): at least 20 kill -9 during ingest; a
 # longer load run. Both print their figures.
 KILLS ?= 20

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import random
+import statistics
 import tempfile
+import time
 
 import lmdb
 
 from benchmarks.report import Entry, entry, median_rate
 from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, RecordInput
+from idlink.domain.keytypes import AccountPolicy
 from idlink.security.crypto import open_store
 
 ACCOUNT = "bench"
@@ -114,4 +117,122 @@ def bench_engine(records: int, resolves: int, repeats: int) -> list[Entry]:
             target=0.3,
         )
     )
+    # Late records in the dense capped graph, and growth to 1M records (smoke: small).
+    smoke = records < 100_000
+    out += bench_late(2_000 if smoke else 7_000, 1_000 if smoke else 3_000, 5 if smoke else 40)
+    from benchmarks import bench_scale
+
+    out += bench_scale.bench_growth(smoke)
     return out
+
+
+# -- late records in a dense, capped graph (docs/design.md "Known cost") --------------------
+
+DENSE_T0 = 1_700_000_000_000_000
+DENSE_STEP_US = 1_000_000
+
+
+def dense_capped_records(
+    count: int = 7_000, contacts: int = 3_000, placeholders: int = 12, seed: int = 3
+) -> list[RecordInput]:
+    """A CRM export with placeholder values: dense, and held in shape by the cap.
+
+    ``contacts`` contacts: ``placeholders`` placeholder emails (``hub0@x.com``,
+    as ``no@email.com`` is in real exports) and one email per person. Each
+    record names a person, in 1 of 10 another person (a household, a typo),
+    and in 6 of 10 a placeholder. Every placeholder ends up with hundreds of
+    connections and, by the default cap (100 contacts, 20 connections), is
+    isolated once its customer would pass the cap; until then it glues
+    customers together. Without cutting regions a late record replays nearly
+    every contact (all of them are within two records of a placeholder).
+    """
+    rng = random.Random(seed)
+    people = contacts - placeholders
+    out = []
+    for i in range(count):
+        named = [ContactKey("email", f"p{rng.randrange(people)}@x.com")]
+        if rng.random() < 0.1:
+            named.append(ContactKey("email", f"p{rng.randrange(people)}@x.com"))
+        if rng.random() < 0.6:
+            named.append(ContactKey("email", f"hub{rng.randrange(placeholders)}@x.com"))
+        out.append(RecordInput("crm", str(i), named, DENSE_T0 + i * DENSE_STEP_US))
+    return out
+
+
+def _one_record_ms(engine: IdentityEngine, records: list[RecordInput]) -> float:
+    """Median milliseconds of one record sent alone (its own durable write transaction)."""
+    times = []
+    for record in records:
+        start = time.perf_counter()
+        engine.ingest(ACCOUNT, [record])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def late_records(
+    count: int, contacts: int, placeholders: int, at: float, seed: int, prefix: str
+) -> list[RecordInput]:
+    """Records of known people, observed at ``at`` (a fraction) of the dense graph's timeline."""
+    rng = random.Random(seed)
+    people = contacts - placeholders
+    out = []
+    for j in range(count):
+        named = [ContactKey("email", f"p{rng.randrange(people)}@x.com")]
+        if rng.random() < 0.6:
+            named.append(ContactKey("email", f"hub{rng.randrange(placeholders)}@x.com"))
+        observed = DENSE_T0 + int((at + 0.001 * j) * 7_000) * DENSE_STEP_US + 1
+        out.append(RecordInput("crm", f"{prefix}{j}", named, observed))
+    return out
+
+
+def bench_late(records: int, contacts: int, samples: int) -> list[Entry]:
+    """One late record against one fresh record, each alone, durable, in the dense capped graph."""
+    placeholders = 12
+    data = dense_capped_records(records, contacts, placeholders)
+    with tempfile.TemporaryDirectory() as folder, open_store(folder, durable=True) as store:
+        engine = IdentityEngine(store, b"k" * 32)
+        engine.set_account_policy(ACCOUNT, AccountPolicy())
+        ingest_all(engine, data)
+        rng = random.Random(8)
+        people = contacts - placeholders
+        fresh = [
+            RecordInput(
+                "crm",
+                f"new{j}",
+                [
+                    ContactKey("email", f"p{rng.randrange(people)}@x.com"),
+                    ContactKey("email", f"hub{rng.randrange(placeholders)}@x.com"),
+                ],
+                DENSE_T0 + (records + 1 + j) * DENSE_STEP_US,
+            )
+            for j in range(samples)
+        ]
+        fresh_ms = _one_record_ms(engine, fresh)
+        # Late by about 5% of the timeline: after the placeholders were isolated.
+        late_ms = _one_record_ms(
+            engine, late_records(samples, contacts, placeholders, 0.93, 21, "late")
+        )
+        # Older than the placeholders' isolation: their early records are replayed.
+        early_ms = _one_record_ms(
+            engine, late_records(max(3, samples // 4), contacts, placeholders, 0.02, 22, "early")
+        )
+    name = f"one late record, dense capped graph ({records:,} records over {contacts:,} contacts)"
+    return [
+        entry(
+            name,
+            late_ms,
+            "ms",
+            "one fresh record, same graph",
+            fresh_ms,
+            target=1 / 20,
+            lower_is_better=True,
+        ),
+        entry(
+            name.replace("late record", "very late record (before the placeholders' isolation)"),
+            early_ms,
+            "ms",
+            "one fresh record, same graph",
+            fresh_ms,
+            lower_is_better=True,
+        ),
+    ]
