@@ -215,3 +215,36 @@ def test_a_configuration_change_since_the_export_refuses_the_switch(
     with engine.read_keys() as txn:
         assert txn.account_id(ACCOUNT) == staging.live_id
     assert len(before) > 0
+
+
+def test_engagements_pins_and_profiles_follow_the_switch(engine: IdentityEngine) -> None:
+    from idlink.domain.profiles import ProfileUpdate, update_customer
+
+    rng = random.Random(7)
+    engine.ingest(ACCOUNT, _records(rng, 30, 0))
+    key = ContactKey("email", "p1@x.test")
+    before = engine.resolve(ACCOUNT, key).customer.pid
+    assert before
+    early = engine.record_engagement(ACCOUNT, key, occurred_at_us=5, channel="email")
+    base, exported = baseline_of(engine), exported_records(engine)
+
+    def between() -> None:
+        # After the copy: a profile change, a new engagement and a pin on the live account.
+        update_customer(engine, ACCOUNT, before, ProfileUpdate(add_labels=["vip"]))
+        late = engine.record_engagement(ACCOUNT, key, occurred_at_us=9, channel="phone")
+        engine.relink_engagement(ACCOUNT, late.engagement_id, before)
+
+    staging, report, _ = load(engine, base, exported, between)
+    after = engine.resolve(ACCOUNT, key).customer.pid
+    # The stand-in numbers customers anew: the old PID redirects to the one holding p1 now.
+    assert engine.get_customer(ACCOUNT, before).pid == after
+    view = engine.get_customer(ACCOUNT, after)
+    assert "vip" in list(view.profile.labels)
+    _, journey, _ = engine.list_journey(ACCOUNT, after)
+    ids = {e.engagement_id for e in journey}
+    assert early.engagement_id in ids and len(ids) == 2
+    with engine.read(ACCOUNT) as v:
+        assert v.txn.pins_of(after) and not v.txn.pins_of(before)
+    history = engine.history(ACCOUNT, after)
+    assert any(e.detail == "generation load" for e in history)
+    assert [r.problems for r in check_store(engine)] == [[]]
