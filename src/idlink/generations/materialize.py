@@ -40,7 +40,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,24 +158,32 @@ def _read_live(engine: Any, account: str) -> _Live:
         live.contacts = list(txn.iter_contacts())
         live.records = list(txn.iter_records())
         live.customers = list(txn.iter_customers())
-        if view.has_policies:
-            for pid, _ in live.contacts:
-                policy = txn.get_policy(pid)
-                if policy is not None:
-                    live.policies.append(
-                        {
-                            "contact_pid": pid,
-                            "do_not_link": policy.do_not_link,
-                            "never_isolate": policy.never_isolate,
-                            "set_by": policy.set_by,
-                            "set_at_us": policy.set_at_us,
-                        }
-                    )
+        live.policies = _policies_of(view, [pid for pid, _ in live.contacts])
         for pid, contact in live.contacts:
             national = national_number(_type_of(view.config, contact.type), contact.value)
             if national and pid in txn.pids_with_national(national):
                 live.national.add(pid)
         return live
+
+
+def _policies_of(view: Any, pids: Sequence[bytes]) -> list[dict[str, Any]]:
+    """The contact policies (do-not-link, never-isolate) of these contacts, as export rows."""
+    rows: list[dict[str, Any]] = []
+    if not view.has_policies:
+        return rows
+    for pid in pids:
+        policy = view.txn.get_policy(pid)
+        if policy is not None:
+            rows.append(
+                {
+                    "contact_pid": pid,
+                    "do_not_link": policy.do_not_link,
+                    "never_isolate": policy.never_isolate,
+                    "set_by": policy.set_by,
+                    "set_at_us": policy.set_at_us,
+                }
+            )
+    return rows
 
 
 def _key_type_rows(config: AccountConfig) -> list[dict[str, Any]]:
@@ -284,6 +292,9 @@ def generation_from_records(
     file_pid_list = file_pids.to_pylist()
     new_u = [u for u in by_arrival.tolist() if file_pid_list[u] not in live_index]
 
+    # Policies may be set on contacts no record named yet (SPEC 2.5).
+    with engine.read(account) as view:
+        live.policies.extend(_policies_of(view, [file_pid_list[u] for u in new_u]))
     contact_seq = max((c.first_seen for _, c in live.contacts), default=0)
     customer_seq = max((c.created_seq for _, c in live.customers), default=0)
 
