@@ -334,3 +334,13 @@ def test_is_newest_ignores_only_contacts_isolated_before_the_record():
     graph.raise_watermark(b"p", b"k1")  # only grows
     assert not graph.is_newest(b"k7", [b"p"])
     assert graph.is_newest(b"k8", [b"p"])
+
+
+def test_a_replaced_record_that_names_only_cut_contacts_is_still_replayed(impl):
+    with fresh(POLICY) as engine:
+        sent = {(r.source, r.record_id): r for r in hub_world(engine)}
+        for record in (rec("x", person(5), HUB, at=50), rec("x", HUB, at=60)):
+            engine.link(A, record)
+            sent[(record.source, record.record_id)] = record
+            assert state(engine) == canonical_state(POLICY, sent)
+        assert state(engine)["records"][("crm", "x")] == (1, [], [])  # APPLIED, no group

@@ -22,6 +22,7 @@ from idlink.domain.contacts import (
     PreparedContact,
     check_text,
     prepare_contact,
+    prepare_contacts,
 )
 from idlink.domain.linking import APPLIED
 from idlink.domain.reads import AccountView
@@ -105,6 +106,7 @@ def apply_batch(
             key = codec.canonical_key(record.observed_at_us, record.source, record.record_id)
             if key in replayed and not record.deleted:
                 outcomes[i] = (replayed[key].outcome, replayed[key].refused)
+    unit.write_created()
     results = []
     for i, record in enumerate(records):
         outcome, refused = outcomes[last[(record.source, record.record_id)]]
@@ -191,13 +193,20 @@ def _refused_pairs(record: RecordState) -> list[tuple[bytes, bytes]]:
 
 def ingest(unit: AccountUnit, secret: bytes, records: Sequence[RecordInput]) -> list[LinkResult]:
     """Apply a batch of checked records; results in input order."""
-    prepared = [
+    flat = prepare_contacts(
+        secret,
+        unit.config,
         [
-            prepare_contact(secret, unit.config, key, f"records[{i}].contacts[{j}]")
+            (key, f"records[{i}].contacts[{j}]")
+            for i, record in enumerate(records)
             for j, key in enumerate(record.contacts)
-        ]
-        for i, record in enumerate(records)
-    ]
+        ],
+    )
+    prepared: list[list[PreparedContact]] = []
+    start = 0
+    for record in records:
+        prepared.append(flat[start : start + len(record.contacts)])
+        start += len(record.contacts)
     return apply_batch(unit, records, prepared)
 
 

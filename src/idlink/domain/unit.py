@@ -47,6 +47,8 @@ class AccountUnit:
         self.deferred: set[bytes] = set()
         # Contacts created by this operation: no record named them before it.
         self.created: set[bytes] = set()
+        # Contacts created by this operation and not written yet.
+        self.unwritten: set[bytes] = set()
         # The records this operation stored, replaced or removed (see ``region``):
         # the earliest canonical key among them, the keys of those stored for the
         # replay, the newest key stored per contact, and the contacts of removed ones.
@@ -79,7 +81,8 @@ class AccountUnit:
             first_seen=self.txn.next_contact_seq(),
             created_at_us=self.now,
         )
-        self.txn.put_contact(prepared.pid, contact)
+        # Written once, with its customer, by write_components (or write_created).
+        self.unwritten.add(prepared.pid)
         self.created.add(prepared.pid)
         national = national_number(prepared.key_type, prepared.cleaned)
         if national and not prepared.invalid_reason:
@@ -400,7 +403,8 @@ class AccountUnit:
             contact = self.contacts[node.pid]
             customer = changes.customer_of[node.pid]
             if (
-                contact.customer_pid == customer
+                node.pid not in self.unwritten
+                and contact.customer_pid == customer
                 and contact.connections == node.connections
                 and contact.isolated == node.isolated
                 and contact.isolated_at == node.isolated_at
@@ -421,6 +425,14 @@ class AccountUnit:
             contact.first_key = node.first_key
             contact.first_position = node.position
             self.txn.put_contact(node.pid, contact)
+            self.unwritten.discard(node.pid)
+        self.write_created()
+
+    def write_created(self) -> None:
+        """Write the contacts this operation created that no customer has written yet."""
+        for pid in sorted(self.unwritten):
+            self.txn.put_contact(pid, self.contacts[pid])
+        self.unwritten = set()
 
     def emit(
         self,
