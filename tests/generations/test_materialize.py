@@ -149,9 +149,9 @@ class Stored:
     counters: tuple[int, int]
 
 
-def dump(engine: IdentityEngine) -> Stored:
-    config = engine.account_config(ACCOUNT)
-    with engine.read(ACCOUNT) as view:
+def dump(engine: IdentityEngine, account: str = ACCOUNT) -> Stored:
+    config = engine.account_config(account)
+    with engine.read(account) as view:
         txn = view.txn
         contacts = dict(txn.iter_contacts())
         national = {}

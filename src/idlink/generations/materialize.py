@@ -857,6 +857,7 @@ def derive_rows(
                     merge_profile(state.profile, old[other].profile)
             if kind != pid_rules.UNCHANGED:
                 state.updated_at_us = now
+        del state.contact_pids[:]
         state.contact_pids.extend(members)
         state.watermark = watermark[part]
         customer_rows.append((keys.customer(pid), state.SerializeToString()))
