@@ -192,9 +192,11 @@ def test_a_malformed_file_names_file_and_line(name: str, text: str, line: int, w
 def test_a_missing_file_is_refused() -> None:
     with tempfile.TemporaryDirectory() as folder:
         missing = Path(folder) / "nope.csv"
-        with new_engine(Path(folder) / "d") as engine:
-            with pytest.raises(RecordsFileError, match="no such file"):
-                materialize.generation_from_records(engine, ACCOUNT, missing, progress=False)
+        with (
+            new_engine(Path(folder) / "d") as engine,
+            pytest.raises(RecordsFileError, match="no such file"),
+        ):
+            materialize.generation_from_records(engine, ACCOUNT, missing, progress=False)
 
 
 def test_a_load_that_does_not_fit_the_map_is_refused_before_writing() -> None:
