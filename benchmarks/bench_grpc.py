@@ -133,6 +133,7 @@ async def _unary_load(
         started = time.perf_counter()
         await asyncio.gather(*(caller(i) for i in range(CONCURRENCY)))
         elapsed = time.perf_counter() - started
+    _COUNTED[0] += len(latencies)
     return len(latencies) / elapsed, latencies
 
 
@@ -152,7 +153,28 @@ async def _stream_load(target: str, call, requests: list, count: int, metadata) 
         async for _ in stream:
             answers += 1
         await sender
+        _COUNTED[0] += answers
         return answers / (time.perf_counter() - started)
+
+
+# Calls made by the load generators (for the server's CPU time per call).
+_COUNTED = [0]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (/proc/PID/stat)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_per_call(pid: int, run):
+    """``run()``'s result and the server's CPU microseconds per call made during it."""
+    calls, cpu = _COUNTED[0], _cpu_seconds(pid)
+    result = run()
+    made = _COUNTED[0] - calls
+    return result, (_cpu_seconds(pid) - cpu) * 1e6 / made if made else 0.0
 
 
 def _p(latencies: list[float], q: float) -> float:
@@ -553,3 +575,217 @@ def _record(r) -> identity_pb2.Record:
     )
     record.observed_at.FromMicroseconds(r.observed_at_us)
     return record
+
+
+# -- the resolve figures alone: python -m benchmarks.bench_grpc --resolve-only ------------------
+
+
+def bench_resolve(*, records: int, seconds: float, repeats: int) -> list[Entry]:
+    """Resolve, StreamResolve and BatchResolve beside the echo, on a store loaded offline.
+
+    The records are put in with the engine before the server starts (no
+    gRPC ingest, no bulk load), so the resolve figures take a minute, not
+    the whole grpc group; the server is the same ``idlink serve``.
+    """
+    from idlink.domain.engine import IdentityEngine
+    from idlink.security.crypto import open_store
+    from idlink.security.secrets import load_master_secret
+
+    out: list[Entry] = []
+    with tempfile.TemporaryDirectory(prefix="idlink-bench-") as folder:
+        root = Path(folder)
+        data = root / "data"
+        data.mkdir()
+        token = _admin_token(str(data))
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        served = make_records(records)
+        with open_store(data, durable=False) as store:
+            engine = IdentityEngine(store, load_master_secret(data))
+            for i in range(0, len(served), INGEST_BATCH):
+                engine.ingest(ACCOUNT, served[i : i + INGEST_BATCH])
+        target = f"127.0.0.1:{_free_port()}"
+        args = ["-m", "idlink", "serve", "--data", str(data), "--listen", target]
+        with _process(args, target, root / "idlink.log") as server:
+            allow_bulk_reads(target, ACCOUNT, metadata)
+            figures = _resolve_loads(target, served, metadata, seconds, repeats, server.pid)
+        out += _against_echo(root, figures, seconds, repeats)
+    return out
+
+
+def _resolve_loads(target: str, records, metadata, seconds: float, repeats: int, pid: int) -> dict:
+    stub = identity_pb2_grpc.IdentityServiceStub
+    requests = [
+        identity_pb2.ResolveRequest(account=ACCOUNT, contact=_key(r.contacts[0]))
+        for r in records[: min(len(records), 20_000)]
+    ]
+    answer = asyncio.run(_one_resolve(target, requests[0], metadata))
+    batch = identity_pb2.BatchResolveRequest(
+        account=ACCOUNT, contacts=[r.contact for r in requests[:1000]]
+    )
+    batch_reply = asyncio.run(_one_batch(target, batch, metadata)).ByteSize()
+    unary, unary_cpu = _cpu_per_call(
+        pid,
+        lambda: _median(
+            lambda: asyncio.run(
+                _unary_load(target, lambda ch: stub(ch).Resolve, requests, seconds, metadata)
+            ),
+            repeats,
+        ),
+    )
+    stream, stream_cpu = _cpu_per_call(
+        pid,
+        lambda: _median(
+            lambda: asyncio.run(
+                _stream_load(target, lambda ch: stub(ch).StreamResolve, requests, 50_000, metadata)
+            ),
+            repeats,
+        ),
+    )
+    batched = _median(
+        lambda: (
+            asyncio.run(
+                _unary_load(target, lambda ch: stub(ch).BatchResolve, [batch], seconds, metadata)
+            )[0]
+            * 1000
+        ),
+        repeats,
+    )
+    return {
+        "request_bytes": len(requests[0].SerializeToString()),
+        "reply_bytes": answer.ByteSize(),
+        "batch_bytes": batch.ByteSize(),
+        "batch_reply_bytes": batch_reply,
+        "unary": unary,
+        "stream": stream,
+        "batch": batched,
+        "unary_cpu": unary_cpu,
+        "stream_cpu": stream_cpu,
+    }
+
+
+def _against_echo(root: Path, figures: dict, seconds: float, repeats: int) -> list[Entry]:
+    echo_target = f"127.0.0.1:{_free_port()}"
+    echo_args = ["-m", "benchmarks.echo_server", "--listen", echo_target]
+    echo_args += ["--reply-bytes", str(figures["reply_bytes"])]
+    echo_args += ["--batch-reply-bytes", str(figures["batch_reply_bytes"])]
+    echo_requests = [b"q" * figures["request_bytes"]]
+    batch_request = [b"q" * figures["batch_bytes"]]
+    with _process(echo_args, echo_target, root / "echo.log") as echo:
+        (echo_rate, echo_lat), echo_cpu = _cpu_per_call(
+            echo.pid,
+            lambda: _median(
+                lambda: asyncio.run(
+                    _unary_load(
+                        echo_target,
+                        lambda ch: ch.unary_unary("/bench.Echo/Unary"),
+                        echo_requests,
+                        seconds,
+                        (),
+                    )
+                ),
+                repeats,
+            ),
+        )
+        echo_stream = _median(
+            lambda: asyncio.run(
+                _stream_load(
+                    echo_target,
+                    lambda ch: ch.stream_stream("/bench.Echo/Stream"),
+                    echo_requests,
+                    50_000,
+                    (),
+                )
+            ),
+            repeats,
+        )
+        echo_batch = _median(
+            lambda: (
+                asyncio.run(
+                    _unary_load(
+                        echo_target,
+                        lambda ch: ch.unary_unary("/bench.Echo/Batch"),
+                        batch_request,
+                        seconds,
+                        (),
+                    )
+                )[0]
+                * 1000
+            ),
+            repeats,
+        )
+    unary_rate, unary_lat = figures["unary"]
+    return [
+        entry(
+            f"Resolve unary, {CONCURRENCY} concurrent callers",
+            unary_rate,
+            "resolves/s",
+            "bare echo unary, same sizes and server set-up",
+            echo_rate,
+            target=0.8,
+        ),
+        entry(
+            f"Resolve unary p99, {CONCURRENCY} concurrent callers",
+            _p(unary_lat, 0.99),
+            "ms",
+            "bare echo p99",
+            _p(echo_lat, 0.99),
+            lower_is_better=True,
+            target=1 / 1.5,
+        ),
+        entry(
+            "StreamResolve, one pipelined stream",
+            figures["stream"],
+            "resolves/s",
+            "bare echo bidi stream",
+            echo_stream,
+            target=0.7,
+        ),
+        entry(
+            "server CPU per unary Resolve",
+            figures["unary_cpu"],
+            "µs",
+            "server CPU per bare echo unary call",
+            echo_cpu,
+            lower_is_better=True,
+        ),
+        entry(
+            "server CPU per StreamResolve answer",
+            figures["stream_cpu"],
+            "µs",
+            "server CPU per bare echo unary call",
+            echo_cpu,
+            lower_is_better=True,
+        ),
+        entry(
+            BATCH_NAME,
+            figures["batch"],
+            "resolves/s",
+            "echo of 1,000-item batches (items/s)",
+            echo_batch,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="gRPC figures; --resolve-only: resolve alone")
+    parser.add_argument("--resolve-only", action="store_true")
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.resolve_only:
+        entries = bench_resolve(records=args.records, seconds=args.seconds, repeats=args.repeats)
+    else:
+        entries = bench_grpc(smoke=False, repeats=args.repeats)
+    for e in entries:
+        print(
+            f"{e.name}: {e.value:,.1f} {e.unit} | {e.floor}: {e.floor_value:,.1f}"
+            f" | ratio {e.ratio:.2f} (target {e.target})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -135,11 +135,28 @@ class ProfileUpdate:
 # -- schema -------------------------------------------------------------------------
 
 
+# Parsed schemas by their stored JSON: a schema is a function of its bytes, so the
+# bytes are the exact key (callers below agent have it read on every call).
+_PARSED: dict[bytes, Schema] = {}
+_PARSED_LIMIT = 1024
+
+
 def load_schema(txn: AccountTxn | None) -> Schema:
     """The stored schema of an account (system fields only when none is stored)."""
     raw = txn.get_schema() if txn is not None else None
     if raw is None:
         return Schema()
+    parsed = _PARSED.get(raw)
+    if parsed is None:
+        parsed = _parse_schema(raw)
+        if len(_PARSED) >= _PARSED_LIMIT:
+            _PARSED.clear()
+        _PARSED[raw] = parsed
+    # A copy: callers may change the schema they get (an update builds on it).
+    return Schema(dict(parsed.fields), parsed.version, parsed.updated_at_us)
+
+
+def _parse_schema(raw: bytes) -> Schema:
     data = json.loads(raw)
     fields = {
         f["name"]: FieldSpec(

@@ -1,7 +1,8 @@
 """The composition root: one idlink server built from its configuration (SPEC 9).
 
 :func:`create_server` opens the store, builds the engine, the runtime, the
-interceptors (``service/interceptors.py`` then ``service/auth.py``) and the
+interceptor (``service/auth.py``, with the call layer of
+``service/interceptors.py`` outside its own, in one pass per call) and the
 servicers, registers the standard health and reflection services and binds
 the port; it returns the server, not yet started, and its port, so a test can
 run one in its own process. :func:`serve` is the thin wrapper that
@@ -194,11 +195,10 @@ class IdlinkServer:
             max_streams_per_key=config.max_streams_per_key,
             max_streams_per_account=config.max_streams_per_account,
             metrics=metrics,
+            # One interceptor per call: load shedding and call logs, then admission.
+            calls=CallInterceptor(config.max_concurrent_calls, config.max_streams, metrics),
         )
-        interceptors = [
-            CallInterceptor(config.max_concurrent_calls, config.max_streams, metrics),
-            self.auth,
-        ]
+        interceptors: list[aio.ServerInterceptor] = [self.auth]
         server = self.grpc = aio.server(
             interceptors=interceptors,
             options=[

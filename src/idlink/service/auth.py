@@ -17,8 +17,9 @@ For every RPC except health and reflection:
 - a key holds at most ``max_streams_per_key`` open streams and an account at
   most ``max_streams_per_account``, else ``RESOURCE_EXHAUSTED`` naming the quota.
 
-The key is read from the store on every call, so a revocation made by any
-process is effective on the next call. An open stream does not outlive its
+The key is read from the store on every call (through the serving cache,
+which checks every stored byte an admission read: docs/serving.md), so a
+revocation made by any process is effective on the next call. An open stream does not outlive its
 key: streaming requests re-check the key message by message, and every open
 stream is re-checked every ``RECHECK_SECONDS``; a revoked key's streams end
 ``UNAUTHENTICATED``, a flagged key's reads of customer data
@@ -56,6 +57,7 @@ from idlink.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from idlink.security import apikeys
 from idlink.security.audit import AnomalyDetector, AuditLog, PendingEvent
 from idlink.security.roles import (
     CALLER,
@@ -66,7 +68,13 @@ from idlink.security.roles import (
     ROLE_NAMES,
     Principal,
 )
-from idlink.service.interceptors import EXEMPT_PREFIXES, aborted_code, rewrap
+from idlink.service.interceptors import (
+    EXEMPT_PREFIXES,
+    CallInterceptor,
+    aborted_code,
+    rewrap,
+    tolerant,
+)
 from idlink.service.metrics import Metrics
 from idlink.service.options import DEFAULT_MAX_STREAMS_PER_ACCOUNT, DEFAULT_MAX_STREAMS_PER_KEY
 from idlink.service.status import abort_with
@@ -245,7 +253,11 @@ class AuthInterceptor(aio.ServerInterceptor):
         max_streams_per_account: int = DEFAULT_MAX_STREAMS_PER_ACCOUNT,
         metrics: Metrics | None = None,
         recheck_seconds: float = RECHECK_SECONDS,
+        calls: CallInterceptor | None = None,
     ) -> None:
+        # With ``calls``, this one interceptor also runs the call interceptor's
+        # layer (load shedding, tolerant parse, call logs) outside its own.
+        self.calls = calls
         self.engine = engine
         self.audit = audit
         self.detector = detector
@@ -267,12 +279,7 @@ class AuthInterceptor(aio.ServerInterceptor):
             )
         wanted = request is not None and method in _CUSTOMER_REQUESTS
         pids = customer_pids(request) if wanted else []
-        found = access.admission(
-            self.engine,
-            token,
-            customer_pid=pids[0] if pids else None,
-            pii_below=PII_CLEAR_ROLE,
-        )
+        found = self._admission(token, pids[0] if pids else None)
         if found is None:
             raise Unauthenticated("unknown or revoked API key", reason=UNKNOWN_KEY)
         state = found.key
@@ -300,6 +307,45 @@ class AuthInterceptor(aio.ServerInterceptor):
         max_customers, window = found.max_customers, found.window_seconds
         return _Admitted(principal, max_customers, window)
 
+    def _admission(self, token: str, customer_pid: bytes | None) -> access.Admission | None:
+        """``access.admission`` of the token, from the serving cache when it provably holds.
+
+        A plain key's admission is a function of what the store holds (the key,
+        the account's id, schema, policy and tombstones), so the cache, which
+        checks every byte the admission read (docs/serving.md), serves it: a
+        key revoked or flagged by any process is refused on the very next call.
+        A session token's admission also depends on the clock (the session
+        expires): it is read every time.
+        """
+        if apikeys.SESSION_SEPARATOR in token:
+            return access.admission(
+                self.engine, token, customer_pid=customer_pid, pii_below=PII_CLEAR_ROLE
+            )
+
+        def make() -> Callable[[Any], access.Admission | None]:
+            def compute(txn: Any) -> access.Admission | None:
+                return access.admission(
+                    _InTxn(txn),  # type: ignore[arg-type]
+                    token,
+                    customer_pid=customer_pid,
+                    pii_below=PII_CLEAR_ROLE,
+                )
+
+            return compute
+
+        key = ("admission", apikeys.token_hash(token), customer_pid)
+        return self.engine.serving.answer(key, make)
+
+    def _key_state(self, token: str) -> Any:
+        """The live key of a token (None: unknown or revoked), as :meth:`_admission` reads it."""
+        if apikeys.SESSION_SEPARATOR in token:
+            return access.key_states(self.engine, [token])[token]
+
+        def make() -> Callable[[Any], Any]:
+            return lambda txn: access.key_states(_InTxn(txn), [token])[token]  # type: ignore[arg-type]
+
+        return self.engine.serving.answer(("key", apikeys.token_hash(token)), make)
+
     @staticmethod
     def _throttled(state: Any) -> IdlinkError:
         return ResourceExhausted(
@@ -319,7 +365,7 @@ class AuthInterceptor(aio.ServerInterceptor):
 
     def recheck(self, token: str, method: str) -> IdlinkError | None:
         """Why a key admitted earlier may no longer go on (None: it may)."""
-        return self._verdict(access.key_states(self.engine, [token])[token], method)
+        return self._verdict(self._key_state(token), method)
 
     def _verdict(self, state: Any, method: str) -> IdlinkError | None:
         if state is None:
@@ -494,14 +540,22 @@ class AuthInterceptor(aio.ServerInterceptor):
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
         token = bearer_token(details.invocation_metadata)
+        calls = self.calls
 
         def wrap(
             behavior: Callable[..., Any], streaming_in: bool, writes: bool
         ) -> Callable[..., Any]:
             wrapper = self._wrap_stream if writes else self._wrap
-            return wrapper(behavior, method, token, streaming_in)
+            admitted = wrapper(behavior, method, token, streaming_in)
+            if calls is None:
+                return admitted
+            # The call interceptor's layer outside this one, as when it ran first
+            # (what it wraps here is a coroutine function: it writes nothing itself).
+            return calls.wrap(handler, method, admitted, streaming_in, False)
 
-        return rewrap(handler, wrap)
+        if calls is None:
+            return rewrap(handler, wrap)
+        return rewrap(handler, wrap, tolerant(handler.request_deserializer))
 
     @staticmethod
     async def _abort(context: aio.ServicerContext, refused: IdlinkError) -> None:
@@ -647,6 +701,18 @@ class AuthInterceptor(aio.ServerInterceptor):
                 await self._abort(context, refusal)
 
         return stream
+
+
+class _InTxn:
+    """Stands for the engine in ``access``'s use cases: its key reads use the transaction given."""
+
+    __slots__ = ("txn",)
+
+    def __init__(self, txn: Any) -> None:
+        self.txn = txn
+
+    def read_keys(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext(self.txn)
 
 
 def _message_detail(message: Any) -> str:

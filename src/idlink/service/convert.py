@@ -14,6 +14,7 @@ state, so they give the same answer on the event loop and on a pool thread.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -327,6 +328,39 @@ def resolution(answer: Resolution, viewer: Principal) -> identity_pb2.ResolveRes
     if answer.customer is not None:
         out.customer.CopyFrom(customer(answer.customer, viewer))
     return out
+
+
+# Converted answers of the serving cache's resolves, by the answer and what the
+# viewer may see: the cache hands out the same Resolution object while it holds
+# (docs/serving.md), so its conversion for one kind of viewer is done once.
+_RESOLUTIONS: dict[tuple[int, Any], tuple[Resolution, identity_pb2.ResolveResponse]] = {}
+MAX_CONVERTED = 65_536
+
+
+def _mask_class(viewer: Principal) -> Any:
+    """What decides masking (``contact``, ``_hides_field``, ``suggestion``) for ``viewer``."""
+    if viewer.sees_pii:
+        return True
+    return (viewer.role >= READER, viewer.pii_fields)
+
+
+def shared_resolution(answer: Resolution, viewer: Principal) -> identity_pb2.ResolveResponse:
+    """:func:`resolution`, kept for the same answer object and mask: never change the result.
+
+    The message returned is shared by every call that gets the same answer
+    for the same kind of viewer; gRPC only serializes it.
+    """
+    key = (id(answer), _mask_class(viewer))
+    found = _RESOLUTIONS.get(key)
+    if found is not None and found[0] is answer:
+        return found[1]
+    response = resolution(answer, viewer)
+    if len(_RESOLUTIONS) >= MAX_CONVERTED:
+        for old in list(itertools.islice(_RESOLUTIONS, MAX_CONVERTED // 4)):
+            _RESOLUTIONS.pop(old, None)
+    # The entry holds the answer itself, so its id is not reused while it is kept.
+    _RESOLUTIONS[key] = (answer, response)
+    return response
 
 
 def change_event(event: ChangeEvent) -> common_pb2.ChangeEvent:

@@ -80,7 +80,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             )
         else:
             answer = self.rt.read(self.engine.resolve, account, key, actor=who)
-        return convert.resolution(answer, viewer)
+        return convert.shared_resolution(answer, viewer)
 
     @guard_stream("StreamResolve")
     async def StreamResolve(
@@ -114,22 +114,16 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             )
         keys = convert.contact_keys(request.contacts, "contacts")
         who = actor(viewer, context)
+        create = request.create_if_missing
 
         def run() -> list[identity_pb2.ResolveResponse]:
-            answers = []
-            for i, key in enumerate(keys):
-                try:
-                    answer = self.engine.resolve(
-                        account, key, create_if_missing=request.create_if_missing, actor=who
-                    )
-                except IdlinkError as exc:
-                    if exc.field and exc.field.startswith("contact"):
-                        exc.field = f"contacts[{i}]" + exc.field[len("contact") :]
-                    raise
-                answers.append(convert.resolution(answer, viewer))
-            return answers
+            # One read transaction for the whole batch (a create waits for the writer).
+            answers = self.engine.resolve_all(
+                account, keys, create_if_missing=create, actor=who, field="contacts"
+            )
+            return [convert.shared_resolution(answer, viewer) for answer in answers]
 
-        if request.create_if_missing:  # may write: wait for the writer off the loop
+        if create:  # may write: wait for the writer off the loop
             return identity_pb2.BatchResolveResponse(responses=await self.rt.call(run))
         return identity_pb2.BatchResolveResponse(responses=self.rt.read(run))
 

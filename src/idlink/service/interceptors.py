@@ -1,9 +1,12 @@
 """The server interceptors' shared plumbing, load shedding, malformed requests and call logs.
 
-Two interceptors wrap every idlink method: :class:`CallInterceptor` (here:
-load shedding, the tolerant parse, metrics and call logs) and
-``auth.AuthInterceptor`` (admission and audit). Both re-wrap the four handler
-kinds with :func:`rewrap` and name a call's outcome with :func:`outcome`.
+Two layers wrap every idlink method: :class:`CallInterceptor` (here: load
+shedding, the tolerant parse, metrics and call logs) and
+``auth.AuthInterceptor`` (admission and audit). The server runs them as one
+interceptor: the auth interceptor, given the call interceptor, wraps each
+handler with both in one pass (one ``intercept_service`` and one re-wrap per
+call); each can also run alone. Both re-wrap the four handler kinds with
+:func:`rewrap` and name a call's outcome with :func:`outcome`.
 
 The rules both keep (SPEC 9, docs/operations.md): a servicer context is
 touched only while its call is live, since gRPC frees the call when the
@@ -228,13 +231,29 @@ class CallInterceptor(aio.ServerInterceptor):
         def wrap(
             behavior: Callable[..., Any], streaming_requests: bool, writes: bool
         ) -> Callable[..., Any]:
-            # A client-streaming call holds a stream slot, a unary one a call slot.
-            if handler.unary_unary is not None or handler.stream_unary is not None:
-                gate = self.streams if streaming_requests else self.calls
-                return self._wrap_unary(behavior, method, gate, streaming_requests)
-            return self._wrap_stream(behavior, method, streaming_requests, writes)
+            return self.wrap(handler, method, behavior, streaming_requests, writes)
 
         return rewrap(handler, wrap, tolerant(handler.request_deserializer))
+
+    def wrap(
+        self,
+        handler: grpc.RpcMethodHandler,
+        method: str,
+        behavior: Callable[..., Any],
+        streaming_requests: bool,
+        writes: bool,
+    ) -> Callable[..., Any]:
+        """``behavior`` of ``handler`` behind the gates, the tolerant parse and the call log.
+
+        The handler's request deserializer must be wrapped with :func:`tolerant`
+        (``intercept_service`` does it; so does an interceptor that wraps both
+        its own behaviour and this one in one pass, ``auth.AuthInterceptor``).
+        """
+        # A client-streaming call holds a stream slot, a unary one a call slot.
+        if handler.unary_unary is not None or handler.stream_unary is not None:
+            gate = self.streams if streaming_requests else self.calls
+            return self._wrap_unary(behavior, method, gate, streaming_requests)
+        return self._wrap_stream(behavior, method, streaming_requests, writes)
 
     def _log(self, method: str, code: str, started: float, peer: str) -> None:
         # Every call is counted in the metrics; the log keeps failures and slow calls
