@@ -21,6 +21,7 @@ from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, RecordInput
 from idlink.errors import FailedPrecondition, StoreFull
 from idlink.generations import materialize
+from idlink.generations.manifest import ExportError
 from idlink.generations.records_file import RecordsFileError
 from idlink.security.crypto import open_store
 from idlink.security.secrets import load_master_secret
@@ -215,3 +216,38 @@ def test_a_load_that_does_not_fit_the_map_is_refused_before_writing() -> None:
                 materialize.check_fits(engine, planned)
             assert "MiB" in str(caught.value)
             assert engine.partition(ACCOUNT) == []
+
+
+def test_a_recluster_folder_loads_as_the_live_store(impl: str) -> None:
+    """``load --in``: export, recluster (local), read the folder back, write it beside the live."""
+    from idlink.generations.engines import recluster
+    from idlink.generations.export import export_records
+
+    records = _records("a", 80) + [
+        RecordInput("web", "hub", [ContactKey("email", "no@email.com")], BASE_US),
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        data = root / "d"
+        with new_engine(data) as engine:
+            engine.ingest(ACCOUNT, _canonical(records), actor="load")
+        export_records(data, ACCOUNT, root / "export")
+        manifest = recluster(root / "export", root / "generation", "local")
+        assert manifest.details["export"] == str((root / "export").resolve())
+        with open_store(data, durable=False) as store:
+            engine = IdentityEngine(store, load_master_secret(data))
+            live = dump(engine)
+            planned = materialize.generation_from_folder(engine, ACCOUNT, root / "generation")
+            materialize.check_fits(engine, planned)
+            engine.write(STAGING, "", lambda unit: None)
+            materialize.write_generation(
+                engine, STAGING, planned, progress=False, live_account=ACCOUNT
+            )
+            found = dump(engine, STAGING)
+            assert check_account(engine, STAGING).ok
+            # Nothing changed since the export: the same store, the same customer PIDs.
+            assert set(found.customers) == set(live.customers)
+            assert_same_store(live, found, arrival=True)
+            # Another account's generation is refused, naming the manifest.
+            with pytest.raises(ExportError, match="manifest.json"):
+                materialize.generation_from_folder(engine, STAGING, root / "generation")

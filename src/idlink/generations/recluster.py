@@ -446,7 +446,13 @@ def write_generation(generation: Generation, out: str | os.PathLike[str]) -> Man
         secret_fingerprint=source.secret_fingerprint,
         change_seq=source.change_seq,
         created_at_us=time.time_ns() // 1000,
-        details={"engine": generation.engine, **generation.details, **assignment.counts()},
+        details={
+            "engine": generation.engine,
+            # Where its export is: ``idlink load --in`` finds it there by default.
+            "export": str(generation.inputs.export.path.resolve()),
+            **generation.details,
+            **assignment.counts(),
+        },
     )
     pids = generation.inputs.pids
     tables = {
