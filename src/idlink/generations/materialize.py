@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 
 from idlink.domain import bulk as bulk_use
 from idlink.domain.contacts import BLOCKED, national_number
-from idlink.domain.keytypes import AccountConfig, KeyType
+from idlink.domain.keytypes import NORMALIZER_PHONE, AccountConfig, KeyType
 from idlink.domain.linking import LinkGraph, Node, StepResult
 from idlink.domain.pids import merge_profile
 from idlink.errors import StoreFull
@@ -282,19 +282,22 @@ def generation_from_records(
     record_rank_of_row = np.full(parsed.records, -1, np.int64)
     record_rank_of_row[kept] = kept_rank
 
-    live_index = {pid: i for i, (pid, _) in enumerate(live.contacts)}
     seen_order = np.lexsort((entries, record_rank_of_row[entry_record[entries]]))
     ordered_u = entry_u[entries][seen_order]
     unique_u, first_at = np.unique(ordered_u, return_index=True)
     by_arrival = unique_u[np.argsort(first_at, kind="stable")]
     first_entry = np.zeros(len(file_pids), np.int64)
     first_entry[unique_u] = entries[seen_order][first_at]
-    file_pid_list = file_pids.to_pylist()
-    new_u = [u for u in by_arrival.tolist() if file_pid_list[u] not in live_index]
+    file_pid_list: list[bytes] = file_pids.to_pylist() if live.records else []
+    live_pids = pa.array([pid for pid, _ in live.contacts], pa.binary(16))
+    is_live = pc.is_in(file_pids, value_set=live_pids).to_numpy(zero_copy_only=False)
+    new_u = by_arrival[~is_live[by_arrival]]
+    new_pids = file_pids.take(pa.array(new_u))
+    new_pid_list: list[bytes] = new_pids.to_pylist()
 
     # Policies may be set on contacts no record named yet (SPEC 2.5).
     with engine.read(account) as view:
-        live.policies.extend(_policies_of(view, [file_pid_list[u] for u in new_u]))
+        live.policies.extend(_policies_of(view, new_pid_list))
     contact_seq = max((c.first_seen for _, c in live.contacts), default=0)
     customer_seq = max((c.created_seq for _, c in live.customers), default=0)
 
@@ -321,25 +324,36 @@ def generation_from_records(
         c_first_seen.append(contact.first_seen)
         c_created.append(contact.created_at_us)
         c_national.append(pid in live.national)
-    for i, u in enumerate(new_u):
-        entry = int(first_entry[u])
-        key_type = prepared.key_type[entry]
-        reason = prepared.invalid_reason[entry]
-        cleaned = prepared.cleaned[entry]
-        c_pid.append(file_pid_list[u])
-        c_type.append(key_type.name)
-        c_source.append(prepared.source[entry])
-        c_value.append(cleaned)
-        c_reason.append("" if reason == BLOCKED else reason)
-        c_blocked.append(reason == BLOCKED)
-        c_customer.append(b"")
-        c_first_seen.append(contact_seq + 1 + i)
-        c_created.append(now)
-        c_national.append(bool(national_number(key_type, cleaned)) and not reason)
+    # Entry columns as object arrays, so whole columns are taken at once.
+    e_type = np.array(parsed.entry_type, dtype=object)
+    e_source = np.array(prepared.source, dtype=object)
+    e_cleaned = np.array(prepared.cleaned, dtype=object)
+    e_reason = np.array(prepared.invalid_reason, dtype=object)
+    first = first_entry[new_u]
+    new_reason = e_reason[first]
+    new_blocked = new_reason == BLOCKED
+    new_cleaned: list[str] = e_cleaned[first].tolist()
+    new_types: list[str] = e_type[first].tolist()
+    c_pid.extend(new_pid_list)
+    c_type.extend(new_types)
+    c_source.extend(e_source[first].tolist())
+    c_value.extend(new_cleaned)
+    c_reason.extend(np.where(new_blocked, "", new_reason).tolist())
+    c_blocked.extend(new_blocked.tolist())
+    c_customer.extend([b""] * len(new_u))
+    c_first_seen.extend(range(contact_seq + 1, contact_seq + 1 + len(new_u)))
+    c_created.extend([now] * len(new_u))
+    phone_types = {k.name for k in config.key_types.values() if k.normalizer == NORMALIZER_PHONE}
+    new_reason_list = new_reason.tolist()
+    c_national.extend(
+        name in phone_types
+        and not reason
+        and bool(national_number(config.key_types[name], cleaned))
+        for name, cleaned, reason in zip(new_types, new_cleaned, new_reason_list, strict=True)
+    )
 
     # Records: the live ones not replaced or deleted by the file, then the file's.
     replaced = set(last)
-    live_by_key = {(r.source, r.record_id): r for r in live.records}
     r_source: list[str] = []
     r_id: list[str] = []
     r_observed: list[int] = []
@@ -364,45 +378,45 @@ def generation_from_records(
             flat_pid.append(pid)
             flat_type.append(kind)
             flat_source.append(source)
-    # The file's kept records, their deduplicated contacts grouped per record.
-    dedup_record = entry_record[dedup]
-    order = np.argsort(dedup_record, kind="stable")
-    dedup = dedup[order]
+    # The file's kept records (in file order), their deduplicated contacts in
+    # the record's order: entries are grouped by record, in file order.
     per_record = np.bincount(entry_record[dedup], minlength=parsed.records)
-    file_lists: dict[int, list[bytes]] = {}
-    cursor = 0
-    dedup_list = dedup.tolist()
-    for row in kept.tolist():
-        count = int(per_record[row])
-        members = dedup_list[cursor : cursor + count]
-        cursor += count
-        pids_of = [file_pid_list[int(entry_u[e])] for e in members]
-        file_lists[row] = pids_of
-        source, record_id = parsed.source[row], parsed.record_id[row]
-        stored = live_by_key.get((source, record_id))
-        r_source.append(source)
-        r_id.append(record_id)
-        r_observed.append(int(observed_all[row]))
-        if (
-            stored is not None
-            and stored.observed_at_us == observed_all[row]
-            and list(stored.contact_pids) == pids_of
-        ):
-            r_author.append(stored.author)
-            r_stored.append(stored.stored_at_us)
-        else:
-            r_author.append(actor)
-            r_stored.append(now)
-        lengths.append(count)
-        for e in members:
-            flat_pid.append(file_pid_list[int(entry_u[e])])
-            flat_type.append(prepared.key_type[e].name)
-            flat_source.append(prepared.source[e])
+    kept_lengths = per_record[kept]
+    kept_observed = observed_all[kept]
+    kept_authors = [actor] * len(kept)
+    kept_stored = [now] * len(kept)
+    if live.records:
+        # A record sent again unchanged keeps its author and time (records._apply_one).
+        live_by_key = {(r.source, r.record_id): r for r in live.records}
+        starts = np.concatenate([[0], np.cumsum(kept_lengths)]).tolist()
+        dedup_u = entry_u[dedup].tolist()
+        for i, row in enumerate(kept.tolist()):
+            stored = live_by_key.get((parsed.source[row], parsed.record_id[row]))
+            if stored is None or stored.observed_at_us != kept_observed[i]:
+                continue
+            pids_of = [file_pid_list[u] for u in dedup_u[starts[i] : starts[i + 1]]]
+            if list(stored.contact_pids) == pids_of:
+                kept_authors[i] = stored.author
+                kept_stored[i] = stored.stored_at_us
+    r_source.extend(kept_sources)
+    r_id.extend(kept_ids)
+    r_observed.extend(kept_observed.tolist())
+    r_author.extend(kept_authors)
+    r_stored.extend(kept_stored)
+    lengths.extend(kept_lengths.tolist())
+    flat_pid_array = pa.concat_arrays(
+        [
+            pa.array(flat_pid, pa.binary()),
+            file_pids.take(pa.array(entry_u[dedup])).cast(pa.binary()),
+        ]
+    )
+    flat_type.extend(e_type[dedup].tolist())
+    flat_source.extend(e_source[dedup].tolist())
 
     offsets = np.concatenate([[0], np.cumsum(np.array(lengths, np.int64))]).astype(np.int32)
     contacts_struct = pa.StructArray.from_arrays(
         [
-            pa.array(flat_pid, pa.binary()),
+            flat_pid_array,
             pa.array(flat_type, pa.string()),
             pa.array(flat_source, pa.string()),
         ],

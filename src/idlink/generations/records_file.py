@@ -21,7 +21,6 @@ value once), then marked BLOCKED by the key type's blocked values, exactly as
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,71 +218,103 @@ def _read_jsonl(path: Path, parsed: ParsedFile) -> None:
         )
 
 
-def prepare_entries(
-    parsed: ParsedFile, config: AccountConfig, secret: bytes, rows: Iterator[int] | None = None
-) -> PreparedEntries:
+def prepare_entries(parsed: ParsedFile, config: AccountConfig, secret: bytes) -> PreparedEntries:
     """Clean, validate and hash every entry of the file, in batches per (key type, source)."""
-    path = parsed.path
     count = len(parsed.entry_type)
-    groups: dict[tuple[str, str], tuple[dict[str, int], list[str], list[int]]] = {}
-    key_types: list[KeyType] = [KeyType("_")] * count
-    sources: list[str] = [""] * count
     types = config.key_types
-    for entry in range(count):
-        name = parsed.entry_type[entry]
-        key_type = types.get(name)
-        line = parsed.line[parsed.entry_record[entry]]
-        if key_type is None:
-            raise RecordsFileError(
-                path,
-                line,
-                f"unknown key type {name!r}; known: {', '.join(sorted(types))} "
-                "(UNKNOWN_KEY_TYPE: add it with PutKeyType first)",
-            )
-        key_types[entry] = key_type
-        source = parsed.entry_source[entry] if key_type.source_scoped else ""
-        if key_type.source_scoped:
-            try:
-                check_text(source, f"{name}_source", MAX_SOURCE_BYTES)
-            except InvalidArgument as exc:
-                raise RecordsFileError(path, line, exc.message) from None
-        sources[entry] = source
-        value = parsed.entry_value[entry]
-        group = groups.get((name, source))
-        if group is None:
-            group = groups[(name, source)] = ({}, [], [])
-        distinct, values, slots = group
-        slot = distinct.get(value)
+    # (key type name, the entry's source) -> (key type, the contact's source, its group)
+    routes: dict[tuple[str, str], tuple[KeyType, str, _Group]] = {}
+    groups: dict[tuple[str, str], _Group] = {}
+    key_types: list[KeyType] = []
+    sources: list[str] = []
+    slots: list[int] = []
+    entry_groups: list[_Group] = []
+    for entry, (name, raw_source, value) in enumerate(
+        zip(parsed.entry_type, parsed.entry_source, parsed.entry_value, strict=True)
+    ):
+        route = routes.get((name, raw_source))
+        if route is None:
+            route = _route(parsed, entry, types, groups)
+            routes[(name, raw_source)] = route
+        key_type, source, group = route
+        slot = group.distinct.get(value)
         if slot is None:
-            if len(value) > MAX_RAW_VALUE_BYTES:
-                raise RecordsFileError(
-                    path, line, f"a {name} value is longer than {MAX_RAW_VALUE_BYTES} characters"
-                )
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise RecordsFileError(
-                    path, line, f"a {name} value is not valid UTF-8 text"
-                ) from None
-            slot = distinct[value] = len(values)
-            values.append(value)
-        slots.append(entry)
-    cleaned: list[str] = [""] * count
-    reasons: list[str] = [""] * count
-    pids: list[bytes] = [b""] * count
-    for (name, source), (distinct, values, entries) in groups.items():
+            slot = group.add(parsed, entry, value)
+        key_types.append(key_type)
+        sources.append(source)
+        slots.append(slot)
+        entry_groups.append(group)
+    for (name, source), group in groups.items():
         key_type = types[name]
         prepared = _contacts.prepare_many(
-            secret, key_type.normalizer, key_type.name, source, values
+            secret, key_type.normalizer, key_type.name, source, group.values
         )
-        verdicts = []
         for clean_value, reason, pid in prepared:
             if not reason and key_type.is_blocked(clean_value):
                 reason = BLOCKED
-            verdicts.append((clean_value, reason, pid))
-        for entry in entries:
-            clean_value, reason, pid = verdicts[distinct[parsed.entry_value[entry]]]
-            cleaned[entry] = clean_value
-            reasons[entry] = reason
-            pids[entry] = pid
+            group.verdicts.append((clean_value, reason, pid))
+    cleaned: list[str] = [""] * count
+    reasons: list[str] = [""] * count
+    pids: list[bytes] = [b""] * count
+    for entry in range(count):
+        cleaned[entry], reasons[entry], pids[entry] = entry_groups[entry].verdicts[slots[entry]]
     return PreparedEntries(key_types, sources, cleaned, reasons, pids)
+
+
+@dataclass(slots=True)
+class _Group:
+    """The distinct raw values of one (key type, source), prepared in one compiled call."""
+
+    distinct: dict[str, int] = field(default_factory=dict)
+    values: list[str] = field(default_factory=list)
+    verdicts: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+    def add(self, parsed: ParsedFile, entry: int, value: str) -> int:
+        if len(value) > MAX_RAW_VALUE_BYTES:
+            raise RecordsFileError(
+                parsed.path,
+                parsed.line[parsed.entry_record[entry]],
+                f"a {parsed.entry_type[entry]} value is longer than {MAX_RAW_VALUE_BYTES} "
+                "characters",
+            )
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RecordsFileError(
+                parsed.path,
+                parsed.line[parsed.entry_record[entry]],
+                f"a {parsed.entry_type[entry]} value is not valid UTF-8 text",
+            ) from None
+        slot = self.distinct[value] = len(self.values)
+        self.values.append(value)
+        return slot
+
+
+def _route(
+    parsed: ParsedFile,
+    entry: int,
+    types: dict[str, KeyType],
+    groups: dict[tuple[str, str], _Group],
+) -> tuple[KeyType, str, _Group]:
+    """The key type and contact source of an entry (checked once per pair), and its group."""
+    name = parsed.entry_type[entry]
+    line = parsed.line[parsed.entry_record[entry]]
+    key_type = types.get(name)
+    if key_type is None:
+        raise RecordsFileError(
+            parsed.path,
+            line,
+            f"unknown key type {name!r}; known: {', '.join(sorted(types))} "
+            "(UNKNOWN_KEY_TYPE: add it with PutKeyType first)",
+        )
+    source = ""
+    if key_type.source_scoped:
+        source = parsed.entry_source[entry]
+        try:
+            check_text(source, f"{name}_source", MAX_SOURCE_BYTES)
+        except InvalidArgument as exc:
+            raise RecordsFileError(parsed.path, line, exc.message) from None
+    group = groups.get((name, source))
+    if group is None:
+        group = groups[(name, source)] = _Group()
+    return key_type, source, group
