@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated groups: native,engine,grpc,http,redis,bulk (peers: redis and bulk)",
+        help="comma-separated groups: native,engine,grpc,http,redis,bulk,generations "
+        "(peers: redis and bulk)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         "http",
         "redis",
         "bulk",
+        "generations",
     }
     if "peers" in groups:
         groups |= {"redis", "bulk"}
@@ -95,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import bench_bulk
 
         entries += bench_bulk.bench_bulk(smoke=smoke)
+    if "generations" in groups:
+        from benchmarks import bench_generations
+
+        entries += bench_generations.bench_generations(smoke=smoke)
     name = "smoke" if smoke else "latest"
     json_path, md_path = write(entries, name)
     print(md_path.read_text())
