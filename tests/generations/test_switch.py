@@ -248,3 +248,46 @@ def test_engagements_pins_and_profiles_follow_the_switch(engine: IdentityEngine)
     history = engine.history(ACCOUNT, after)
     assert any(e.detail == "generation load" for e in history)
     assert [r.problems for r in check_store(engine)] == [[]]
+
+
+def _follow(model: dict[bytes, set[bytes]], events) -> dict[bytes, set[bytes]]:
+    """What a consumer of the feed knows: customers and contacts, events applied in order."""
+    for e in events:
+        if e.kind == "merged":
+            for other in e.other_customer_pids:
+                model.pop(other, None)
+        if e.kind in ("split", "created"):
+            model[e.customer_pid] = set()
+        current = model.setdefault(e.customer_pid, set())
+        current |= set(e.contacts_added)
+        current -= set(e.contacts_removed)
+    return {pid: members for pid, members in model.items() if members}
+
+
+def test_a_consumer_of_the_feed_follows_the_switch(engine: IdentityEngine, monkeypatch) -> None:
+    """Writes between the switch's plan and its transaction are in its events too."""
+    rng = random.Random(8)
+    engine.ingest(ACCOUNT, _records(rng, 50, 100_000))
+    base, exported = baseline_of(engine), exported_records(engine)
+    before_switch: dict[bytes, set[bytes]] = {}
+    plan = switch.plan_switch
+
+    def plan_then_write(engine_: IdentityEngine, staging: switch.Staging) -> switch.SwitchPlan:
+        made = plan(engine_, staging)
+        # After the plan: late records (replays, merges), a deletion (a split).
+        engine.ingest(ACCOUNT, _records(rng, 10, 0, prefix="late"))
+        engine.delete_record(ACCOUNT, "crm", "r4")
+        with engine.read(ACCOUNT) as view:
+            before_switch.update({pid: set(c.contact_pids) for pid, c in view.txn.iter_customers()})
+        return made
+
+    monkeypatch.setattr(switch, "plan_switch", plan_then_write)
+    _, report, _ = load(engine, base, exported)
+    feed = engine.changes_after(ACCOUNT, report.first_seq - 1, 100_000)
+    assert feed and all(e.detail == "generation load" for e in feed)
+    with engine.read(ACCOUNT) as view:
+        stored = {pid: set(c.contact_pids) for pid, c in view.txn.iter_customers()}
+        assert view.txn.get_record("crm", "late3") is not None
+        assert view.txn.get_record("crm", "r4") is None
+    assert _follow(dict(before_switch), feed) == stored
+    assert [r.problems for r in check_store(engine)] == [[]]

@@ -34,6 +34,7 @@ generation"):
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -114,6 +115,9 @@ class SwitchReport:
     rounds: int = 0
     new_account_id: int = 0
     old_account_id: int = 0
+    # The plan's read, and the switch transaction itself (the writers wait for it alone).
+    plan_seconds: float = 0.0
+    write_seconds: float = 0.0
 
 
 # -- 1. the staging account ---------------------------------------------------------------------
@@ -437,6 +441,9 @@ def _prepared(types: dict[str, KeyType], pid: bytes, contact: ContactState) -> P
 def switch(engine: IdentityEngine, staging: Staging) -> SwitchReport:
     """The one transaction that applies the last delta and points the name at the staging id."""
     now = engine.clock()
+    started = time.perf_counter()
+    plan = plan_switch(engine, staging)
+    planned = time.perf_counter()
 
     def run(txn: Txn) -> SwitchReport:
         live, staged = _accounts(txn, staging)
@@ -449,6 +456,8 @@ def switch(engine: IdentityEngine, staging: Staging) -> SwitchReport:
                 break
             report.caught_up_records += _apply_entries(engine, live, staged, entries)
             applied = entries[-1].seq
+        # Customers named since the plan: by the live feed, or by the last catch-up.
+        touched = _named_after(live, plan.live_seq) | _named_after(staged, plan.staged_seq)
         _drop_own_events(staged)
         _copy_feed(live, staged, staging.copied_change_seq, history=True)
         _copy_audit(live, staged, staging.copied_audit_seq)
@@ -466,7 +475,7 @@ def switch(engine: IdentityEngine, staging: Staging) -> SwitchReport:
         assert state is not None
         unit = AccountUnit(staged, config_of(state), ACTOR, now)
         report.first_seq = counters["changes"] + 1
-        report.events = _switch_events(live, staged, unit)
+        report.events = _switch_events(live, staged, unit, plan.fresh(), touched)
         report.last_seq = staged.change_seq()
         _sync_pins(live, staged)
         # Point the name at the staging id; the old id is dropped afterwards.
@@ -490,6 +499,8 @@ def switch(engine: IdentityEngine, staging: Staging) -> SwitchReport:
         return report
 
     report: SwitchReport = engine.write_keys(run)
+    report.plan_seconds = round(planned - started, 3)
+    report.write_seconds = round(time.perf_counter() - planned, 3)
     engine.notify()
     return report
 
@@ -502,7 +513,143 @@ def _drop_own_events(staged: AccountTxn) -> None:
             staged.delete_history_entry(pid, event.seq)
 
 
-def _switch_events(live: AccountTxn, staged: AccountTxn, unit: AccountUnit) -> dict[str, int]:
+@dataclass(slots=True)
+class _Decision:
+    """What the switch tells the feed of one staging customer, and its profile to write."""
+
+    kind: str  # "" when the customer did not change
+    others: list[bytes]
+    added: list[bytes]
+    removed: list[bytes]
+    profile: Profile | None  # None: the staging profile is right as it is
+
+
+@dataclass(slots=True)
+class SwitchPlan:
+    """The switch's events worked out ahead, in a read transaction, for the final one to check.
+
+    The switch transaction reads again only the customers the live feed or the
+    catch-up named after this plan's snapshot, so it does not read every
+    customer of both accounts while the writers wait.
+    """
+
+    live_seq: int
+    staged_seq: int
+    before: dict[bytes, CustomerState]
+    after: dict[bytes, CustomerState]
+    absorbed: dict[bytes, list[bytes]]
+    decisions: dict[bytes, _Decision]
+
+    def fresh(self) -> SwitchPlan:
+        """A copy whose maps the switch may change (a retried transaction starts again)."""
+        return SwitchPlan(
+            self.live_seq,
+            self.staged_seq,
+            dict(self.before),
+            dict(self.after),
+            dict(self.absorbed),
+            dict(self.decisions),
+        )
+
+
+def plan_switch(engine: IdentityEngine, staging: Staging) -> SwitchPlan:
+    """Work out the switch's events on one read snapshot (before the switch transaction)."""
+    with engine.read_keys() as txn:
+        live, staged = _accounts(txn, staging)
+        before = dict(live.iter_customers())
+        after = dict(staged.iter_customers())
+        absorbed = _absorbed(live, staged, before, after, set(before) - set(after))
+        decisions = {pid: _decide(pid, before, after, absorbed) for pid in after}
+        return SwitchPlan(
+            live.change_seq(), staged.change_seq(), before, after, absorbed, decisions
+        )
+
+
+def _named_after(txn: AccountTxn, seq: int) -> set[bytes]:
+    named: set[bytes] = set()
+    while True:
+        events = txn.changes_after(seq, _FEED_PAGE)
+        if not events:
+            return named
+        for event in events:
+            named.add(bytes(event.customer_pid))
+            named.update(bytes(p) for p in event.other_customer_pids)
+            seq = event.seq
+
+
+def _absorbed(
+    live: AccountTxn,
+    staged: AccountTxn,
+    before: dict[bytes, CustomerState],
+    after: dict[bytes, CustomerState],
+    gone: Iterable[bytes],
+) -> dict[bytes, list[bytes]]:
+    """Live customers the staging account no longer has, by the staging customer they went to."""
+    absorbed: dict[bytes, list[bytes]] = {}
+    for pid in gone:
+        if live.tombstone(pid) is not None:
+            continue
+        target, _ = follow_redirects(staged, pid)
+        if target not in after:
+            target = _first_home(staged, before[pid])
+            if not target:
+                continue
+        absorbed.setdefault(target, []).append(pid)
+    return absorbed
+
+
+def _decide(
+    pid: bytes,
+    before: dict[bytes, CustomerState],
+    after: dict[bytes, CustomerState],
+    absorbed: dict[bytes, list[bytes]],
+) -> _Decision:
+    """One staging customer against the live ones (see :func:`_switch_events`)."""
+    state = after[pid]
+    others = sorted(absorbed.get(pid, []))
+    old = before.get(pid)
+    profile: Profile | None = None
+    if old is not None:
+        members_before = list(old.contact_pids)
+        profile = Profile()
+        profile.CopyFrom(old.profile)
+        for other in others:
+            merge_profile(profile, before[other].profile)
+        if others:
+            # As a merge online tells it: contacts added and removed against the survivor.
+            kind = "merged"
+        elif set(old.contact_pids) != set(state.contact_pids):
+            kind = "updated"
+        else:
+            kind = ""
+    else:
+        members_before = []
+        if state.split_from and state.split_from in before:
+            profile = Profile()
+            profile.CopyFrom(before[state.split_from].profile)
+            kind = "split"
+            others = [state.split_from]
+        else:
+            kind = "merged" if others else "created"
+            if others:
+                profile = Profile()
+                for other in others:
+                    merge_profile(profile, before[other].profile)
+    if profile is not None and profile == state.profile:
+        profile = None
+    had, has = set(members_before), set(state.contact_pids)
+    return _Decision(
+        kind,
+        others,
+        [c for c in state.contact_pids if c not in had],
+        [c for c in dict.fromkeys(members_before) if c not in has],
+        profile,
+    )
+
+
+def _switch_events(
+    live: AccountTxn, staged: AccountTxn, unit: AccountUnit, plan: SwitchPlan, touched: set[bytes]
+) -> dict[str, int]:
     """The change events of the switch: each live customer against the staging ones.
 
     A staging customer with a live PID is ``merged`` (live customers that are
@@ -510,69 +657,58 @@ def _switch_events(live: AccountTxn, staged: AccountTxn, unit: AccountUnit) -> d
     new PID is ``split`` (from the live customer it names as its origin) or
     ``created``. Profiles are the live ones, as a merge or split online
     carries them: the survivor's values win, its gaps filled from the others.
+    The plan holds every decision at its snapshot; the customers named since
+    (``touched``) are read again here, and so is every decision they enter.
     """
-    before: dict[bytes, CustomerState] = dict(live.iter_customers())
-    after: dict[bytes, CustomerState] = dict(staged.iter_customers())
-    absorbed: dict[bytes, list[bytes]] = {}
-    for pid, state in before.items():
-        if pid in after or live.tombstone(pid) is not None:
-            continue
-        target, _ = follow_redirects(staged, pid)
-        if target not in after:
-            target = _first_home(staged, state)
-            if not target:
-                continue
-            staged.put_redirect(pid, target)
-        absorbed.setdefault(target, []).append(pid)
-    counts: dict[str, int] = {}
-    for pid, state in sorted(after.items(), key=lambda item: item[1].created_seq):
-        others = sorted(absorbed.get(pid, []))
-        old = before.get(pid)
-        if old is not None:
-            members_before = list(old.contact_pids)
-            profile = Profile()
-            profile.CopyFrom(old.profile)
-            for other in others:
-                merge_profile(profile, before[other].profile)
-            if others:
-                kind = "merged"
-                members_before = [
-                    *members_before,
-                    *(c for o in others for c in before[o].contact_pids),
-                ]
-            elif set(old.contact_pids) != set(state.contact_pids):
-                kind = "updated"
-            else:
-                kind = ""
+    before, after = plan.before, plan.after
+    for pid in touched:
+        found = live.get_customer(pid)
+        if found is None:
+            before.pop(pid, None)
         else:
-            members_before = []
-            profile = None
-            if state.split_from and state.split_from in before:
-                profile = Profile()
-                profile.CopyFrom(before[state.split_from].profile)
-                kind = "split"
-                others = [state.split_from]
-            else:
-                kind = "merged" if others else "created"
-                if others:
-                    profile = Profile()
-                    for other in others:
-                        merge_profile(profile, before[other].profile)
-        if profile is not None and profile != state.profile:
-            state.profile.CopyFrom(profile)
-            staged.put_customer(pid, state)
-        if not kind:
+            before[pid] = found
+        mine = staged.get_customer(pid)
+        if mine is None:
+            after.pop(pid, None)
+        else:
+            after[pid] = mine
+    absorbed = _absorbed(live, staged, before, after, set(before) - set(after))
+    again = {pid for pid in touched if pid in after}
+    for target in set(absorbed) | set(plan.absorbed):
+        now_gone, planned = absorbed.get(target, []), plan.absorbed.get(target, [])
+        if sorted(now_gone) != sorted(planned) or any(o in touched for o in now_gone):
+            again.add(target)
+    again.update(pid for pid, state in after.items() if state.split_from in touched)
+    decisions = plan.decisions
+    for pid in list(decisions):
+        if pid not in after:
+            del decisions[pid]
+    for pid in again | (set(after) - set(decisions)):
+        if pid in after:
+            decisions[pid] = _decide(pid, before, after, absorbed)
+    for target, gone in absorbed.items():
+        for pid in gone:
+            if staged.get_redirect(pid) != target:
+                staged.put_redirect(pid, target)
+    counts: dict[str, int] = {}
+    for pid in sorted(after, key=lambda p: after[p].created_seq):
+        decision = decisions[pid]
+        if decision.profile is not None:
+            current = staged.get_customer(pid)
+            assert current is not None
+            current.profile.CopyFrom(decision.profile)
+            staged.put_customer(pid, current)
+        if not decision.kind:
             continue
-        had, has = set(members_before), set(state.contact_pids)
         unit.emit(
-            kind,
+            decision.kind,
             pid,
-            others=others,
-            added=[c for c in state.contact_pids if c not in had],
-            removed=[c for c in dict.fromkeys(members_before) if c not in has],
+            others=decision.others,
+            added=decision.added,
+            removed=decision.removed,
             detail="generation load",
         )
-        counts[kind] = counts.get(kind, 0) + 1
+        counts[decision.kind] = counts.get(decision.kind, 0) + 1
     return counts
 
 

@@ -176,7 +176,9 @@ def load(
         )
         result.seconds["write"] = time.perf_counter() - tick
         mark("written")
+        tick = time.perf_counter()
         switch.copy_base(engine, staging, merges_of(planned))
+        result.seconds["copy"] = time.perf_counter() - tick
         mark("copied")
         tick = time.perf_counter()
         while result.rounds < switch.MAX_ROUNDS:
