@@ -77,7 +77,7 @@ def stand_in_writer(engine: IdentityEngine, staging: switch.Staging, exported: l
 def load(engine: IdentityEngine, baseline: switch.Baseline, exported: list, between=None):
     staging = switch.begin(engine, ACCOUNT, baseline)
     stand_in_writer(engine, staging, exported)
-    switch.copy_base(engine, staging)
+    switch.copy_base(engine, staging, page=3)  # many pages, each its own transaction
     if between is not None:
         between()
     rounds = 0
@@ -137,6 +137,8 @@ def test_switch_keeps_every_record_and_continues_the_feed(engine: IdentityEngine
     base = baseline_of(engine)
     exported = exported_records(engine)
     feed_before = engine.changes_after(ACCOUNT, 0, 100_000)
+    with engine.read(ACCOUNT) as view:
+        histories = {pid: view.history(pid) for pid, _ in view.txn.iter_customers()}
 
     def between() -> None:
         # Late and new records, a deletion and a policy change after the export.
@@ -165,6 +167,8 @@ def test_switch_keeps_every_record_and_continues_the_feed(engine: IdentityEngine
     assert [e.SerializeToString() for e in feed[: len(feed_before)]] == [
         e.SerializeToString() for e in feed_before
     ]
+    for pid, events in histories.items():  # copied page by page, then the switch's own
+        assert engine.history(ACCOUNT, pid)[: len(events)] == events
     switch_events = [e for e in feed if e.detail == "generation load"]
     assert switch_events and switch_events[0].seq == report.first_seq
     assert sum(report.events.values()) == len(switch_events)

@@ -33,10 +33,13 @@ generation"):
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from idlink.domain import records
 from idlink.domain.accounts import Accounts, config_of, is_staging_name, staging_name
@@ -67,6 +70,7 @@ FEED_OFFSET = 1 << 62
 ROUND_ENTRIES = 20_000  # record log entries per catch-up transaction
 FINAL_ENTRIES = 2_000  # the switch happens once a round leaves fewer than this
 MAX_ROUNDS = 50
+COPY_PAGE = 20_000  # entries of the live account copied per transaction
 DROP_BATCH = 20_000  # entries deleted per transaction when an old account id is dropped
 _FEED_PAGE = 10_000
 
@@ -208,35 +212,25 @@ def copy_base(
     engine: IdentityEngine,
     staging: Staging,
     merges: Iterable[tuple[bytes, Sequence[bytes]]] = (),
+    *,
+    page: int = COPY_PAGE,
 ) -> None:
-    """Copy the live account's non-derived data into the staging account (one transaction).
+    """Copy the live account's non-derived data into the staging account, a page a transaction.
 
     ``merges`` are the generation's merges (survivor, absorbed customer PIDs):
     each absorbed PID becomes a redirect to its survivor, as a merge online
-    leaves it.
+    leaves it. The change feed and the audit log are copied up to where they
+    stood at the first page; the switch copies what they gained since.
+    Policies and engagements written meanwhile are in the record log: the
+    catch-up copies them again.
     """
 
-    def run(txn: Txn) -> tuple[int, int]:
+    def first(txn: Txn) -> tuple[int, int]:
         live, staged = _accounts(txn, staging)
         for survivor, absorbed in merges:
             for pid in absorbed:
                 if staged.get_customer(pid) is None:
                     staged.put_redirect(pid, survivor)
-        for pid, target in live.iter_redirects():
-            if staged.get_redirect(pid) is None and staged.get_customer(pid) is None:
-                staged.put_redirect(pid, target)
-        policies = 0
-        for pid, policy in live.iter_policies():
-            staged.put_policy(pid, policy)
-            policies += 1
-        staged.set_counter("policies", policies)
-        for engagement in live.iter_engagements():
-            staged.put_engagement(engagement)
-        for pid, at_us in live.iter_tombstones():
-            staged.put_tombstone(pid, at_us)
-        for pid, event in live.iter_history():
-            staged.append_history(pid, event)
-        copied = _copy_feed(live, staged, 0, history=False), _copy_audit(live, staged, 0)
         _sync_pins(live, staged)
         counters = live.counters()
         mine = staged.counters()
@@ -244,11 +238,82 @@ def copy_base(
             staged.set_counter(name, max(counters[name], mine[name]))
         staged.set_counter("audit", counters["audit"])
         staged.set_counter("changes", FEED_OFFSET)
-        return copied
+        return counters["changes"], counters["audit"]
 
     # Kept only once committed: a transaction retried after the map grew runs again.
-    staging.copied_change_seq, staging.copied_audit_seq = engine.write_keys(run)
+    change_seq, audit_seq = engine.write_keys(first)
+    policies = 0
+    for kind in ("redirects", "policies", "engagements", "tombstones", "history"):
+        token: bytes | None = b""
+        while token is not None:
+
+            def copy_page(txn: Txn, kind: str = kind, after: bytes = token) -> tuple[int, Any]:
+                live, staged = _accounts(txn, staging)
+                items, following = live.page(kind, after, page)
+                for item in items:
+                    _put_copied(staged, kind, item)
+                return len(items), following
+
+            copied, token = engine.write_keys(copy_page)
+            if kind == "policies":
+                policies += copied
+
+    def feed_page(txn: Txn, after: int) -> int:
+        live, staged = _accounts(txn, staging)
+        last = after
+        for event in live.changes_after(after, page):
+            if event.seq > change_seq:
+                break
+            staged.append_change(event)
+            last = event.seq
+        return last
+
+    copied_feed = 0
+    while copied_feed < change_seq:
+        reached = engine.write_keys(functools.partial(feed_page, after=copied_feed))
+        if reached == copied_feed:
+            break
+        copied_feed = reached
+
+    def audit_page(txn: Txn, after: int) -> int:
+        live, staged = _accounts(txn, staging)
+        last = after
+        for event in itertools.islice(live.audit_after(after), page):
+            if event.seq > audit_seq:
+                break
+            staged.append_audit(event)
+            last = event.seq
+        return last
+
+    copied_audit = 0
+    while copied_audit < audit_seq:
+        reached = engine.write_keys(functools.partial(audit_page, after=copied_audit))
+        if reached == copied_audit:
+            break
+        copied_audit = reached
+
+    def count(txn: Txn) -> None:
+        _, staged = _accounts(txn, staging)
+        staged.set_counter("policies", policies)
+
+    engine.write_keys(count)
+    staging.copied_change_seq, staging.copied_audit_seq = copied_feed, copied_audit
     staging.applied_log_seq = staging.baseline.record_log_seq
+
+
+def _put_copied(staged: AccountTxn, kind: str, item: Any) -> None:
+    if kind == "redirects":
+        pid, target = item
+        if staged.get_redirect(pid) is None and staged.get_customer(pid) is None:
+            staged.put_redirect(pid, target)
+    elif kind == "policies":
+        staged.put_policy(*item)
+    elif kind == "engagements":
+        staged.put_engagement(item)
+    elif kind == "tombstones":
+        staged.put_tombstone(*item)
+    else:
+        staged.append_history(*item)
 
 
 def _copy_feed(live: AccountTxn, staged: AccountTxn, after: int, *, history: bool) -> int:

@@ -357,6 +357,14 @@ _ACCOUNT_COUNTERS = (
     _CONFIG_VERSION,
     _RECORD_LOG_SEQ,
 )
+# What AccountTxn.page reads, by kind: its sub-database.
+_PAGED = {
+    "history": "history",
+    "engagements": "engagements",
+    "policies": "policies",
+    "redirects": "redirects",
+    "tombstones": "meta",
+}
 # Sub-databases whose keys all start with the account prefix (meta and api_keys do not).
 _ACCOUNT_DBS = tuple(name for name in SUBDATABASES if name not in ("meta", "api_keys"))
 
@@ -778,6 +786,39 @@ class AccountTxn:
         t, start = self._txn, _TOMBSTONE + self._prefix
         for key, value in t._scan("meta", start):
             yield key[len(start) :], codec.read_u64(value)
+
+    def page(self, kind: str, after: bytes, limit: int) -> tuple[list[Any], bytes | None]:
+        """Up to ``limit`` items of one kind after the token ``after`` (b"": from the start).
+
+        Kinds and items: ``history`` (customer PID, event), ``engagements``
+        (EngagementState), ``policies`` (contact PID, policy), ``redirects``
+        (PID, target), ``tombstones`` (customer PID, when erased). Returns the
+        items and the token of the next page (None after the last); a token is
+        opaque to the caller. A load copies an account this way, a page a
+        transaction.
+        """
+        t, p = self._txn, self._prefix
+        db = _PAGED[kind]
+        prefix = _TOMBSTONE + p if kind == "tombstones" else p
+        start = prefix + after + b"\0" if after else None
+        items: list[Any] = []
+        last = b""
+        for key, value in t._scan(db, prefix, start):
+            if len(items) >= limit:
+                return items, last
+            rest = key[len(prefix) :]
+            last = rest
+            if kind == "history":
+                items.append((rest[: codec.PID_BYTES], t._decode(ChangeEvent, value)))
+            elif kind == "engagements":
+                items.append(t._open_engagement(p, t._decode(EngagementState, value)))
+            elif kind == "policies":
+                items.append((rest, t._decode(ContactPolicyState, value)))
+            elif kind == "redirects":
+                items.append((rest, value))
+            else:
+                items.append((rest, codec.read_u64(value)))
+        return items, None
 
     # -- the record log (a generation load's catch-up) ------------------------------------------
 
