@@ -295,3 +295,51 @@ def test_a_consumer_of_the_feed_follows_the_switch(engine: IdentityEngine, monke
         assert view.txn.get_record("crm", "r4") is None
     assert _follow(dict(before_switch), feed) == stored
     assert [r.problems for r in check_store(engine)] == [[]]
+
+
+def test_an_erasure_after_the_export_refuses_the_switch(engine: IdentityEngine) -> None:
+    """The generation still holds the erased contacts: they must not come back."""
+    from idlink.domain.erasure import erase_customer
+
+    engine.ingest(ACCOUNT, _records(random.Random(9), 20, 0))
+    base, exported = baseline_of(engine), exported_records(engine)
+    staging = switch.begin(engine, ACCOUNT, base)
+    stand_in_writer(engine, staging, exported)
+    switch.copy_base(engine, staging)
+    victim = engine.resolve(ACCOUNT, ContactKey("email", "p1@x.test")).customer.pid
+    erase_customer(engine, ACCOUNT, victim, "dpo")
+    with pytest.raises(FailedPrecondition, match="erased after the export") as refused:
+        switch.switch(engine, staging)
+    assert refused.value.reason == "ERASED_SINCE_EXPORT"
+    switch.abandon(engine, staging)
+    with engine.read_keys() as txn:
+        assert txn.account_id(ACCOUNT) == staging.live_id
+        assert txn.account(staging.staging_id).get_config() is None  # dropped
+        assert not list(txn.iter_hidden_account_names())
+    assert [r.problems for r in check_store(engine)] == [[]]
+
+
+def test_compaction_finishes_an_interrupted_drop(tmp_path: Path) -> None:
+    from idlink.store.env import compact_in_place
+
+    data = tmp_path / "data"
+    with open_store(data, durable=False) as store:
+        engine = IdentityEngine(store, load_master_secret(data))
+        engine.put_key_type(ACCOUNT, KeyType("member", NORMALIZER_TRIM, max_per_customer=1))
+        engine.ingest(ACCOUNT, _records(random.Random(10), 20, 0))
+        staging = switch.begin(engine, ACCOUNT, baseline_of(engine))
+        stand_in_writer(engine, staging, exported_records(engine))
+        # A load killed after making its staging account: the next one marks it dropped.
+        switch.begin(engine, ACCOUNT, baseline_of(engine))
+        assert switch.pending_drops(engine) == [staging.staging_id]
+    compact_in_place(data)
+    with open_store(data, durable=False) as store:
+        engine = IdentityEngine(store, load_master_secret(data))
+        assert switch.pending_drops(engine) == []
+        with engine.read_keys() as txn:
+            gone = txn.account(staging.staging_id)
+            assert gone.get_config() is None and not list(gone.iter_customers())
+            assert not list(gone.iter_records())
+        assert _sorted_partition(engine.partition(ACCOUNT)) == _sorted_partition(
+            engine.rebuild_partition(ACCOUNT)
+        )

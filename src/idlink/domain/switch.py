@@ -186,6 +186,28 @@ def refuse_if_older(live: AccountTxn, account: str, baseline: Baseline) -> None:
         )
 
 
+def refuse_if_erased(live: AccountTxn, account: str, since: int) -> None:
+    """Refuse the switch when a customer was erased after the export.
+
+    The generation (and the staging account) still hold the erased contacts;
+    the erasure must not come back with the switch. The staging account is
+    dropped and the load can be run again from a new export.
+    """
+    seq = since
+    while True:
+        events = live.changes_after(seq, _FEED_PAGE)
+        if not events:
+            return
+        for event in events:
+            if event.kind == "erased":
+                raise FailedPrecondition(
+                    f"a customer of account {account!r} was erased after the export "
+                    f"(change {event.seq}): export again",
+                    reason="ERASED_SINCE_EXPORT",
+                )
+            seq = event.seq
+
+
 def _copy_settings(live: AccountTxn, staged: AccountTxn) -> None:
     schema = live.get_schema()
     if schema is not None and schema != staged.get_schema():
@@ -513,6 +535,7 @@ def switch(engine: IdentityEngine, staging: Staging) -> SwitchReport:
     def run(txn: Txn) -> SwitchReport:
         live, staged = _accounts(txn, staging)
         refuse_if_older(live, staging.account, staging.baseline)
+        refuse_if_erased(live, staging.account, staging.baseline.change_seq)
         report = SwitchReport(new_account_id=staging.staging_id, old_account_id=staging.live_id)
         applied = staging.applied_log_seq
         while True:

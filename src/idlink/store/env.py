@@ -631,6 +631,8 @@ def compact_in_place(path: str | os.PathLike[str]) -> tuple[int, int]:
             if name.startswith(".compact-") and name.endswith(".mdb"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(folder, name))
+        # Old account ids a load left half dropped go first (docs/operations.md).
+        _finish_drops(folder, map_size=max(DEFAULT_MAP_SIZE, before))
         temporary = os.path.join(folder, f".compact-{os.getpid()}.mdb")
         counts = _copy_compacted(folder, temporary, map_size=max(DEFAULT_MAP_SIZE, before))
         try:
@@ -674,6 +676,48 @@ def _alone_in(folder: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # also releases LMDB's locks of this process on the file
+
+
+DROP_BATCH = 20_000  # entries deleted per transaction when an account id is dropped
+
+
+def _finish_drops(folder: str, *, map_size: int) -> int:
+    """Drop every account id a load marked as being dropped; the entries deleted.
+
+    The folder is ours alone (:func:`_alone_in`); each batch is its own
+    transaction, so an interrupted compaction leaves a drop to resume.
+    """
+    env = lmdb.open(
+        folder,
+        map_size=map_size,
+        max_dbs=len(SUBDATABASES) + 1,
+        subdir=True,
+        lock=False,  # the folder is ours alone (_alone_in); LMDB's lock would undo ours
+    )
+    total = 0
+    try:
+        with env.begin() as raw:
+            meta = env.open_db(b"meta", txn=raw, create=False)
+            if raw.get(b"format", db=meta) != FORMAT_VERSION:
+                return 0  # _copy_compacted names the format
+        dbs = {
+            name: env.open_db(name.encode(), dupsort=dupsort)
+            for name, dupsort in SUBDATABASES.items()
+        }
+        while True:
+            with env.begin(write=True) as raw:
+                txn = Txn(raw, dbs, writable=True)
+                pending = txn.dropping()
+                if not pending:
+                    return total
+                deleted = txn.account(pending[0]).drop_some(DROP_BATCH)
+                if deleted < DROP_BATCH:
+                    txn.unmark_dropping(pending[0])
+            total += deleted
+    except lmdb.Error as exc:
+        raise StoreError(f"compaction failed dropping an old account id: {exc}") from None
+    finally:
+        env.close()
 
 
 def _copy_compacted(folder: str, target: str, *, map_size: int) -> dict[str, int]:
