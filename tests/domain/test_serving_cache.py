@@ -183,7 +183,7 @@ def test_log_replay_detects_changed_bytes(engine: IdentityEngine) -> None:
     with engine.store.read() as txn:
         with store_serving.recorded(txn) as log:
             engine._resolver(ACCOUNT, _email(0))(txn)
-        assert log.entries and log.replayable
+        assert log.gets and log.entries and log.replayable
         assert log.unchanged(txn)
     engine.link(ACCOUNT, RecordInput("crm", "r9", [_email(0), _email(9)], T0 + 9))
     with engine.store.read() as txn:
@@ -197,3 +197,35 @@ def test_no_cache_computes_every_time(engine: IdentityEngine, size: int) -> None
     engine.resolve(ACCOUNT, _email(0))
     engine.resolve(ACCOUNT, _email(0))
     assert len(engine.serving) == 0 and engine.serving.hits == 0
+
+
+def test_log_replay_detects_a_changed_scan(engine: IdentityEngine) -> None:
+    _seed(engine, 1)
+    with engine.store.read() as txn:
+        with store_serving.recorded(txn) as log:
+            names = list(txn.iter_account_names())
+        assert names == [ACCOUNT] and log.entries and not log.gets
+        assert log.unchanged(txn)
+    engine.link("zz-other", RecordInput("crm", "x", [_email(1)], T0))  # one more name in the scan
+    with engine.store.read() as txn:
+        assert not log.unchanged(txn)
+
+
+def test_an_unrecorded_operation_is_not_kept(engine: IdentityEngine) -> None:
+    _seed(engine, 1)
+    with engine.store.read() as txn:
+        with store_serving.recorded(txn) as log:
+            txn._raw.stat(txn._dbs["contacts"])  # not an operation the log knows
+        assert not log.replayable and not log.unchanged(txn)
+
+
+def test_a_record_read_earlier_in_the_transaction_is_still_logged(engine: IdentityEngine) -> None:
+    # The email and the phone share record r0: resolving the email first leaves
+    # r0 opened in the transaction's own cache, which must not hide it from the
+    # log of the phone's resolve (its answer depends on that record too).
+    _seed(engine, 1)
+    with engine.store.read() as txn:
+        engine._resolver(ACCOUNT, _email(0))(txn)
+        with store_serving.recorded(txn) as log:
+            engine._resolver(ACCOUNT, _phone(0))(txn)
+    assert any(name == "records" for name, _, _ in log.gets)

@@ -30,7 +30,6 @@ from idlink.store.txn import Txn
 __all__ = ["ReadLog", "Unreplayable", "recorded", "snapshot_id"]
 
 # Operations of a log (the first item of each entry).
-_GET = 0
 _CURSOR = 1
 _SET_RANGE = 2
 _SET_KEY = 3
@@ -48,20 +47,39 @@ class Unreplayable(Exception):
 
 
 class ReadLog:
-    """The LMDB operations of one computation, with their results, in order."""
+    """The LMDB operations of one computation, with their results.
 
-    __slots__ = ("entries", "broken", "db_names")
+    Gets are kept apart from cursor operations: a get's result depends only on
+    its database, its key and the snapshot, so gets can be checked in any
+    order; a cursor operation's result also depends on that cursor's earlier
+    operations, so cursor operations are checked in the order they were made.
+    """
+
+    __slots__ = ("gets", "entries", "broken", "db_names", "_size")
 
     def __init__(self, db_names: dict[int, str]) -> None:
-        self.entries: list[tuple[Any, ...]] = []
+        self.gets: list[tuple[str, bytes, bytes | None]] = []
+        self.entries: list[tuple[Any, ...]] = []  # cursor operations, in order
         self.broken = False  # an operation was not recorded, or the log grew too long
         self.db_names = db_names
+        self._size = 0
+
+    def add_get(self, name: str, key: bytes, value: bytes | None) -> None:
+        self._size += 1
+        if self._size > MAX_LOG_ENTRIES:
+            self.broken = True
+            return
+        self.gets.append((name, key, value))
 
     def add(self, entry: tuple[Any, ...]) -> None:
-        if len(self.entries) >= MAX_LOG_ENTRIES:
+        self._size += 1
+        if self._size > MAX_LOG_ENTRIES:
             self.broken = True
             return
         self.entries.append(entry)
+
+    def __len__(self) -> int:
+        return self._size
 
     @property
     def replayable(self) -> bool:
@@ -75,16 +93,17 @@ class ReadLog:
         if isinstance(raw, _RecordingRaw):
             raw = raw._raw
         dbs = txn._dbs
+        get = raw.get
+        for name, key, value in self.gets:
+            if get(key, db=dbs[name]) != value:
+                return False
+        if not self.entries:
+            return True
         cursors: dict[int, Any] = {}
         iterators: dict[int, Iterator[Any]] = {}
         for entry in self.entries:
             op = entry[0]
-            if op == _GET:
-                _, name, key, value = entry
-                found = raw.get(key, db=dbs[name])
-                if (None if found is None else bytes(found)) != value:
-                    return False
-            elif op == _CURSOR:
+            if op == _CURSOR:
                 cursors[entry[1]] = raw.cursor(db=dbs[entry[2]])
             elif op == _SET_RANGE:
                 if cursors[entry[1]].set_range(entry[2]) != entry[3]:
@@ -139,7 +158,7 @@ class _RecordingCursor:
 
     def _iterate(self, made: Any, dup: bool, keys: bool, values: bool) -> Iterator[Any]:
         log = self._log
-        iterator_id = len(log.entries)
+        iterator_id = len(log)
         log.add((_ITER, self._id, iterator_id, dup, keys, values))
         for item in made:
             plain = _plain(item)
@@ -177,7 +196,7 @@ class _RecordingRaw:
     def get(self, key: bytes, default: Any = None, db: Any = None) -> Any:
         found = self._raw.get(key, db=db)
         value = None if found is None else bytes(found)
-        self._log.add((_GET, self._names[id(db)], bytes(key), value))
+        self._log.add_get(self._names[id(db)], bytes(key), value)
         return default if value is None else value
 
     def cursor(self, db: Any = None) -> _RecordingCursor:
