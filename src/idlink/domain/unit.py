@@ -344,14 +344,11 @@ class AccountUnit:
         were written from the replay. An edge between two cut contacts goes
         only when a removed record named both and no record still does.
         """
-        found = {frozenset((graph.nodes[a].pid, graph.nodes[b].pid)) for a, b in graph.new_pairs}
         removed_from: set[bytes] = set()
         for named in self.removed_contacts:
             cut = [p for p in dict.fromkeys(named) if p in region.cut]
             removed_from.update(cut)
             for a, b in combinations(cut, 2):
-                if frozenset((a, b)) in found:
-                    continue
                 if set(self.txn.record_keys_of(a)) & set(self.txn.record_keys_of(b)):
                     continue
                 others = [o for o in self.txn.neighbours_of(a) if o != b]
