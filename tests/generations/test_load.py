@@ -29,14 +29,6 @@ from idlink.security.crypto import open_store
 from idlink.security.secrets import load_master_secret
 
 ACCOUNT = "acme"
-# generations/materialize.py (derive_rows) copies a live customer's state and appends the
-# generation's members to the contact list it already holds: every carried-over customer
-# lists its contacts twice until it clears the list first. The tests of a load that carries
-# customers over fail on that, not on the switch, until then.
-CARRIED_OVER = pytest.mark.xfail(
-    reason="materialize.derive_rows: carried-over customers list their contacts twice",
-    strict=False,
-)
 
 
 def _keys(rng: random.Random) -> list[ContactKey]:
@@ -115,7 +107,6 @@ def test_records_load_into_a_new_account(tmp_path: Path) -> None:
         assert len(feed) == len(engine.partition(ACCOUNT))
 
 
-@CARRIED_OVER
 def test_records_load_into_a_populated_account(tmp_path: Path) -> None:
     rng = random.Random(11)
     data = _store(tmp_path, _records(rng, 40, "old"))
@@ -136,7 +127,6 @@ def test_records_load_into_a_populated_account(tmp_path: Path) -> None:
         assert [e for e in feed if e.detail == "generation load"]
 
 
-@CARRIED_OVER
 def test_generation_load_replays_what_arrived_after_the_export(tmp_path: Path) -> None:
     rng = random.Random(12)
     data = _store(tmp_path, _records(rng, 80, "r"))
@@ -205,7 +195,6 @@ def test_load_command_refuses_a_bad_records_file_and_leaves_the_store(tmp_path: 
     assert len(before) > 0
 
 
-@CARRIED_OVER
 def test_load_command_switches_a_generation(tmp_path: Path) -> None:
     rng = random.Random(14)
     data = _store(tmp_path, _records(rng, 30, "r"))

@@ -15,7 +15,6 @@ import threading
 from pathlib import Path
 
 import grpc
-import pytest
 
 from idlink.domain import switch
 from idlink.domain.check import check_store
@@ -85,12 +84,6 @@ class _Traffic:
                     self.failures.append(f"resolve: {exc.code().name}")  # type: ignore[attr-defined]
 
 
-# generations/materialize.py lists a carried-over customer's contacts twice (derive_rows):
-# the partition check and idlink check fail on that after the switch.
-@pytest.mark.xfail(
-    reason="materialize.derive_rows: carried-over customers list their contacts twice",
-    strict=False,
-)
 def test_ingest_export_recluster_on_spark_load_while_serving(
     tmp_path: Path, spark_session: object
 ) -> None:
