@@ -251,3 +251,35 @@ def test_a_recluster_folder_loads_as_the_live_store(impl: str) -> None:
             # Another account's generation is refused, naming the manifest.
             with pytest.raises(ExportError, match="manifest.json"):
                 materialize.generation_from_folder(engine, STAGING, root / "generation")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1714555800",
+        "1714555800.5",
+        "0",
+        "1.9999999",
+        "1714555800.123456",
+        "1e9",
+        " 17 ",
+        "2024-05-01T09:30:00Z",
+        "2024-05-01T09:30:00.25+02:00",
+        "1714555800.0000005",
+    ],
+)
+def test_observed_at_is_read_as_ingest_reads_it(text: str) -> None:
+    from idlink.client.records import parse_time
+    from idlink.generations.records_file import _timestamp_us
+
+    stamp = parse_time(text)
+    assert stamp is not None
+    assert _timestamp_us(text) == stamp.seconds * 1_000_000 + stamp.nanos // 1000
+
+
+@pytest.mark.parametrize("text", ["-1", "nan", "inf", "1e20", "soon", "2024-05-01T09:30:00"])
+def test_an_observed_at_ingest_refuses_is_refused(text: str) -> None:
+    from idlink.generations.records_file import _timestamp_us
+
+    with pytest.raises(ValueError, match="observed_at"):
+        _timestamp_us(text)
