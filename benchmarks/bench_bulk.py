@@ -602,12 +602,70 @@ def bench_bulk(*, smoke: bool) -> list[Entry]:
     return out
 
 
+def load_functions_driver(count: int) -> dict:
+    """The load's own three steps, timed phase by phase, without the command's copy and switch.
+
+    ``python -m benchmarks.bench_bulk --load-functions 1000000``: the cap-free
+    set as the CSV, a fresh store (the account created first, untimed), then
+    ``generation_from_records``, ``check_fits`` and ``write_generation`` into
+    the account; prints the phases, the CPU seconds and the peak RSS as JSON.
+    """
+    import os
+    import resource
+
+    from idlink.domain.engine import IdentityEngine
+    from idlink.generations import materialize
+    from idlink.security.crypto import open_store
+    from idlink.security.secrets import load_master_secret
+
+    with tempfile.TemporaryDirectory(prefix="idlink-load-driver-") as folder:
+        root = Path(folder)
+        dataset = crm_records(count, BULK_SEED, cap_free=True)
+        csv_path = dataset.write_csv(root / "records.csv")
+        del dataset
+        data = root / "data"
+        data.mkdir(mode=0o700)
+        with open_store(data) as store:
+            engine = IdentityEngine(store, load_master_secret(data))
+            engine.write(ACCOUNT, "", lambda unit: None)
+            cpu = os.times()
+            started = time.perf_counter()
+            planned = materialize.generation_from_records(engine, ACCOUNT, csv_path, progress=False)
+            planned_at = time.perf_counter()
+            materialize.check_fits(engine, planned)
+            report = materialize.write_generation(
+                engine, ACCOUNT, planned, progress=False, live_account=None
+            )
+            seconds = time.perf_counter() - started
+            done = os.times()
+        return {
+            "records": count,
+            "seconds": round(seconds, 2),
+            "records_per_second": round(count / seconds),
+            "cpu_seconds": round(done.user + done.system - cpu.user - cpu.system, 1),
+            "plan_seconds": round(planned_at - started, 2),
+            "plan": {k: round(v, 2) for k, v in planned.seconds.items()},
+            "write": {k: round(v, 2) for k, v in report.seconds.items()},
+            "rows": report.rows,
+            "appended_batches": report.appended_batches,
+            "plain_batches": report.plain_batches,
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="one peer of the bulk benchmark, in a child")
-    parser.add_argument("--engine", choices=sorted(_ENGINES), required=True)
-    parser.add_argument("csv", type=Path)
-    parser.add_argument("out", type=Path)
+    parser.add_argument("--engine", choices=sorted(_ENGINES))
+    parser.add_argument("--load-functions", type=int, metavar="RECORDS", default=0)
+    parser.add_argument("csv", type=Path, nargs="?")
+    parser.add_argument("out", type=Path, nargs="?")
     args = parser.parse_args(argv)
+    if args.load_functions:
+        print(json.dumps(load_functions_driver(args.load_functions), indent=2))
+        return 0
+    if not args.engine or args.csv is None or args.out is None:
+        parser.error("--engine ENGINE CSV OUT, or --load-functions RECORDS")
     _worker(args.engine, args.csv, args.out)
     return 0
 
