@@ -222,3 +222,26 @@ def test_load_command_switches_a_generation(tmp_path: Path) -> None:
     assert "loaded account acme: 30 records" in done.stdout
     with _engine(data) as engine:
         _assert_whole(engine)
+
+
+def test_load_command_refuses_a_truncated_generation(tmp_path: Path) -> None:
+    rng = random.Random(15)
+    data = _store(tmp_path, _records(rng, 10, "r"))
+    export_records(data, ACCOUNT, tmp_path / "export")
+    recluster(tmp_path / "export", tmp_path / "gen", "local")
+    (tmp_path / "gen" / "manifest.json").unlink()
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "idlink", "load", "--data", str(data), "--in",
+            str(tmp_path / "gen"), "--export", str(tmp_path / "export"), "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "manifest.json" in lines[0] and "Traceback" not in done.stderr
+    with _engine(data) as engine:
+        assert _record_ids(engine) == {f"r{i}" for i in range(10)}
+        assert switch.staging_accounts(engine) == []

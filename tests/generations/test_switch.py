@@ -343,3 +343,24 @@ def test_compaction_finishes_an_interrupted_drop(tmp_path: Path) -> None:
         assert _sorted_partition(engine.partition(ACCOUNT)) == _sorted_partition(
             engine.rebuild_partition(ACCOUNT)
         )
+
+
+def test_the_record_log_can_be_forgotten(engine: IdentityEngine) -> None:
+    """What an erasure would call: the deleted records' sealed ids leave the log."""
+    engine.ingest(ACCOUNT, _records(random.Random(11), 10, 0))
+    engine.delete_record(ACCOUNT, "crm", "r2")
+
+    def forget(txn):
+        scoped = txn.account(txn.account_id(ACCOUNT))
+        seq = scoped.record_log_seq()
+        return scoped.forget_record_log(), seq
+
+    deleted, seq = engine.write_keys(forget)
+    assert deleted >= 11
+    with engine.read(ACCOUNT) as view:
+        assert view.txn.log_after(0, 100) == []
+        assert view.txn.record_log_seq() == seq  # new entries keep counting up
+    engine.ingest(ACCOUNT, _records(random.Random(12), 1, 0, prefix="n"))
+    with engine.read(ACCOUNT) as view:
+        entries = view.txn.log_after(0, 100)
+        assert entries and entries[0].seq == seq + 1

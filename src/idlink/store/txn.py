@@ -855,6 +855,26 @@ class AccountTxn:
                 break
         return entries
 
+    def forget_record_log(self) -> int:
+        """Delete every entry of the account's record log (its counter stays); how many.
+
+        For an erasure: a deletion entry holds the deleted record's source and
+        id (sealed), and no load of an export made before an erasure may
+        switch (domain/switch.py), so nothing needs the entries any more.
+        """
+        t, p = self._txn, self._prefix
+        cursor = t._raw.cursor(db=t._dbs["record_log"])
+        deleted = 0
+        if not cursor.set_range(p):
+            return 0
+        while bytes(cursor.key()).startswith(p):
+            if not cursor.delete():
+                break
+            deleted += 1
+            if not cursor.key():
+                break
+        return deleted
+
     def record_by_hash(self, record_hash: bytes) -> RecordState | None:
         """The record a log entry names (None: deleted since)."""
         return self._txn._record_at(self._prefix + record_hash)
