@@ -270,6 +270,9 @@ def prepare_entries(parsed: ParsedFile, config: AccountConfig, secret: bytes) ->
         prepared = _contacts.prepare_many(
             secret, key_type.normalizer, key_type.name, source, group.values
         )
+        if not (key_type.blocked_values or key_type.blocked_patterns):
+            group.verdicts = prepared  # nothing can be blocked
+            continue
         for clean_value, reason, pid in prepared:
             if not reason and key_type.is_blocked(clean_value):
                 reason = BLOCKED
