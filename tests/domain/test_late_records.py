@@ -344,3 +344,22 @@ def test_a_replaced_record_that_names_only_cut_contacts_is_still_replayed(impl):
             sent[(record.source, record.record_id)] = record
             assert state(engine) == canonical_state(POLICY, sent)
         assert state(engine)["records"][("crm", "x")] == (1, [], [])  # APPLIED, no group
+
+
+def test_a_batch_with_a_late_record_and_a_fresh_one_naming_a_cut_contact(impl):
+    """The fresh record is outside the late one's region: the cut hub's watermark is its key."""
+    with fresh(POLICY) as engine:
+        sent = {(r.source, r.record_id): r for r in hub_world(engine)}
+        batch = [
+            rec("late", person(3), HUB, at=35),  # person 3 has a record at 40: a replay
+            rec("fresh", person(20), HUB, at=100),  # the fast path
+        ]
+        engine.ingest(A, batch)
+        sent.update({(r.source, r.record_id): r for r in batch})
+        after = state(engine)
+        assert after == canonical_state(POLICY, sent)
+        assert after["customers"][frozenset({("email", "", "no@email.com")})] == (
+            100,
+            "crm",
+            "fresh",
+        )
