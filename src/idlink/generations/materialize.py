@@ -787,11 +787,15 @@ def _live_customers(
     return found
 
 
+# Rows lo..hi of a table, in key order: (key, clear value).
+Batches = Callable[[int, int], list[tuple[bytes, bytes]]]
+
+
 @dataclass(slots=True)
 class _Rows:
     """The generation's rows per table, each a sorted lazy sequence of (key, clear value)."""
 
-    tables: dict[str, tuple[int, Callable[[], Iterator[tuple[bytes, bytes]]]]]
+    tables: dict[str, tuple[int, Batches]]
     contact_seq: int
     customer_seq: int
     replayed_components: int
@@ -924,9 +928,13 @@ def derive_rows(
                 national_rows.append((keys.national(national, pids[c]), b""))
     national_rows.sort()
 
-    def contact_rows() -> Iterator[tuple[bytes, bytes]]:
-        for c in contact_order:
-            node = replayed.nodes.get(c)
+    contact_keys = keys.contact_keys(pids)
+
+    def contact_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
+        out = []
+        nodes = replayed.nodes
+        for c in contact_order[lo:hi]:
+            node = nodes.get(c)
             fr = first_rank_list[c]
             state = ContactState(
                 type=values.type[c],
@@ -945,7 +953,8 @@ def derive_rows(
                 state.isolated_connections = node.isolated_connections
                 state.isolated_at = node.isolated_at
                 state.moved_at = node.moved_at
-            yield keys.contact(pids[c]), state.SerializeToString()
+            out.append((contact_keys[c], state.SerializeToString()))
+        return out
 
     # Records, keyed by the keyed hash of (source, record id).
     hashes = keys.record_hashes(
@@ -957,61 +966,71 @@ def derive_rows(
     flat_pids: list[bytes] = pc.list_flatten(lists).field("contact_pid").to_pylist()
     authors = planned.record_author
     stored_at = planned.record_stored_at_us.tolist()
+    observed_list = observed.tolist()
     starts = group_starts.tolist()
     g_list = g_contact.tolist()
 
-    def record_rows() -> Iterator[tuple[bytes, bytes]]:
-        for r in record_order:
+    def record_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
+        out = []
+        results = replayed.results
+        for r in record_order[lo:hi]:
             state = RecordState(
                 source=sources[r],
                 record_id=ids[r],
-                observed_at_us=int(observed[r]),
+                observed_at_us=observed_list[r],
                 contact_pids=flat_pids[offsets[r] : offsets[r + 1]],
                 author=authors[r],
                 stored_at_us=stored_at[r],
             )
-            result = replayed.results.get(r)
+            result = results.get(r)
             if result is None:
                 state.outcome = 1  # APPLIED
-                state.group_pids.extend(pids[c] for c in g_list[starts[r] : starts[r + 1]])
+                state.group_pids.extend([pids[c] for c in g_list[starts[r] : starts[r + 1]]])
             else:
                 state.outcome = result.outcome
                 state.group_pids.extend(result.group)
                 for a, b in result.refused:
                     state.conflict_contact_pids.extend((a, b))
-            yield keys.record(hashes[r]), state.SerializeToString()
+            out.append((keys.record(hashes[r]), state.SerializeToString()))
+        return out
 
     # The contact -> record index: (contact, (observed_at, record hash)), both sorted.
-    refs = [keys.record_ref(o, h) for o, h in zip(observed.tolist(), hashes, strict=True)]
+    refs = [keys.record_ref(o, h) for o, h in zip(observed_list, hashes, strict=True)]
     ref_rank = _rank_of(_byte_order(refs, codec.TIME_BYTES + codec.RECORD_HASH_BYTES))
     pid_rank = _rank_of(np.array(contact_order, np.int64)) if n else np.empty(0, np.int64)
     index_order = np.lexsort((ref_rank[entry_record], pid_rank[entry_contact]))
-    index_contacts = entry_contact[index_order].tolist()
-    index_records = entry_record[index_order].tolist()
+    index_contacts = entry_contact[index_order]
+    index_records = entry_record[index_order]
 
-    def index_rows() -> Iterator[tuple[bytes, bytes]]:
-        for c, r in zip(index_contacts, index_records, strict=True):
-            yield keys.contact(pids[c]), refs[r]
+    def index_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
+        return [
+            (contact_keys[c], refs[r])
+            for c, r in zip(
+                index_contacts[lo:hi].tolist(), index_records[lo:hi].tolist(), strict=True
+            )
+        ]
 
     # Edges, both directions, sorted by (a, b).
     a_all = np.concatenate([lo, hi])
     b_all = np.concatenate([hi, lo])
     edge_order = np.lexsort((pid_rank[b_all], pid_rank[a_all])) if len(a_all) else a_all
-    edge_a = a_all[edge_order].tolist()
-    edge_b = b_all[edge_order].tolist()
+    edge_a = a_all[edge_order]
+    edge_b = b_all[edge_order]
 
-    def edge_rows() -> Iterator[tuple[bytes, bytes]]:
-        for a, b in zip(edge_a, edge_b, strict=True):
-            yield keys.edge(pids[a], pids[b]), b""
+    def edge_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
+        return keys.edge_rows(contact_keys, pids, edge_a[lo:hi].tolist(), edge_b[lo:hi].tolist())
 
-    tables: dict[str, tuple[int, Callable[[], Iterator[tuple[bytes, bytes]]]]] = {
+    def listed(rows: list[tuple[bytes, bytes]]) -> Batches:
+        return lambda lo, hi: rows[lo:hi]
+
+    tables: dict[str, tuple[int, Batches]] = {
         "contacts": (n, contact_rows),
         "records": (len(canonical), record_rows),
         "contact_records": (len(index_contacts), index_rows),
         "edges": (len(edge_a), edge_rows),
-        "customers": (len(customer_rows), lambda: iter(customer_rows)),
-        "isolated": (len(isolated_rows), lambda: iter(isolated_rows)),
-        "national": (len(national_rows), lambda: iter(national_rows)),
+        "customers": (len(customer_rows), listed(customer_rows)),
+        "isolated": (len(isolated_rows), listed(isolated_rows)),
+        "national": (len(national_rows), listed(national_rows)),
     }
     return _Rows(
         tables=tables,
@@ -1072,17 +1091,6 @@ def check_fits(engine: Any, planned: Planned) -> None:
 # -- 3. write --------------------------------------------------------------------------------------
 
 
-def _batches(rows: Iterator[tuple[bytes, bytes]], size: int) -> Iterator[list[tuple[bytes, bytes]]]:
-    batch: list[tuple[bytes, bytes]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def write_generation(
     engine: Any,
     target_account: str,
@@ -1132,7 +1140,8 @@ def _write_generation(
             tick = time.perf_counter()
             report.rows[table] = count
             sealed = table in ("contacts", "records", "customers")
-            for batch in _batches(make(), batch_rows):
+            for start in range(0, count, batch_rows):
+                batch = make(start, min(start + batch_rows, count))
                 if sealed:
                     batch = keys.seal_many(batch)
                 appended = engine.write(

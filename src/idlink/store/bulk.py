@@ -56,6 +56,18 @@ class AccountKeys:
     customer = contact
     isolated = contact
 
+    def contact_keys(self, pids: Sequence[bytes]) -> list[bytes]:
+        """The keys of many contacts (also of their customers, isolated entries, index rows)."""
+        p = self.prefix
+        return [p + pid for pid in pids]
+
+    @staticmethod
+    def edge_rows(
+        contact_keys: Sequence[bytes], pids: Sequence[bytes], a: Sequence[int], b: Sequence[int]
+    ) -> list[tuple[bytes, bytes]]:
+        """Edge rows (a -> b) from :meth:`contact_keys` of a and the PIDs of b."""
+        return [(contact_keys[x] + pids[y], b"") for x, y in zip(a, b, strict=True)]
+
     def record_hash(self, source: str, record_id: str) -> bytes:
         return self._txn._record_hash(self.prefix, codec.record_id_key(source, record_id))
 
