@@ -917,15 +917,15 @@ def derive_rows(
     isolated_rows: list[tuple[bytes, bytes]] = []
     national_rows: list[tuple[bytes, bytes]] = []
     type_of = {k.name: k for k in inputs.key_types}
-    for c in contact_order:
-        node = replayed.nodes.get(c)
-        if node is not None and node.isolated:
+    for c, node in replayed.nodes.items():
+        if node.isolated:
             isolated_rows.append((keys.isolated(pids[c]), b""))
-        if values.national[c]:
-            key_type = type_of.get(values.type[c]) or KeyType(values.type[c])
-            national = national_number(key_type, values.value[c])
-            if national:
-                national_rows.append((keys.national(national, pids[c]), b""))
+    isolated_rows.sort()
+    for c in np.flatnonzero(np.array(values.national, bool)).tolist():
+        key_type = type_of.get(values.type[c]) or KeyType(values.type[c])
+        national = national_number(key_type, values.value[c])
+        if national:
+            national_rows.append((keys.national(national, pids[c]), b""))
     national_rows.sort()
 
     contact_keys = keys.contact_keys(pids)
