@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tests.reliability import load_driver
 from tests.reliability.crash import _stream
 from tests.reliability.harness import (
     Client,
@@ -63,6 +64,7 @@ class LoadCrashReport:
     loads_completed: int = 0
     batches_acked: int = 0
     load_seconds: list[float] = field(default_factory=list)
+    steps_killed: list[str] = field(default_factory=list)
     missing_acked_records: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -137,19 +139,16 @@ class _Ingester:
             self._thread.join(timeout=120)
 
 
-def _load(data: Path, path: Path, command: Sequence[str]) -> subprocess.Popen[str]:
+def _load(
+    data: Path, path: Path, command: Sequence[str], kill_at: str | None = None
+) -> subprocess.Popen[str]:
+    args = ["--data", str(data), "--account", ACCOUNT, "--records", str(path)]
+    if kill_at is not None:  # the load kills itself at a known step (load_driver.py)
+        argv = [sys.executable, "-m", "tests.reliability.load_driver", *args, "--kill-at", kill_at]
+    else:
+        argv = [*command, "load", *args, "--no-progress"]
     return subprocess.Popen(
-        [
-            *command,
-            "load",
-            "--data",
-            str(data),
-            "--account",
-            ACCOUNT,
-            "--records",
-            str(path),
-            "--no-progress",
-        ],
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -169,8 +168,10 @@ def run(
     seed: int = 3,
     batch_size: int = 50,
     command: Sequence[str] = (sys.executable, "-m", "idlink"),
+    steps: Sequence[str] = load_driver.STEPS,
     log: Callable[[str], None] = print,
 ) -> LoadCrashReport:
+    """``kills`` rounds: odd ones kill the load at the next of ``steps``, even ones at random."""
     rng = random.Random(seed)
     report = LoadCrashReport()
     data = workdir / "data"
@@ -198,14 +199,15 @@ def run(
             path = write_file(workdir / f"f{round_}.jsonl", records)
             if round_ > 1:
                 ingester.start()
-            proc = _load(data, path, command)
-            # Half the kills aim at the end of the run: the catch-up, the switch, the drop.
+            step = steps[(round_ // 2) % len(steps)] if round_ % 2 and steps else None
+            proc = _load(data, path, command, kill_at=step)
+            # Half the random kills aim at the end of the run: catch-up, switch, drop.
             if rng.random() < 0.5:
                 delay = rng.uniform(0.3, duration * 1.1)
             else:
                 delay = rng.uniform(duration * 0.7, duration * 1.05)
             try:
-                proc.wait(timeout=delay)
+                proc.wait(timeout=LOAD_TIMEOUT if step else delay)
             except subprocess.TimeoutExpired:
                 proc.kill()
             proc.communicate(timeout=60)
@@ -224,9 +226,19 @@ def run(
                 report.problems.append(
                     f"round {round_}: {present} of {len(records)} file records: a mix"
                 )
+            if step is not None:
+                report.steps_killed.append(step)
+                switched = step in ("switched", "mid-drop")
+                if not killed or (present == len(records)) != switched:
+                    report.problems.append(
+                        f"round {round_}: killed at {step}, {present} file records "
+                        f"(exit {proc.returncode}): expected the "
+                        f"{'new' if switched else 'old'} generation"
+                    )
             report.problems += [f"round {round_}: {p}" for p in store_problems(data)]
+            when = f"at {step}" if step else f"after {delay:.2f} s"
             log(
-                f"round {round_}: {'killed' if killed else 'finished'} after {delay:.2f} s, "
+                f"round {round_}: {'killed' if killed else 'finished'} {when}, "
                 f"{present}/{len(records)} file records, acked seq {ingester.acked}"
             )
             # The next load (the same file) succeeds and finishes what the kill left.

@@ -10,7 +10,10 @@ from tests.reliability import crash_load
 
 
 def test_a_killed_load_leaves_the_old_or_the_new_generation(tmp_path):
-    report = crash_load.run(tmp_path, kills=3, seed=5, log=lambda _: None)
+    # Rounds 1 and 3 die inside the switch transaction and in the middle of the drop.
+    steps = ("in-switch", "mid-drop")
+    report = crash_load.run(tmp_path, kills=3, seed=5, steps=steps, log=lambda _: None)
+    assert report.steps_killed == ["in-switch", "mid-drop"]
     assert report.kills >= 1
     assert report.loads_completed >= 4  # the first load, and the load after each round
     assert report.batches_acked > 0
