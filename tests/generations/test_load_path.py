@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import grpc
+import pytest
 
 from idlink.domain import switch
 from idlink.domain.check import check_store
@@ -84,6 +85,8 @@ class _Traffic:
                     self.failures.append(f"resolve: {exc.code().name}")  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_ingest_export_recluster_on_spark_load_while_serving(
     tmp_path: Path, spark_session: object
 ) -> None:

@@ -6,9 +6,13 @@ The short run of ``tests/reliability/crash_load.py``
 
 from __future__ import annotations
 
+import pytest
+
 from tests.reliability import crash_load
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_killed_load_leaves_the_old_or_the_new_generation(tmp_path):
     # Rounds 1 and 3 die inside the switch transaction and in the middle of the drop.
     steps = ("in-switch", "mid-drop")
