@@ -364,3 +364,23 @@ def test_the_record_log_can_be_forgotten(engine: IdentityEngine) -> None:
     with engine.read(ACCOUNT) as view:
         entries = view.txn.log_after(0, 100)
         assert entries and entries[0].seq == seq + 1
+
+
+def test_contacts_no_record_names_come_along(engine: IdentityEngine) -> None:
+    """A resolve that creates and an engagement on a new contact, after the export."""
+    engine.ingest(ACCOUNT, _records(random.Random(13), 20, 0))
+    base, exported = baseline_of(engine), exported_records(engine)
+    lonely = ContactKey("email", "lonely@x.test")
+    talker = ContactKey("phone", "+442079460999")
+
+    def between() -> None:
+        assert engine.resolve(ACCOUNT, lonely, create_if_missing=True).customer.pid
+        engine.record_engagement(ACCOUNT, talker, occurred_at_us=7, channel="phone")
+
+    load(engine, base, exported, between)
+    found = engine.resolve(ACCOUNT, lonely)
+    assert found.customer.pid and [c.pid for c in found.customer.contacts]
+    customer = engine.resolve(ACCOUNT, talker).customer.pid
+    _, journey, _ = engine.list_journey(ACCOUNT, customer)
+    assert [e.channel for e in journey] == ["phone"]
+    assert [r.problems for r in check_store(engine)] == [[]]

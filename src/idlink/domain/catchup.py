@@ -27,6 +27,7 @@ from idlink.domain.staging import ACTOR, FEED_PAGE, Staging, accounts_of
 from idlink.domain.unit import AccountUnit
 from idlink.errors import NotFound
 from idlink.store.txn import (
+    LOG_CONTACT,
     LOG_DELETED,
     LOG_ENGAGEMENT,
     LOG_POLICY,
@@ -217,6 +218,7 @@ def apply_entries(
     last_of: dict[bytes, LogEntry] = {}
     policies: set[bytes] = set()
     engagement_ids: set[bytes] = set()
+    contacts: set[bytes] = set()
     for entry in entries:
         if entry.kind in (LOG_RECORD, LOG_DELETED):
             last_of[entry.body] = entry
@@ -224,6 +226,8 @@ def apply_entries(
             policies.add(entry.body)
         elif entry.kind == LOG_ENGAGEMENT:
             engagement_ids.add(entry.body)
+        elif entry.kind == LOG_CONTACT:
+            contacts.add(entry.body)
     for pid in sorted(policies):
         _copy_policy(live, staged, pid)
     puts: list[RecordState] = []
@@ -235,6 +239,9 @@ def apply_entries(
         elif entry.deleted is not None:
             deletions.append(entry.deleted)
     applied = stage_records(engine, live, staged, puts, deletions)
+    # New contacts no record named (a resolve that creates, an engagement on a new
+    # contact): each a customer of its own, as online.
+    stage_contacts(engine, live, staged, contacts)
     if policies:
         unit = _unit(engine, staged)
         seeds = {pid for pid in policies if staged.get_contact(pid) is not None}
@@ -332,6 +339,27 @@ def stage_records(
             stored.stored_at_us = record.stored_at_us
             staged.put_record(stored)
     return len(inputs)
+
+
+def stage_contacts(
+    engine: IdentityEngine, live: AccountTxn, staged: AccountTxn, pids: Iterable[bytes]
+) -> int:
+    """Bring live contacts the staging account lacks into it (their own customers); how many."""
+    missing = []
+    for pid in pids:
+        if staged.get_contact(pid) is None:
+            contact = live.get_contact(pid)
+            if contact is not None:
+                missing.append((pid, contact))
+    if not missing:
+        return 0
+    unit = _unit(engine, staged)
+    for pid, contact in sorted(missing, key=lambda item: item[1].first_seen):
+        made = unit.ensure_contact(_prepared(unit.config.key_types, pid, contact))
+        made.created_at_us = contact.created_at_us
+    unit.load([pid for pid, _ in missing])
+    unit.flush()
+    return len(missing)
 
 
 def _prepared(types: dict[str, KeyType], pid: bytes, contact: ContactState) -> PreparedContact:

@@ -90,6 +90,9 @@ class Txn:
         self.cipher = cipher
         self._records: dict[bytes, bytes | None] = {}
         self._hashes: dict[bytes, bytes] = {}  # canonical key -> record hash, from the index
+        # Per account prefix: the arrival number just handed to a new contact, so that
+        # its first put is logged (the record log's LOG_CONTACT).
+        self._new_contact: dict[bytes, int] = {}
 
     # -- helpers -------------------------------------------------------------
 
@@ -346,6 +349,7 @@ LOG_RECORD = b"r"  # + record hash: a record was written (its state now is in re
 LOG_DELETED = b"d"  # + record hash + sealed (source, record id): a record was deleted
 LOG_POLICY = b"p"  # + contact PID: a contact policy was written or removed
 LOG_ENGAGEMENT = b"e"  # + engagement id: an engagement was written or removed
+LOG_CONTACT = b"c"  # + contact PID: a new contact was stored
 # Meta keys of one account (+ prefix), and counters (_COUNTER + name + prefix).
 _ACCOUNT_META = (_SCHEMA, _SECURITY_POLICY, _GENERATION)
 _ACCOUNT_COUNTERS = (
@@ -421,8 +425,15 @@ class AccountTxn:
     # -- sequences ------------------------------------------------------------------------
 
     def next_contact_seq(self) -> int:
-        """The next contact's place in the order of arrival (``first_seen``)."""
-        return self._txn.next_counter(_CONTACT_SEQ + self._prefix)
+        """The next contact's place in the order of arrival (``first_seen``).
+
+        The contact put next with this ``first_seen`` is a new contact: the
+        record log names it (a contact no record names, made by a resolve or
+        an engagement, is then known to a load's catch-up too).
+        """
+        seq = self._txn.next_counter(_CONTACT_SEQ + self._prefix)
+        self._txn._new_contact[self._prefix] = seq
+        return seq
 
     def next_change_seq(self) -> int:
         return self._txn.next_counter(_CHANGE_SEQ + self._prefix)
@@ -473,6 +484,9 @@ class AccountTxn:
     def put_contact(self, pid: bytes, contact: ContactState) -> None:
         t, p = self._txn, self._prefix
         t._put("contacts", p + pid, t._seal(p + pid, contact))
+        if t._new_contact.get(p) == contact.first_seen:
+            del t._new_contact[p]
+            self._log(LOG_CONTACT, pid)
 
     def delete_contact(self, pid: bytes) -> None:
         t, p = self._txn, self._prefix
@@ -841,7 +855,7 @@ class AccountTxn:
         entries = []
         for key, value in t._scan("record_log", p, p + codec.u64(seq + 1)):
             kind, body = value[:1], value[1:]
-            if kind in (LOG_POLICY, LOG_ENGAGEMENT) and t.cipher is not None:
+            if kind in (LOG_POLICY, LOG_ENGAGEMENT, LOG_CONTACT) and t.cipher is not None:
                 body = t.cipher.open(body, key)
             entry = LogEntry(codec.read_u64(key, len(p)), kind, body)
             if kind == LOG_DELETED:
