@@ -167,7 +167,6 @@ def test_load_command_refuses_a_bad_records_file_and_leaves_the_store(tmp_path: 
     data = _store(tmp_path, _records(rng, 10, "r"))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"source": "crm", "record_id": "1", "contacts": []}\n{"source": \n')
-    before = (data / "data.mdb").read_bytes()
     done = subprocess.run(
         [
             sys.executable,
@@ -192,7 +191,6 @@ def test_load_command_refuses_a_bad_records_file_and_leaves_the_store(tmp_path: 
     with _engine(data) as engine:
         assert _record_ids(engine) == {f"r{i}" for i in range(10)}
         assert switch.staging_accounts(engine) == []
-    assert len(before) > 0
 
 
 def test_load_command_switches_a_generation(tmp_path: Path) -> None:

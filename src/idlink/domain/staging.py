@@ -173,9 +173,11 @@ def drop_pending(engine: IdentityEngine, batch: int = DROP_BATCH) -> int:
     """Drop every account id marked as being dropped, ``batch`` entries per transaction.
 
     Returns the entries deleted. Resumable: the marker of an id goes only
-    once nothing of it is left.
+    once nothing of it is left. Nothing is written when nothing is marked.
     """
     total = 0
+    if not pending_drops(engine):
+        return 0
     while True:
 
         def run(txn: Txn) -> tuple[int, bool]:
