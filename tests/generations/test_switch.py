@@ -384,3 +384,23 @@ def test_contacts_no_record_names_come_along(engine: IdentityEngine) -> None:
     _, journey, _ = engine.list_journey(ACCOUNT, customer)
     assert [e.channel for e in journey] == ["phone"]
     assert [r.problems for r in check_store(engine)] == [[]]
+
+
+def test_the_account_cache_follows_a_repointed_name(engine: IdentityEngine) -> None:
+    """Two account ids at the same configuration version: the cache is keyed by id too."""
+    from idlink.domain.accounts import Accounts
+
+    engine.put_key_type("first", KeyType("other", NORMALIZER_TRIM))  # created, then changed
+    engine.put_key_type("second", KeyType("member", NORMALIZER_TRIM))  # the same version
+    cache = Accounts()
+    with engine.read_keys() as txn:
+        first = cache.find(txn, "first")
+        second_id = txn.account_id("second")
+        assert first is not None and "member" not in first.key_types
+        assert txn.account(first.account_id).config_version() == (
+            txn.account(second_id).config_version()
+        )
+    engine.write_keys(lambda txn: txn.point_account("first", second_id))
+    with engine.read_keys() as txn:
+        found = cache.find(txn, "first")
+    assert found is not None and found.account_id == second_id and "member" in found.key_types
