@@ -89,6 +89,7 @@ KILLS ?= 20
 LOAD_SECONDS ?= 60
 crash-test: build
 	$(PY) -m tests.reliability.crash --kills $(KILLS)
+	$(PY) -m tests.reliability.crash_load --kills 10
 
 load-test: build
 	$(PY) -m tests.reliability.load --seconds $(LOAD_SECONDS)
