@@ -106,7 +106,6 @@ def apply_batch(
             key = codec.canonical_key(record.observed_at_us, record.source, record.record_id)
             if key in replayed and not record.deleted:
                 outcomes[i] = (replayed[key].outcome, replayed[key].refused)
-    unit.write_created()
     results = []
     for i, record in enumerate(records):
         outcome, refused = outcomes[last[(record.source, record.record_id)]]

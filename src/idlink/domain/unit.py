@@ -47,8 +47,6 @@ class AccountUnit:
         self.deferred: set[bytes] = set()
         # Contacts created by this operation: no record named them before it.
         self.created: set[bytes] = set()
-        # Contacts created by this operation and not written yet.
-        self.unwritten: set[bytes] = set()
         # The records this operation stored, replaced or removed (see ``region``):
         # the earliest canonical key among them, the keys of those stored for the
         # replay, the newest key stored per contact, and the contacts of removed ones.
@@ -81,8 +79,9 @@ class AccountUnit:
             first_seen=self.txn.next_contact_seq(),
             created_at_us=self.now,
         )
-        # Written once, with its customer, by write_components (or write_created).
-        self.unwritten.add(prepared.pid)
+        # Put now: the store's record log names a new contact at its first put
+        # after next_contact_seq (a load's catch-up finds it by that entry).
+        self.txn.put_contact(prepared.pid, contact)
         self.created.add(prepared.pid)
         national = national_number(prepared.key_type, prepared.cleaned)
         if national and not prepared.invalid_reason:
@@ -400,8 +399,7 @@ class AccountUnit:
             contact = self.contacts[node.pid]
             customer = changes.customer_of[node.pid]
             if (
-                node.pid not in self.unwritten
-                and contact.customer_pid == customer
+                contact.customer_pid == customer
                 and contact.connections == node.connections
                 and contact.isolated == node.isolated
                 and contact.isolated_at == node.isolated_at
@@ -422,14 +420,6 @@ class AccountUnit:
             contact.first_key = node.first_key
             contact.first_position = node.position
             self.txn.put_contact(node.pid, contact)
-            self.unwritten.discard(node.pid)
-        self.write_created()
-
-    def write_created(self) -> None:
-        """Write the contacts this operation created that no customer has written yet."""
-        for pid in sorted(self.unwritten):
-            self.txn.put_contact(pid, self.contacts[pid])
-        self.unwritten = set()
 
     def emit(
         self,
