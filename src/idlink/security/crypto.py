@@ -25,7 +25,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,6 +174,26 @@ class Cipher:
         nonce = os.urandom(NONCE_BYTES)
         sealed = self._aeads[version].encrypt(nonce, plaintext, aad)
         return MAGIC + bytes((version,)) + nonce + sealed
+
+    def seal_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        """Seal many ``(plaintext, aad)`` pairs as :meth:`seal` seals each one.
+
+        One check of the key file for the whole batch (every value is under the
+        same current version) and the nonces cut from one ``os.urandom`` read.
+        """
+        self._maybe_reload()
+        version = self.current
+        encrypt = self._aeads[version].encrypt
+        head = MAGIC + bytes((version,))
+        randomness = os.urandom(NONCE_BYTES * len(items))
+        out: list[bytes] = []
+        append = out.append
+        at = 0
+        for plaintext, aad in items:
+            nonce = randomness[at : at + NONCE_BYTES]
+            at += NONCE_BYTES
+            append(head + nonce + encrypt(nonce, plaintext, aad))
+        return out
 
     def open(self, blob: bytes, aad: bytes) -> bytes:
         """Decrypt a sealed value (any version still in the key file)."""

@@ -101,8 +101,8 @@ class AccountKeys:
     def seal_many(self, rows: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         if self.cipher is None:
             return list(rows)
-        seal = self.cipher.seal
-        return [(key, seal(clear, key)) for key, clear in rows]
+        sealed = self.cipher.seal_many([(clear, key) for key, clear in rows])
+        return [(key, value) for (key, _), value in zip(rows, sealed, strict=True)]
 
 
 def is_empty(txn: AccountTxn) -> bool:

@@ -1,0 +1,52 @@
+"""Cipher.seal_many seals a batch exactly as seal seals each value (the bulk load uses it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from idlink.errors import StoreError
+from idlink.security.crypto import HEADER_BYTES, MAGIC, NONCE_BYTES, Cipher, add_key_version
+
+
+def test_every_value_sealed_in_a_batch_opens_with_open_under_its_own_key(tmp_path):
+    cipher = Cipher(tmp_path / "data.keys")
+    items = [(f"value {i}".encode() * (i % 7), f"key {i}".encode()) for i in range(500)]
+    sealed = cipher.seal_many(items)
+    assert len(sealed) == len(items)
+    for (plaintext, aad), blob in zip(items, sealed, strict=True):
+        assert blob[:1] == MAGIC and blob[1] == cipher.current
+        assert Cipher.is_sealed(blob)
+        assert cipher.open(blob, aad) == plaintext
+    # Bound to its key: a value moved under another key does not open.
+    with pytest.raises(StoreError):
+        cipher.open(sealed[0], items[1][1])
+
+
+def test_every_nonce_of_a_batch_differs_and_differs_from_the_next_batch(tmp_path):
+    cipher = Cipher(tmp_path / "data.keys")
+    items = [(b"same", b"same key")] * 2000
+    nonces = [blob[2:HEADER_BYTES] for blob in cipher.seal_many(items)]
+    nonces += [blob[2:HEADER_BYTES] for blob in cipher.seal_many(items)]
+    assert all(len(n) == NONCE_BYTES for n in nonces)
+    assert len(set(nonces)) == len(nonces)
+
+
+def test_a_batch_has_the_format_of_seal_and_another_process_opens_it(tmp_path):
+    path = tmp_path / "data.keys"
+    cipher = Cipher(path)
+    one = cipher.seal(b"hello", b"k")
+    (batch,) = cipher.seal_many([(b"hello", b"k")])
+    assert len(one) == len(batch) and one[:2] == batch[:2]
+    assert Cipher(path).open(batch, b"k") == b"hello"
+    assert cipher.seal_many([]) == []
+
+
+def test_a_batch_seals_under_the_current_version_after_a_rotation(tmp_path):
+    path = tmp_path / "data.keys"
+    cipher = Cipher(path)
+    before = cipher.current
+    version = add_key_version(path)
+    cipher.reload()
+    (blob,) = cipher.seal_many([(b"x", b"k")])
+    assert version != before and blob[1] == version
+    assert cipher.open(blob, b"k") == b"x"
