@@ -765,6 +765,16 @@ def _byte_order(values: list[bytes], width: int) -> np.ndarray:
     return np.argsort(np.frombuffer(b"".join(values), dtype=f"S{width}"), kind="stable")
 
 
+def _take(values: Sequence[Any], index: np.ndarray) -> list[Any]:
+    """``[values[i] for i in index]``, as one whole-column take."""
+    if not len(index):
+        return []
+    column = np.empty(len(values), object)
+    column[:] = values
+    result: list[Any] = column[index].tolist()
+    return result
+
+
 def _rank_of(order: np.ndarray) -> np.ndarray:
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
@@ -907,12 +917,7 @@ def derive_rows(
 
     # Contacts.
     values = planned.values
-    first_seen = inputs.first_seen.astype(np.int64).tolist()
     customer_of = assignment.customer_pid
-    part_list = part_of.tolist()
-    degree_list = degree.tolist()
-    first_rank_list = first_rank.tolist()
-    first_position_list = first_position.tolist()
     contact_order = _byte_order(pids, codec.PID_BYTES).tolist()
     isolated_rows: list[tuple[bytes, bytes]] = []
     national_rows: list[tuple[bytes, bytes]] = []
@@ -930,30 +935,68 @@ def derive_rows(
 
     contact_keys = keys.contact_keys(pids)
 
+    # Every column of the contacts taken once in key order (whole-column takes instead of
+    # a random access per field per row), then zipped row by row into the messages.
+    contact_index = np.array(contact_order, np.int64)
+    contact_keys_o = _take(contact_keys, contact_index)
+    type_o = _take(values.type, contact_index)
+    source_o = _take(values.source, contact_index)
+    value_o = _take(values.value, contact_index)
+    reason_o = _take(values.invalid_reason, contact_index)
+    created_o = _take(values.created_at_us, contact_index)
+    first_seen_o = inputs.first_seen.astype(np.int64)[contact_index].tolist()
+    customer_o = _take(customer_of, part_of[contact_index])
+    connections = degree.copy()
+    for c, node in replayed.nodes.items():
+        connections[c] = node.connections
+    connections_o = connections[contact_index].tolist()
+    first_position_o = first_position[contact_index].tolist()
+    canonical_or_empty = np.empty(len(canonical) + 1, object)
+    canonical_or_empty[: len(canonical)] = canonical
+    canonical_or_empty[len(canonical)] = b""
+    first_row = np.where(first_rank >= 0, row_of_rank[np.maximum(first_rank, 0)], len(canonical))
+    first_key_o = canonical_or_empty[first_row[contact_index]].tolist()
+    del first_row, canonical_or_empty
+
     def contact_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
         out = []
         nodes = replayed.nodes
-        for c in contact_order[lo:hi]:
-            node = nodes.get(c)
-            fr = first_rank_list[c]
+        columns = zip(
+            contact_order[lo:hi],
+            contact_keys_o[lo:hi],
+            type_o[lo:hi],
+            source_o[lo:hi],
+            value_o[lo:hi],
+            reason_o[lo:hi],
+            first_seen_o[lo:hi],
+            customer_o[lo:hi],
+            connections_o[lo:hi],
+            created_o[lo:hi],
+            first_key_o[lo:hi],
+            first_position_o[lo:hi],
+            strict=True,
+        )
+        for c, key, kind, source, value, reason, seen, customer, conn, created, fk, fp in columns:
             state = ContactState(
-                type=values.type[c],
-                source=values.source[c],
-                value=values.value[c],
-                invalid_reason=values.invalid_reason[c],
-                first_seen=first_seen[c],
-                customer_pid=customer_of[part_list[c]],
-                connections=degree_list[c] if node is None else node.connections,
-                created_at_us=values.created_at_us[c],
-                first_key=canonical[row_of_rank[fr]] if fr >= 0 else b"",
-                first_position=first_position_list[c],
+                type=kind,
+                source=source,
+                value=value,
+                invalid_reason=reason,
+                first_seen=seen,
+                customer_pid=customer,
+                connections=conn,
+                created_at_us=created,
+                first_key=fk,
+                first_position=fp,
             )
-            if node is not None:
-                state.isolated = node.isolated
-                state.isolated_connections = node.isolated_connections
-                state.isolated_at = node.isolated_at
-                state.moved_at = node.moved_at
-            out.append((contact_keys[c], state.SerializeToString()))
+            if nodes:
+                node = nodes.get(c)
+                if node is not None:
+                    state.isolated = node.isolated
+                    state.isolated_connections = node.isolated_connections
+                    state.isolated_at = node.isolated_at
+                    state.moved_at = node.moved_at
+            out.append((key, state.SerializeToString()))
         return out
 
     # Records, keyed by the keyed hash of (source, record id).
