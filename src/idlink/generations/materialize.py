@@ -1004,41 +1004,53 @@ def derive_rows(
         [codec.record_id_key(s, r) for s, r in zip(sources, ids, strict=True)]
     )
     record_order = _byte_order(hashes, codec.RECORD_HASH_BYTES).tolist()
+    # Every column of the records taken once in key order, as for the contacts: the
+    # contact lists and the groups flattened in that order, with their offsets.
+    record_index = np.array(record_order, np.int64)
+    record_keys_o = [keys.record(h) for h in _take(hashes, record_index)]
+    source_r = _take(sources, record_index)
+    id_r = _take(ids, record_index)
+    observed_r = observed[record_index].tolist() if len(record_index) else []
+    author_r = _take(planned.record_author, record_index)
+    stored_r = planned.record_stored_at_us[record_index].tolist() if len(record_index) else []
     lists = records.column("contacts").combine_chunks()
-    offsets = lists.offsets.to_numpy().tolist()
-    flat_pids: list[bytes] = pc.list_flatten(lists).field("contact_pid").to_pylist()
-    authors = planned.record_author
-    stored_at = planned.record_stored_at_us.tolist()
-    observed_list = observed.tolist()
-    starts = group_starts.tolist()
-    g_list = g_contact.tolist()
+    taken = lists.take(pa.array(record_index)) if len(record_index) else lists
+    offsets_r: list[int] = taken.offsets.to_numpy().tolist()
+    flat_r: list[bytes] = pc.list_flatten(taken).field("contact_pid").to_pylist()
+    del lists, taken
+    group_lengths = np.diff(group_starts)[record_index]
+    group_rank = _rank_of(record_index)
+    group_perm = np.argsort(group_rank[g_record], kind="stable") if len(g_record) else g_record
+    group_r = _take(pids, g_contact[group_perm])
+    group_offsets_r: list[int] = np.concatenate([[0], np.cumsum(group_lengths)]).tolist()
+    del group_perm, group_rank, group_lengths
 
     def record_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
         out = []
         results = replayed.results
-        for r in record_order[lo:hi]:
+        for i in range(lo, hi):
             state = RecordState(
-                source=sources[r],
-                record_id=ids[r],
-                observed_at_us=observed_list[r],
-                contact_pids=flat_pids[offsets[r] : offsets[r + 1]],
-                author=authors[r],
-                stored_at_us=stored_at[r],
+                source=source_r[i],
+                record_id=id_r[i],
+                observed_at_us=observed_r[i],
+                contact_pids=flat_r[offsets_r[i] : offsets_r[i + 1]],
+                author=author_r[i],
+                stored_at_us=stored_r[i],
             )
-            result = results.get(r)
+            result = results.get(record_order[i]) if results else None
             if result is None:
                 state.outcome = 1  # APPLIED
-                state.group_pids.extend([pids[c] for c in g_list[starts[r] : starts[r + 1]]])
+                state.group_pids.extend(group_r[group_offsets_r[i] : group_offsets_r[i + 1]])
             else:
                 state.outcome = result.outcome
                 state.group_pids.extend(result.group)
                 for a, b in result.refused:
                     state.conflict_contact_pids.extend((a, b))
-            out.append((keys.record(hashes[r]), state.SerializeToString()))
+            out.append((record_keys_o[i], state.SerializeToString()))
         return out
 
     # The contact -> record index: (contact, (observed_at, record hash)), both sorted.
-    refs = [keys.record_ref(o, h) for o, h in zip(observed_list, hashes, strict=True)]
+    refs = [keys.record_ref(o, h) for o, h in zip(observed.tolist(), hashes, strict=True)]
     ref_rank = _rank_of(_byte_order(refs, codec.TIME_BYTES + codec.RECORD_HASH_BYTES))
     pid_rank = _rank_of(np.array(contact_order, np.int64)) if n else np.empty(0, np.int64)
     index_order = np.lexsort((ref_rank[entry_record], pid_rank[entry_contact]))
