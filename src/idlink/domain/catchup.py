@@ -364,7 +364,7 @@ def stage_contacts(
 
 def _prepared(types: dict[str, KeyType], pid: bytes, contact: ContactState) -> PreparedContact:
     key_type = types.get(contact.type) or KeyType(contact.type)
-    reason = contact.invalid_reason
-    if not reason and key_type.is_blocked(contact.value):
-        reason = "BLOCKED"
-    return PreparedContact(key_type, contact.source, contact.value, reason, pid)
+    invalid = contact.invalid_reason
+    if not invalid and key_type.is_blocked(contact.value):
+        invalid = "BLOCKED"  # a contact's invalid reason (SPEC 2.4), not an error's
+    return PreparedContact(key_type, contact.source, contact.value, invalid, pid)
