@@ -233,6 +233,21 @@ def _canonical_order(observed: np.ndarray, sources: list[str], ids: list[str]) -
     return rank
 
 
+def _last_versions(sources: list[str], ids: list[str]) -> np.ndarray:
+    """The row of each (source, record_id)'s last version, in row order."""
+    if not sources:
+        return np.empty(0, np.int64)
+    table = pa.table(
+        {
+            "s": pa.array(sources, pa.string()),
+            "r": pa.array(ids, pa.string()),
+            "row": pa.array(np.arange(len(sources), dtype=np.int64)),
+        }
+    )
+    last = table.group_by(["s", "r"], use_threads=False).aggregate([("row", "max")])
+    return np.sort(last.column("row_max").to_numpy(zero_copy_only=False).astype(np.int64))
+
+
 # -- 1. records file -> generation --------------------------------------------------------------
 
 
@@ -275,10 +290,7 @@ def _generation_from_records(engine: Any, account: str, records_path: Path, acto
     tick = time.perf_counter()
 
     # The file's records, each by its last version.
-    last: dict[tuple[str, str], int] = {}
-    for row, key in enumerate(zip(parsed.source, parsed.record_id, strict=True)):
-        last[key] = row
-    chosen = np.array(sorted(last.values()), np.int64)
+    chosen = _last_versions(parsed.source, parsed.record_id)
     deleted = np.array(parsed.deleted, bool)
     kept = chosen[~deleted[chosen]] if len(chosen) else chosen
     observed_all = np.array([now if o is None else o for o in parsed.observed_at_us], np.int64)
@@ -377,7 +389,11 @@ def _generation_from_records(engine: Any, account: str, records_path: Path, acto
     )
 
     # Records: the live ones not replaced or deleted by the file, then the file's.
-    replaced = set(last)
+    replaced = (
+        set(zip(_take(parsed.source, chosen), _take(parsed.record_id, chosen), strict=True))
+        if live.records
+        else set()
+    )
     r_source: list[str] = []
     r_id: list[str] = []
     r_observed: list[int] = []
@@ -501,6 +517,10 @@ def _generation_from_records(engine: Any, account: str, records_path: Path, acto
         created_at_us=now,
     )
     export = Export(path, manifest, tables)
+    # The file's columns are in the export's tables now: free them before the recluster.
+    del parsed, prepared, e_type, e_source, e_cleaned, e_reason, flat_pid, flat_type, flat_source
+    del entry_pids, encoded, flat_pid_array, contacts_struct, c_pid, c_blocked, c_customer
+    del r_source, r_id, r_observed, c_first_seen, tables
     seconds["merge"] = time.perf_counter() - tick
     tick = time.perf_counter()
     inputs = recluster.load_inputs(export)
@@ -1191,7 +1211,9 @@ def _write_generation(
 
         bar = tqdm(total=total, unit="rows", desc=f"load {target_account}", smoothing=0.1)
     try:
-        for table, (count, make) in rows.tables.items():
+        for table in list(rows.tables):
+            # Popped, so a table's columns are freed as soon as it is written.
+            count, make = rows.tables.pop(table)
             tick = time.perf_counter()
             report.rows[table] = count
             sealed = table in ("contacts", "records", "customers")
@@ -1211,6 +1233,8 @@ def _write_generation(
                     report.plain_batches += 1
                 if bar is not None:
                     bar.update(len(batch))
+                del batch
+            del make
             report.seconds[table] = time.perf_counter() - tick
         engine.write(
             target_account,
