@@ -96,19 +96,31 @@ class _ReaderGate:
 
     @contextmanager
     def reading(self) -> Iterator[None]:
+        depth = self.enter()
+        try:
+            yield
+        finally:
+            self.leave(depth)
+
+    def enter(self) -> int:
+        """Count one more open transaction of this thread; its depth before, for :meth:`leave`.
+
+        ``reading`` as two calls, for :class:`_Read`, whose ``__enter__`` and
+        ``__exit__`` cost less than a generator-based context manager on every read.
+        """
         depth = getattr(self._local, "depth", 0)
         with self._cond:
             while self._closed and not depth:
                 self._cond.wait()
             self._readers += 1
         self._local.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._local.depth = depth
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
+        return depth
+
+    def leave(self, depth: int) -> None:
+        self._local.depth = depth
+        with self._cond:
+            self._readers -= 1
+            self._cond.notify_all()
 
     def held(self) -> bool:
         """True while this thread has a transaction open."""
@@ -238,6 +250,44 @@ def _open_environment(path: str, map_size: int, *, sync: bool, metasync: bool) -
 
 
 _PROBE_KEY = b"health-probe"
+
+
+class _Read:
+    """:meth:`Store.read`: a read transaction, counted by the gate while open."""
+
+    __slots__ = ("_store", "_raw", "_depth")
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __enter__(self) -> Txn:
+        store = self._store
+        gate = store._gate
+        for _ in range(MAP_RESIZED_RETRIES):
+            depth = gate.enter()
+            try:
+                raw = store._env.begin(write=False)
+            except lmdb.MapResizedError:
+                gate.leave(depth)
+                store._adopt_map_size()  # outside this transaction's slot
+                continue
+            except lmdb.Error as exc:
+                gate.leave(depth)
+                raise StoreError(f"store read failed: {exc}") from None
+            except BaseException:
+                gate.leave(depth)
+                raise
+            self._raw, self._depth = raw, depth
+            return Txn(raw, store._dbs, writable=False, cipher=store.cipher)
+        raise StoreError("store read failed: the map keeps growing under this process")
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            self._raw.abort()
+        finally:
+            self._store._gate.leave(self._depth)
+        if isinstance(exc, lmdb.Error):
+            raise StoreError(f"store read failed: {exc}") from None
 
 
 class Store:
@@ -383,26 +433,13 @@ class Store:
 
     # -- transactions --------------------------------------------------------
 
-    @contextmanager
-    def read(self) -> Iterator[Txn]:
-        """Open a read transaction (any thread, concurrent with the writer)."""
-        for _ in range(MAP_RESIZED_RETRIES):
-            with self._gate.reading():
-                try:
-                    raw = self._env.begin(write=False)
-                except lmdb.MapResizedError:
-                    pass  # adopted below, outside this transaction's slot
-                except lmdb.Error as exc:
-                    raise StoreError(f"store read failed: {exc}") from None
-                else:
-                    try:
-                        with raw:
-                            yield Txn(raw, self._dbs, writable=False, cipher=self.cipher)
-                    except lmdb.Error as exc:
-                        raise StoreError(f"store read failed: {exc}") from None
-                    return
-            self._adopt_map_size()
-        raise StoreError("store read failed: the map keeps growing under this process")
+    def read(self) -> _Read:
+        """Open a read transaction (any thread, concurrent with the writer).
+
+        A context manager giving the :class:`Txn`; a class, not a generator:
+        a resolve served from the cache is little more than this.
+        """
+        return _Read(self)
 
     def write(self, fn: Callable[[Txn], T]) -> T:
         """Run ``fn`` in one write transaction on the writer thread and return its result.
