@@ -25,6 +25,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from idlink._native import _contacts
 from idlink.client.records import (
     CSV_RESERVED,
@@ -240,7 +244,118 @@ def _read_jsonl(path: Path, parsed: ParsedFile) -> None:
 
 
 def prepare_entries(parsed: ParsedFile, config: AccountConfig, secret: bytes) -> PreparedEntries:
-    """Clean, validate and hash every entry of the file, in batches per (key type, source)."""
+    """Clean, validate and hash every entry of the file, in batches per (key type, source).
+
+    The entries are grouped and their distinct values found with whole-column
+    operations; a file with anything to refuse (an unknown key type, a bad
+    source, a value too long or not UTF-8) goes through the entry-by-entry
+    path instead, which names the first such entry in file order.
+    """
+    fast = _prepare_columns(parsed, config, secret)
+    if fast is not None:
+        return fast
+    return _prepare_one_by_one(parsed, config, secret)
+
+
+def _prepare_group(
+    secret: bytes, key_type: KeyType, source: str, values: list[str]
+) -> list[tuple[str, str, bytes]]:
+    """prepare_many over distinct values, then the key type's blocked values marked."""
+    prepared = _contacts.prepare_many(secret, key_type.normalizer, key_type.name, source, values)
+    if not (key_type.blocked_values or key_type.blocked_patterns):
+        return prepared  # nothing can be blocked
+    is_blocked = key_type.is_blocked
+    return [
+        (clean_value, BLOCKED, pid)
+        if not reason and is_blocked(clean_value)
+        else (clean_value, reason, pid)
+        for clean_value, reason, pid in prepared
+    ]
+
+
+def _prepare_columns(
+    parsed: ParsedFile, config: AccountConfig, secret: bytes
+) -> PreparedEntries | None:
+    """The whole-column path; None when some entry needs the one-by-one path's error."""
+    count = len(parsed.entry_type)
+    if not count:
+        return PreparedEntries([], [], [], [], [])
+    try:
+        type_codes = pc.dictionary_encode(pa.array(parsed.entry_type, pa.string()))
+        source_codes = pc.dictionary_encode(pa.array(parsed.entry_source, pa.string()))
+        values = pa.array(parsed.entry_value, pa.string())
+    except (pa.ArrowException, UnicodeError, TypeError, ValueError):
+        return None
+    if pc.max(pc.utf8_length(values)).as_py() > MAX_RAW_VALUE_BYTES:
+        return None
+    type_names: list[str] = type_codes.dictionary.to_pylist()
+    raw_sources: list[str] = source_codes.dictionary.to_pylist()
+    t = type_codes.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    r = source_codes.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    pair_codes, first_entry, pair_of_entry = np.unique(
+        t * len(raw_sources) + r, return_index=True, return_inverse=True
+    )
+    types = config.key_types
+    groups: dict[tuple[str, str], int] = {}
+    group_of_pair = np.empty(len(pair_codes), np.int64)
+    pair_type: list[KeyType] = []
+    pair_source: list[str] = []
+    group_route: list[tuple[KeyType, str]] = []
+    for i, code in enumerate(pair_codes.tolist()):
+        name = type_names[code // len(raw_sources)]
+        key_type = types.get(name)
+        source = ""
+        if key_type is None:
+            return None
+        if key_type.source_scoped:
+            source = raw_sources[code % len(raw_sources)]
+            try:
+                check_text(source, f"{name}_source", MAX_SOURCE_BYTES)
+            except InvalidArgument:
+                return None
+        group = groups.get((name, source))
+        if group is None:
+            group = groups[(name, source)] = len(group_route)
+            group_route.append((key_type, source))
+        group_of_pair[i] = group
+        pair_type.append(key_type)
+        pair_source.append(source)
+    del first_entry
+    pair_of_entry = pair_of_entry.reshape(-1)
+    entry_group = group_of_pair[pair_of_entry]
+    by_group = np.argsort(entry_group, kind="stable")
+    bounds = np.searchsorted(entry_group[by_group], np.arange(len(group_route) + 1))
+    cleaned = np.empty(count, object)
+    reasons = np.empty(count, object)
+    pids = np.empty(count, object)
+    for group, (key_type, source) in enumerate(group_route):
+        members = by_group[bounds[group] : bounds[group + 1]]
+        encoded = pc.dictionary_encode(values.take(pa.array(members)))
+        verdicts = _prepare_group(secret, key_type, source, encoded.dictionary.to_pylist())
+        slots = encoded.indices.to_numpy(zero_copy_only=False)
+        column = np.empty(len(verdicts), object)
+        column[:] = [v[0] for v in verdicts]
+        cleaned[members] = column[slots]
+        column[:] = [v[1] for v in verdicts]
+        reasons[members] = column[slots]
+        column[:] = [v[2] for v in verdicts]
+        pids[members] = column[slots]
+    type_column = np.empty(len(pair_type), object)
+    type_column[:] = pair_type
+    source_column = np.empty(len(pair_source), object)
+    source_column[:] = pair_source
+    return PreparedEntries(
+        type_column[pair_of_entry].tolist(),
+        source_column[pair_of_entry].tolist(),
+        cleaned.tolist(),
+        reasons.tolist(),
+        pids.tolist(),
+    )
+
+
+def _prepare_one_by_one(
+    parsed: ParsedFile, config: AccountConfig, secret: bytes
+) -> PreparedEntries:
     count = len(parsed.entry_type)
     types = config.key_types
     # (key type name, the entry's source) -> (key type, the contact's source, its group)
