@@ -907,19 +907,33 @@ def derive_rows(
     customer_seq = planned.customer_seq
     customer_rows: list[tuple[bytes, bytes]] = []
     now = planned.now_us
+    member_pids = _take(pids, np.asarray(assignment.members, np.int64))
+    member_offsets = np.asarray(assignment.members_offsets, np.int64).tolist()
+    kinds = assignment.kind
+    customer_pids = assignment.customer_pid
     for part in range(parts):
-        kind = assignment.kind[part]
-        pid = assignment.customer_pid[part]
-        lo_m, hi_m = assignment.members_offsets[part], assignment.members_offsets[part + 1]
-        members = [pids[m] for m in assignment.members[lo_m:hi_m].tolist()]
+        kind = kinds[part]
+        pid = customer_pids[part]
+        members = member_pids[member_offsets[part] : member_offsets[part + 1]]
         if kind in (pid_rules.SPLIT, pid_rules.CREATED) or pid not in old:
             customer_seq += 1
             split_from = assignment.others[part][0] if kind == pid_rules.SPLIT else b""
+            if split_from not in old:
+                # A new customer with nothing carried over: the message in one go.
+                state = CustomerState(
+                    created_seq=customer_seq,
+                    created_at_us=now,
+                    split_from=split_from,
+                    updated_at_us=now,
+                    contact_pids=members,
+                    watermark=watermark[part],
+                )
+                customer_rows.append((keys.customer(pid), state.SerializeToString()))
+                continue
             state = CustomerState(
                 created_seq=customer_seq, created_at_us=now, split_from=split_from
             )
-            if split_from in old:
-                state.profile.CopyFrom(old[split_from].profile)
+            state.profile.CopyFrom(old[split_from].profile)
             state.updated_at_us = now
         else:
             state = CustomerState()
