@@ -71,7 +71,7 @@ from idlink.generations.manifest import (
 from idlink.generations.recluster import Generation, Inputs
 from idlink.generations.records_file import parse_file, prepare_entries
 from idlink.store import codec
-from idlink.store.bulk import AccountKeys
+from idlink.store.bulk import AccountKeys, byte_matrix, split_rows
 from idlink.store.txn import ContactState, CustomerState, RecordState
 
 DEFAULT_ACTOR = "load"
@@ -1091,7 +1091,20 @@ def derive_rows(
     index_contacts = entry_contact[index_order]
     index_records = entry_record[index_order]
 
+    # Keys, PIDs and index values are of one length each: rows are gathered as byte matrices.
+    key_matrix = byte_matrix(contact_keys)
+    pid_matrix = byte_matrix(pids)
+    ref_matrix = byte_matrix(refs)
+
     def index_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
+        if key_matrix is not None and ref_matrix is not None:
+            return list(
+                zip(
+                    split_rows(key_matrix[index_contacts[lo:hi]]),
+                    split_rows(ref_matrix[index_records[lo:hi]]),
+                    strict=True,
+                )
+            )
         return [
             (contact_keys[c], refs[r])
             for c, r in zip(
@@ -1107,6 +1120,8 @@ def derive_rows(
     edge_b = b_all[edge_order]
 
     def edge_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
+        if key_matrix is not None and pid_matrix is not None:
+            return keys.edge_rows_of(key_matrix, pid_matrix, edge_a[lo:hi], edge_b[lo:hi])
         return keys.edge_rows(contact_keys, pids, edge_a[lo:hi].tolist(), edge_b[lo:hi].tolist())
 
     def listed(rows: list[tuple[bytes, bytes]]) -> Batches:

@@ -22,8 +22,11 @@ batch is written with plain puts instead.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from idlink.store import codec
 from idlink.store.txn import _CONTACT_SEQ, _COUNTER, _CUSTOMER_SEQ, SUBDATABASES, AccountTxn
@@ -68,6 +71,16 @@ class AccountKeys:
         """Edge rows (a -> b) from :meth:`contact_keys` of a and the PIDs of b."""
         return [(contact_keys[x] + pids[y], b"") for x, y in zip(a, b, strict=True)]
 
+    @staticmethod
+    def edge_rows_of(
+        key_matrix: np.ndarray, pid_matrix: np.ndarray, a: np.ndarray, b: np.ndarray
+    ) -> list[tuple[bytes, bytes]]:
+        """:meth:`edge_rows` from :func:`byte_matrix` of the contact keys and of the PIDs."""
+        if not len(a):
+            return []
+        joined = np.concatenate([key_matrix[a], pid_matrix[b]], axis=1)
+        return list(zip(split_rows(joined), itertools.repeat(b"", len(a)), strict=False))
+
     def record_hash(self, source: str, record_id: str) -> bytes:
         return self._txn._record_hash(self.prefix, codec.record_id_key(source, record_id))
 
@@ -103,6 +116,26 @@ class AccountKeys:
             return list(rows)
         sealed = self.cipher.seal_many([(clear, key) for key, clear in rows])
         return [(key, value) for (key, _), value in zip(rows, sealed, strict=True)]
+
+
+def byte_matrix(values: Sequence[bytes]) -> np.ndarray | None:
+    """Equal-length byte strings as the rows of a uint8 matrix (None when lengths differ)."""
+    if not values:
+        return np.zeros((0, 0), np.uint8)
+    width = len(values[0])
+    joined = b"".join(values)
+    if len(joined) != width * len(values) or any(len(v) != width for v in values):
+        return None
+    return np.frombuffer(joined, np.uint8).reshape(len(values), width)
+
+
+def split_rows(matrix: np.ndarray) -> list[bytes]:
+    """The rows of a uint8 matrix as byte strings."""
+    buffer = np.ascontiguousarray(matrix).tobytes()
+    width = matrix.shape[1] if matrix.ndim == 2 else 0
+    if not width:
+        return [b""] * len(matrix)
+    return [buffer[at : at + width] for at in range(0, len(buffer), width)]
 
 
 def is_empty(txn: AccountTxn) -> bool:
