@@ -17,6 +17,7 @@ from idlink.domain.keytypes import AccountPolicy
 from idlink.security.crypto import open_store
 
 ACCOUNT = "bench"
+RESOLVE_NAME = "engine resolve (no network), nothing cached"
 
 
 def make_records(count: int, seed: int = 11) -> list[RecordInput]:
@@ -89,6 +90,15 @@ def bench_engine(records: int, resolves: int, repeats: int) -> list[Entry]:
                 engine.resolve(ACCOUNT, key)
             return len(keys)
 
+        def resolve_cold() -> int:
+            # A new engine has an empty serving cache (docs/serving.md): every first
+            # look-up of a key reads and opens the store.
+            fresh = IdentityEngine(store, b"k" * 32)
+            for key in keys:
+                fresh.resolve(ACCOUNT, key)
+            return len(keys)
+
+        cold_rate = median_rate(resolve_cold, repeats)
         resolve_rate = median_rate(resolve_all, repeats)
     with tempfile.TemporaryDirectory() as folder:
         env = lmdb.open(folder, map_size=1 << 32, sync=False)
@@ -107,14 +117,25 @@ def bench_engine(records: int, resolves: int, repeats: int) -> list[Entry]:
 
         get_rate = median_rate(gets, repeats)
         env.close()
+    # The cold figure carries the target: a served store changes under the cache (each
+    # audit flush is a commit), so a real call is validated by a replay, between the two.
     out.append(
         entry(
-            "engine resolve (no network)",
+            RESOLVE_NAME,
+            cold_rate,
+            "resolves/s",
+            "raw py-lmdb random get, same key count",
+            get_rate,
+            target=0.2,
+        )
+    )
+    out.append(
+        entry(
+            "engine resolve (no network), answers cached at the same snapshot",
             resolve_rate,
             "resolves/s",
             "raw py-lmdb random get, same key count",
             get_rate,
-            target=0.3,
         )
     )
     # Late records in the dense capped graph, and growth to 1M records (smoke: small).

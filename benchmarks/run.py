@@ -24,7 +24,7 @@ def _batch_against_engine(entries: list[Entry]) -> list[Entry]:
     from benchmarks.report import entry
 
     batch = next((e for e in entries if e.name == BATCH_NAME), None)
-    engine = next((e for e in entries if e.name.startswith("engine resolve")), None)
+    engine = next((e for e in entries if e.name == bench_engine.RESOLVE_NAME), None)
     if batch is None or engine is None:
         return []
     return [
