@@ -785,6 +785,18 @@ def _byte_order(values: list[bytes], width: int) -> np.ndarray:
     return np.argsort(np.frombuffer(b"".join(values), dtype=f"S{width}"), kind="stable")
 
 
+def _lazy(build: Callable[[], Batches]) -> Batches:
+    """Batches whose columns are built at the first batch (and freed with the function)."""
+    made: list[Batches] = []
+
+    def batches(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
+        if not made:
+            made.append(build())
+        return made[0](lo, hi)
+
+    return batches
+
+
 def _take(values: Sequence[Any], index: np.ndarray) -> list[Any]:
     """``[values[i] for i in index]``, as one whole-column take."""
     if not len(index):
@@ -969,119 +981,145 @@ def derive_rows(
 
     contact_keys = keys.contact_keys(pids)
 
-    # Every column of the contacts taken once in key order (whole-column takes instead of
-    # a random access per field per row), then zipped row by row into the messages.
-    contact_index = np.array(contact_order, np.int64)
-    contact_keys_o = _take(contact_keys, contact_index)
-    type_o = _take(values.type, contact_index)
-    source_o = _take(values.source, contact_index)
-    value_o = _take(values.value, contact_index)
-    reason_o = _take(values.invalid_reason, contact_index)
-    created_o = _take(values.created_at_us, contact_index)
-    first_seen_o = inputs.first_seen.astype(np.int64)[contact_index].tolist()
-    customer_o = _take(customer_of, part_of[contact_index])
-    connections = degree.copy()
-    for c, node in replayed.nodes.items():
-        connections[c] = node.connections
-    connections_o = connections[contact_index].tolist()
-    first_position_o = first_position[contact_index].tolist()
-    canonical_or_empty = np.empty(len(canonical) + 1, object)
-    canonical_or_empty[: len(canonical)] = canonical
-    canonical_or_empty[len(canonical)] = b""
-    first_row = np.where(first_rank >= 0, row_of_rank[np.maximum(first_rank, 0)], len(canonical))
-    first_key_o = canonical_or_empty[first_row[contact_index]].tolist()
-    del first_row, canonical_or_empty
-
-    def contact_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
-        out = []
-        nodes = replayed.nodes
-        columns = zip(
-            contact_order[lo:hi],
-            contact_keys_o[lo:hi],
-            type_o[lo:hi],
-            source_o[lo:hi],
-            value_o[lo:hi],
-            reason_o[lo:hi],
-            first_seen_o[lo:hi],
-            customer_o[lo:hi],
-            connections_o[lo:hi],
-            created_o[lo:hi],
-            first_key_o[lo:hi],
-            first_position_o[lo:hi],
-            strict=True,
+    def build_contact_rows() -> Batches:
+        # Every column of the contacts taken once in key order (whole-column takes instead of
+        # a random access per field per row), then zipped row by row into the messages.
+        contact_index = np.array(contact_order, np.int64)
+        contact_keys_o = _take(contact_keys, contact_index)
+        type_o = _take(values.type, contact_index)
+        source_o = _take(values.source, contact_index)
+        value_o = _take(values.value, contact_index)
+        reason_o = _take(values.invalid_reason, contact_index)
+        created_o = _take(values.created_at_us, contact_index)
+        first_seen_o = inputs.first_seen.astype(np.int64)[contact_index].tolist()
+        customer_o = _take(customer_of, part_of[contact_index])
+        connections = degree.copy()
+        for c, node in replayed.nodes.items():
+            connections[c] = node.connections
+        connections_o = connections[contact_index].tolist()
+        first_position_o = first_position[contact_index].tolist()
+        canonical_or_empty = np.empty(len(canonical) + 1, object)
+        canonical_or_empty[: len(canonical)] = canonical
+        canonical_or_empty[len(canonical)] = b""
+        first_row = np.where(
+            first_rank >= 0, row_of_rank[np.maximum(first_rank, 0)], len(canonical)
         )
-        for c, key, kind, source, value, reason, seen, customer, conn, created, fk, fp in columns:
-            state = ContactState(
-                type=kind,
-                source=source,
-                value=value,
-                invalid_reason=reason,
-                first_seen=seen,
-                customer_pid=customer,
-                connections=conn,
-                created_at_us=created,
-                first_key=fk,
-                first_position=fp,
+        first_key_o = canonical_or_empty[first_row[contact_index]].tolist()
+        del first_row, canonical_or_empty
+
+        def contact_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
+            out = []
+            nodes = replayed.nodes
+            columns = zip(
+                contact_order[lo:hi],
+                contact_keys_o[lo:hi],
+                type_o[lo:hi],
+                source_o[lo:hi],
+                value_o[lo:hi],
+                reason_o[lo:hi],
+                first_seen_o[lo:hi],
+                customer_o[lo:hi],
+                connections_o[lo:hi],
+                created_o[lo:hi],
+                first_key_o[lo:hi],
+                first_position_o[lo:hi],
+                strict=True,
             )
-            if nodes:
-                node = nodes.get(c)
-                if node is not None:
-                    state.isolated = node.isolated
-                    state.isolated_connections = node.isolated_connections
-                    state.isolated_at = node.isolated_at
-                    state.moved_at = node.moved_at
-            out.append((key, state.SerializeToString()))
-        return out
+            for (
+                c,
+                key,
+                kind,
+                source,
+                value,
+                reason,
+                seen,
+                customer,
+                conn,
+                created,
+                fk,
+                fp,
+            ) in columns:
+                state = ContactState(
+                    type=kind,
+                    source=source,
+                    value=value,
+                    invalid_reason=reason,
+                    first_seen=seen,
+                    customer_pid=customer,
+                    connections=conn,
+                    created_at_us=created,
+                    first_key=fk,
+                    first_position=fp,
+                )
+                if nodes:
+                    node = nodes.get(c)
+                    if node is not None:
+                        state.isolated = node.isolated
+                        state.isolated_connections = node.isolated_connections
+                        state.isolated_at = node.isolated_at
+                        state.moved_at = node.moved_at
+                out.append((key, state.SerializeToString()))
+            return out
+
+        return contact_rows
+
+    contact_rows_lazy = _lazy(build_contact_rows)
 
     # Records, keyed by the keyed hash of (source, record id).
     hashes = keys.record_hashes(
         [codec.record_id_key(s, r) for s, r in zip(sources, ids, strict=True)]
     )
     record_order = _byte_order(hashes, codec.RECORD_HASH_BYTES).tolist()
-    # Every column of the records taken once in key order, as for the contacts: the
-    # contact lists and the groups flattened in that order, with their offsets.
-    record_index = np.array(record_order, np.int64)
-    record_keys_o = [keys.record(h) for h in _take(hashes, record_index)]
-    source_r = _take(sources, record_index)
-    id_r = _take(ids, record_index)
-    observed_r = observed[record_index].tolist() if len(record_index) else []
-    author_r = _take(planned.record_author, record_index)
-    stored_r = planned.record_stored_at_us[record_index].tolist() if len(record_index) else []
-    lists = records.column("contacts").combine_chunks()
-    taken = lists.take(pa.array(record_index)) if len(record_index) else lists
-    offsets_r: list[int] = taken.offsets.to_numpy().tolist()
-    flat_r: list[bytes] = pc.list_flatten(taken).field("contact_pid").to_pylist()
-    del lists, taken
-    group_lengths = np.diff(group_starts)[record_index]
-    group_rank = _rank_of(record_index)
-    group_perm = np.argsort(group_rank[g_record], kind="stable") if len(g_record) else g_record
-    group_r = _take(pids, g_contact[group_perm])
-    group_offsets_r: list[int] = np.concatenate([[0], np.cumsum(group_lengths)]).tolist()
-    del group_perm, group_rank, group_lengths
 
-    def record_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
-        out = []
-        results = replayed.results
-        for i in range(lo, hi):
-            state = RecordState(
-                source=source_r[i],
-                record_id=id_r[i],
-                observed_at_us=observed_r[i],
-                contact_pids=flat_r[offsets_r[i] : offsets_r[i + 1]],
-                author=author_r[i],
-                stored_at_us=stored_r[i],
-            )
-            result = results.get(record_order[i]) if results else None
-            if result is None:
-                state.outcome = 1  # APPLIED
-                state.group_pids.extend(group_r[group_offsets_r[i] : group_offsets_r[i + 1]])
-            else:
-                state.outcome = result.outcome
-                state.group_pids.extend(result.group)
-                for a, b in result.refused:
-                    state.conflict_contact_pids.extend((a, b))
-            out.append((record_keys_o[i], state.SerializeToString()))
-        return out
+    def build_record_rows() -> Batches:
+        # Every column of the records taken once in key order, as for the contacts: the
+        # contact lists and the groups flattened in that order, with their offsets.
+        record_index = np.array(record_order, np.int64)
+        record_keys_o = [keys.record(h) for h in _take(hashes, record_index)]
+        source_r = _take(sources, record_index)
+        id_r = _take(ids, record_index)
+        observed_r = observed[record_index].tolist() if len(record_index) else []
+        author_r = _take(planned.record_author, record_index)
+        stored_r = planned.record_stored_at_us[record_index].tolist() if len(record_index) else []
+        lists = records.column("contacts").combine_chunks()
+        taken = lists.take(pa.array(record_index)) if len(record_index) else lists
+        offsets_r: list[int] = taken.offsets.to_numpy().tolist()
+        flat_r: list[bytes] = pc.list_flatten(taken).field("contact_pid").to_pylist()
+        del lists, taken
+        group_lengths = np.diff(group_starts)[record_index]
+        group_rank = _rank_of(record_index)
+        group_perm = np.argsort(group_rank[g_record], kind="stable") if len(g_record) else g_record
+        group_r = _take(pids, g_contact[group_perm])
+        group_offsets_r: list[int] = np.concatenate([[0], np.cumsum(group_lengths)]).tolist()
+        del group_perm, group_rank, group_lengths
+
+        def record_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
+            out = []
+            results = replayed.results
+            for i in range(lo, hi):
+                state = RecordState(
+                    source=source_r[i],
+                    record_id=id_r[i],
+                    observed_at_us=observed_r[i],
+                    contact_pids=flat_r[offsets_r[i] : offsets_r[i + 1]],
+                    author=author_r[i],
+                    stored_at_us=stored_r[i],
+                )
+                result = results.get(record_order[i]) if results else None
+                if result is None:
+                    state.outcome = 1  # APPLIED
+                    state.group_pids.extend(group_r[group_offsets_r[i] : group_offsets_r[i + 1]])
+                else:
+                    state.outcome = result.outcome
+                    state.group_pids.extend(result.group)
+                    for a, b in result.refused:
+                        state.conflict_contact_pids.extend((a, b))
+                out.append((record_keys_o[i], state.SerializeToString()))
+            return out
+
+        return record_rows
+
+    record_rows_lazy = _lazy(build_record_rows)
 
     # The contact -> record index: (contact, (observed_at, record hash)), both sorted.
     refs = [keys.record_ref(o, h) for o, h in zip(observed.tolist(), hashes, strict=True)]
@@ -1128,8 +1166,8 @@ def derive_rows(
         return lambda lo, hi: rows[lo:hi]
 
     tables: dict[str, tuple[int, Batches]] = {
-        "contacts": (n, contact_rows),
-        "records": (len(canonical), record_rows),
+        "contacts": (n, contact_rows_lazy),
+        "records": (len(canonical), record_rows_lazy),
         "contact_records": (len(index_contacts), index_rows),
         "edges": (len(edge_a), edge_rows),
         "customers": (len(customer_rows), listed(customer_rows)),
