@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from idlink.client import IdlinkClient
-from idlink.v1 import identity_pb2, identity_pb2_grpc
+from idlink.v1 import admin_pb2, admin_pb2_grpc, identity_pb2, identity_pb2_grpc
 from tests.server import free_port
 from tests.service.conftest import ServerProcess, admin_token, error_details, key
 
@@ -83,6 +83,17 @@ def test_sheds_are_counted_in_the_metrics_and_the_client_retries_them(tmp_path, 
     ).start()
     try:
         token = admin_token(limited.data, account)
+        # One key creates 700 customers here: above the anomaly threshold (SPEC 8),
+        # which would throttle it once fewer of the burst are shed (a busy machine).
+        with grpc.insecure_channel(limited.target) as channel:
+            admin_pb2_grpc.AdminServiceStub(channel).SetSecurityPolicy(
+                admin_pb2.SetSecurityPolicyRequest(
+                    account=account,
+                    policy=admin_pb2.SecurityPolicy(anomaly_max_customers=1 << 30),
+                ),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=30,
+            )
         # Creating contacts waits for the writer: calls pile up behind the gate of 8.
         requests = [
             identity_pb2.ResolveRequest(
