@@ -222,7 +222,7 @@ class Cipher:
 
     def index_hash(self, prefix: bytes, text: str) -> bytes:
         """A keyed hash that stands in for a value inside an LMDB key (16 bytes)."""
-        return hmac.new(self._index_key, prefix + text.encode(), hashlib.sha256).digest()[:16]
+        return hmac.digest(self._index_key, prefix + text.encode(), "sha256")[:16]
 
     def record_hash(self, prefix: bytes, record_id_key: bytes) -> bytes:
         """The keyed hash that stands for a record's (source, record id) in LMDB keys (16 bytes).
