@@ -314,20 +314,7 @@ def _account_rows(reader: AccountReader) -> dict[str, Iterable[dict[str, Any]]]:
                 "contact_pids": list(customer.contact_pids),
             }
 
-    key_types = [
-        {
-            "name": k.name,
-            "normalizer": k.normalizer,
-            "source_scoped": k.source_scoped,
-            "max_per_customer": k.max_per_customer,
-            "reassignable": k.reassignable,
-            "anonymous": k.anonymous,
-            "priority": k.priority,
-            "blocked_values": list(k.blocked_values),
-            "blocked_patterns": list(k.blocked_patterns),
-        }
-        for k in sorted(types.values(), key=lambda k: k.name)
-    ]
+    key_types = key_type_rows(types.values())
     policy = [
         {
             "max_contacts": config.policy.max_contacts,
@@ -407,3 +394,21 @@ def open_export(
     if read and tables["account_policy"].num_rows != 1:
         raise ExportError(f"{root / file_name('account_policy')} must have exactly one row")
     return Export(root, manifest, tables)
+
+
+def key_type_rows(key_types: Iterable[KeyType]) -> list[dict[str, Any]]:
+    """The rows of ``key_types.parquet``: every key type, by name."""
+    return [
+        {
+            "name": k.name,
+            "normalizer": k.normalizer,
+            "source_scoped": k.source_scoped,
+            "max_per_customer": k.max_per_customer,
+            "reassignable": k.reassignable,
+            "anonymous": k.anonymous,
+            "priority": k.priority,
+            "blocked_values": list(k.blocked_values),
+            "blocked_patterns": list(k.blocked_patterns),
+        }
+        for k in sorted(key_types, key=lambda k: k.name)
+    ]

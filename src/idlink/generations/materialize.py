@@ -59,7 +59,7 @@ from idlink.domain.pids import merge_profile
 from idlink.errors import StoreFull
 from idlink.generations import local, recluster
 from idlink.generations import pids as pid_rules
-from idlink.generations.export import SCHEMAS, Export, open_export
+from idlink.generations.export import SCHEMAS, Export, key_type_rows, open_export
 from idlink.generations.manifest import (
     EXPORT_FORMAT,
     GENERATION_FORMAT,
@@ -203,23 +203,6 @@ def _policies_of(view: Any, pids: Sequence[bytes]) -> list[dict[str, Any]]:
                 }
             )
     return rows
-
-
-def _key_type_rows(config: AccountConfig) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": k.name,
-            "normalizer": k.normalizer,
-            "source_scoped": k.source_scoped,
-            "max_per_customer": k.max_per_customer,
-            "reassignable": k.reassignable,
-            "anonymous": k.anonymous,
-            "priority": k.priority,
-            "blocked_values": list(k.blocked_values),
-            "blocked_patterns": list(k.blocked_patterns),
-        }
-        for k in sorted(config.key_types.values(), key=lambda k: k.name)
-    ]
 
 
 def _canonical_order(observed: np.ndarray, sources: list[str], ids: list[str]) -> np.ndarray:
@@ -496,7 +479,9 @@ def _generation_from_records(engine: Any, account: str, records_path: Path, acto
             ],
             schema=SCHEMAS["customers"],
         ),
-        "key_types": pa.Table.from_pylist(_key_type_rows(config), schema=SCHEMAS["key_types"]),
+        "key_types": pa.Table.from_pylist(
+            key_type_rows(config.key_types.values()), schema=SCHEMAS["key_types"]
+        ),
         "contact_policies": pa.Table.from_pylist(live.policies, schema=SCHEMAS["contact_policies"]),
         "account_policy": pa.Table.from_pylist(
             [
@@ -730,18 +715,7 @@ def _replay_flagged(
         specs = [(recluster.node_spec(inputs, c), c) for c in contacts]
         index_of = {}
         for spec, c in sorted(specs, key=lambda s: s[0].first_seen):
-            graph.add_node(
-                Node(
-                    pid=spec.pid,
-                    type_name=spec.type_name,
-                    usable=spec.usable,
-                    reassignable=spec.reassignable,
-                    type_limit=spec.type_limit,
-                    first_seen=spec.first_seen,
-                    priority=spec.priority,
-                    never_isolate=spec.never_isolate,
-                )
-            )
+            graph.add_node(spec.node())
             index_of[spec.pid] = c
         results = graph.replay(replayed)
         for key, result in results.items():

@@ -247,6 +247,19 @@ class NodeSpec:
     never_isolate: bool
     first_seen: int
 
+    def node(self) -> Node:
+        """The linking step's node of this contact."""
+        return Node(
+            pid=self.pid,
+            type_name=self.type_name,
+            usable=self.usable,
+            reassignable=self.reassignable,
+            type_limit=self.type_limit,
+            first_seen=self.first_seen,
+            priority=self.priority,
+            never_isolate=self.never_isolate,
+        )
+
 
 def replay_component(
     max_contacts: int,
@@ -261,18 +274,7 @@ def replay_component(
     """
     graph = LinkGraph(max_contacts, isolate_min_connections)
     for spec in sorted(nodes, key=lambda s: s.first_seen):
-        graph.add_node(
-            Node(
-                pid=spec.pid,
-                type_name=spec.type_name,
-                usable=spec.usable,
-                reassignable=spec.reassignable,
-                type_limit=spec.type_limit,
-                first_seen=spec.first_seen,
-                priority=spec.priority,
-                never_isolate=spec.never_isolate,
-            )
-        )
+        graph.add_node(spec.node())
     graph.replay(records)
     out: dict[bytes, tuple[int, bool]] = {}
     for part, (members, _) in enumerate(graph.components()):
