@@ -28,7 +28,7 @@ from idlink._native import _contacts
 from idlink.domain.contacts import ContactKey, prepare_contact
 from idlink.domain.keytypes import AccountConfig
 from idlink.generations.engines import compute
-from idlink.generations.export import write_export
+from idlink.generations.export import key_type_rows, write_export
 from idlink.generations.manifest import secret_fingerprint
 
 ACCOUNT = "bench"
@@ -75,22 +75,7 @@ def write_dataset_export(dataset, folder: Path) -> tuple[Path, list[bytes]]:
             "first_seen": pa.array(np.arange(1, len(pids) + 1), pa.int64()),
         }
     )
-    key_types = pa.Table.from_pylist(
-        [
-            {
-                "name": k.name,
-                "normalizer": k.normalizer,
-                "source_scoped": k.source_scoped,
-                "max_per_customer": k.max_per_customer,
-                "reassignable": k.reassignable,
-                "anonymous": k.anonymous,
-                "priority": k.priority,
-                "blocked_values": list(k.blocked_values),
-                "blocked_patterns": list(k.blocked_patterns),
-            }
-            for k in config.key_types.values()
-        ]
-    )
+    key_types = pa.Table.from_pylist(key_type_rows(config.key_types.values()))
     policy = pa.table(
         {
             "max_contacts": [config.policy.max_contacts],

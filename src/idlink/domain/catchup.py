@@ -101,46 +101,41 @@ def copy_base(
             if kind == "policies":
                 policies += copied
 
-    def feed_page(txn: Txn, after: int) -> int:
+    def sequence_page(txn: Txn, kind: str, until: int, after: int) -> int:
+        """Copy a page of the change feed or the audit log: seq after ``after``, up to ``until``."""
         live, staged = accounts_of(txn, staging)
+        if kind == "changes":
+            events: Iterable[Any] = live.changes_after(after, page)
+            append = staged.append_change
+        else:
+            events = itertools.islice(live.audit_after(after), page)
+            append = staged.append_audit
         last = after
-        for event in live.changes_after(after, page):
-            if event.seq > change_seq:
+        for event in events:
+            if event.seq > until:
                 break
-            staged.append_change(event)
+            append(event)
             last = event.seq
         return last
 
-    copied_feed = 0
-    while copied_feed < change_seq:
-        reached = engine.write_keys(functools.partial(feed_page, after=copied_feed))
-        if reached == copied_feed:
-            break
-        copied_feed = reached
-
-    def audit_page(txn: Txn, after: int) -> int:
-        live, staged = accounts_of(txn, staging)
-        last = after
-        for event in itertools.islice(live.audit_after(after), page):
-            if event.seq > audit_seq:
+    copied_to: dict[str, int] = {}
+    for kind, until in (("changes", change_seq), ("audit", audit_seq)):
+        copied_seq = 0
+        while copied_seq < until:
+            reached = engine.write_keys(
+                functools.partial(sequence_page, kind=kind, until=until, after=copied_seq)
+            )
+            if reached == copied_seq:
                 break
-            staged.append_audit(event)
-            last = event.seq
-        return last
-
-    copied_audit = 0
-    while copied_audit < audit_seq:
-        reached = engine.write_keys(functools.partial(audit_page, after=copied_audit))
-        if reached == copied_audit:
-            break
-        copied_audit = reached
+            copied_seq = reached
+        copied_to[kind] = copied_seq
 
     def count(txn: Txn) -> None:
         _, staged = accounts_of(txn, staging)
         staged.set_counter("policies", policies)
 
     engine.write_keys(count)
-    staging.copied_change_seq, staging.copied_audit_seq = copied_feed, copied_audit
+    staging.copied_change_seq, staging.copied_audit_seq = copied_to["changes"], copied_to["audit"]
     staging.applied_log_seq = staging.baseline.record_log_seq
 
 
