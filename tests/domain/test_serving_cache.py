@@ -229,3 +229,69 @@ def test_a_record_read_earlier_in_the_transaction_is_still_logged(engine: Identi
         with store_serving.recorded(txn) as log:
             engine._resolver(ACCOUNT, _phone(0))(txn)
     assert any(name == "records" for name, _, _ in log.gets)
+
+
+def _audit_write(engine: IdentityEngine) -> None:
+    from idlink.security.audit import PendingEvent, write_events
+
+    event = PendingEvent(
+        account=ACCOUNT,
+        at_us=T0,
+        key_id="k",
+        role="agent",
+        method="Resolve",
+        customer_pids=[],
+        outcome="OK",
+        detail="",
+    )
+    engine.store.write(lambda txn: write_events(txn, [event]), bookkeeping=True)
+
+
+def test_an_audit_flush_keeps_cached_answers_without_a_replay(engine: IdentityEngine) -> None:
+    _seed(engine, 2)
+    key = _email(0)
+    engine.resolve(ACCOUNT, key)
+    with engine.store.read() as txn:
+        version, snapshot = store_serving.data_version(txn), store_serving.snapshot_id(txn)
+    _audit_write(engine)
+    with engine.store.read() as txn:
+        assert store_serving.snapshot_id(txn) != snapshot  # a commit happened...
+        assert store_serving.data_version(txn) == version  # ...of bookkeeping only
+    hits, replayed, computed = engine.serving.hits, engine.serving.replayed, engine.serving.computed
+    engine.resolve(ACCOUNT, key)
+    assert engine.serving.hits == hits + 1
+    assert (engine.serving.replayed, engine.serving.computed) == (replayed, computed)
+    # Any other write moves the version: the next answer is proved again by a replay.
+    engine.link("other", RecordInput("crm", "x", [_email(5)], T0))
+    engine.resolve(ACCOUNT, key)
+    assert engine.serving.replayed == replayed + 1
+
+
+def test_a_bookkeeping_write_may_write_nothing_an_answer_reads(engine: IdentityEngine) -> None:
+    _seed(engine, 1)
+    with engine.store.read() as txn:
+        version = store_serving.data_version(txn)
+    with pytest.raises(store_serving.BookkeepingOnly):
+        engine.store.write(lambda txn: txn.put_meta(b"anything", b"1"), bookkeeping=True)
+    with pytest.raises(store_serving.BookkeepingOnly):
+        engine.store.write(
+            lambda txn: txn.account(1)._txn._put("contacts", b"x", b"y"), bookkeeping=True
+        )
+    with engine.store.read() as txn:
+        assert txn.get_meta(b"anything") is None
+        assert store_serving.data_version(txn) == version
+    engine.store.write(lambda txn: txn.put_meta(b"anything", b"1"))
+    with engine.store.read() as txn:
+        assert store_serving.data_version(txn) == version + 1
+
+
+def test_an_answer_that_read_audit_data_is_proved_by_a_replay(engine: IdentityEngine) -> None:
+    _seed(engine, 1)
+    _audit_write(engine)
+
+    def audit_count(txn: object) -> int:
+        return sum(1 for _ in txn.account(txn.account_id(ACCOUNT)).audit_after(0))  # type: ignore[attr-defined]
+
+    assert engine.serving.answer(("audit",), lambda: audit_count) == 1
+    _audit_write(engine)  # a bookkeeping write, but this answer read the audit log
+    assert engine.serving.answer(("audit",), lambda: audit_count) == 2

@@ -7,6 +7,9 @@ computed in. A call opens one read transaction and then:
 
 - same snapshot id as the entry: nothing was committed since (by any
   process), the answer is the one the computation would give now;
+- same data version as the entry (and its log read no audit data): only
+  bookkeeping was committed since (audit flushes, health probes), which the
+  computation did not read, so again the answer is the one it would give now;
 - otherwise the log is replayed in this transaction: if every operation gives
   the same result, the computation (a deterministic function of those
   results, the engine's master secret and the call's arguments) would take
@@ -28,7 +31,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from idlink.store.env import Store
-from idlink.store.serving import ReadLog, recorded, snapshot_id
+from idlink.store.serving import ReadLog, data_version, recorded, snapshot_id
 from idlink.store.txn import Txn
 
 __all__ = ["DEFAULT_ENTRIES", "ServingCache"]
@@ -45,9 +48,10 @@ class ServingCache:
     def __init__(self, store: Store, *, entries: int = DEFAULT_ENTRIES) -> None:
         self.store = store
         self.limit = entries
-        # key -> (snapshot id, log, answer); replaced whole, never changed in place.
-        self._entries: dict[Hashable, tuple[int, ReadLog, Any]] = {}
-        self.hits = 0  # served at the same snapshot
+        # key -> (snapshot id, data version or None, log, answer); replaced whole, never
+        # changed in place. The version is None when the log read bookkeeping data.
+        self._entries: dict[Hashable, tuple[int, int | None, ReadLog, Any]] = {}
+        self.hits = 0  # served at the same snapshot or data version
         self.replayed = 0  # served after a replay showed nothing it read had changed
         self.computed = 0
 
@@ -57,11 +61,18 @@ class ServingCache:
         ``make`` gives the computation (called only when the cache cannot answer).
         """
         with self.store.read() as txn:
-            # The hit at the same snapshot first, inline: it is most calls.
+            # The hits first, inline: they are most calls.
             entry = self._entries.get(key)
-            if entry is not None and entry[0] == snapshot_id(txn) and self.limit > 0:
+            if (
+                entry is not None
+                and self.limit > 0
+                and (
+                    entry[0] == snapshot_id(txn)
+                    or (entry[1] is not None and entry[1] == data_version(txn))
+                )
+            ):
                 self.hits += 1
-                return entry[2]  # type: ignore[no-any-return]
+                return entry[3]  # type: ignore[no-any-return]
             return self.answer_in(txn, key, make)
 
     def answer_in(self, txn: Txn, key: Hashable, make: Callable[[], Callable[[Txn], T]]) -> T:
@@ -73,20 +84,26 @@ class ServingCache:
         if entry is not None:
             if entry[0] == snapshot:
                 self.hits += 1
-                return entry[2]  # type: ignore[no-any-return]
-            if entry[1].unchanged(txn):
+                return entry[3]  # type: ignore[no-any-return]
+            version = data_version(txn)
+            if entry[1] is not None and entry[1] == version:
+                self.hits += 1
+                return entry[3]  # type: ignore[no-any-return]
+            if entry[2].unchanged(txn):
                 self.replayed += 1
-                self._entries[key] = (snapshot, entry[1], entry[2])
-                return entry[2]  # type: ignore[no-any-return]
+                kept_version = None if entry[1] is None else version
+                self._entries[key] = (snapshot, kept_version, entry[2], entry[3])
+                return entry[3]  # type: ignore[no-any-return]
         compute = make()
         with recorded(txn) as log:
             value = compute(txn)
         self.computed += 1
         if log.replayable:
-            self._keep(key, (snapshot, log, value))
+            version_or_none = None if log.reads_bookkeeping() else data_version(txn)
+            self._keep(key, (snapshot, version_or_none, log, value))
         return value
 
-    def _keep(self, key: Hashable, entry: tuple[int, ReadLog, Any]) -> None:
+    def _keep(self, key: Hashable, entry: tuple[int, int | None, ReadLog, Any]) -> None:
         entries = self._entries
         if key not in entries and len(entries) >= self.limit:
             for old in list(itertools.islice(entries, max(1, self.limit // 4))):

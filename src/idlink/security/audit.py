@@ -99,7 +99,7 @@ class AuditLog:
             if not events:
                 return
             try:
-                self.store.write(lambda txn: write_events(txn, events))
+                self.store.write(lambda txn: write_events(txn, events), bookkeeping=True)
             except Exception:
                 # Keep the events for the next flush (the store may come back);
                 # past the bound the oldest go, and the log says how many.

@@ -49,6 +49,7 @@ from idlink.errors import (
     StoreFormatError,
     StoreFull,
 )
+from idlink.store.serving import PROBE_KEY, bookkeeping_raw, bump_data_version
 from idlink.store.txn import SUBDATABASES, Txn
 
 log = logging.getLogger(__name__)
@@ -249,9 +250,6 @@ def _open_environment(path: str, map_size: int, *, sync: bool, metasync: bool) -
     )
 
 
-_PROBE_KEY = b"health-probe"
-
-
 class _Read:
     """:meth:`Store.read`: a read transaction, counted by the gate while open."""
 
@@ -329,13 +327,14 @@ class Store:
         self.cipher = cipher
         self._gate = _ReaderGate()
         self._failed: BaseException | None = None
+        # (operation, its future, whether it is a bookkeeping write), or None to stop.
         self._queue: queue.Queue[
-            tuple[Callable[[Txn], object], concurrent.futures.Future[object]] | None
+            tuple[Callable[[Txn], object], concurrent.futures.Future[object], bool] | None
         ]
         self._queue = queue.Queue()
         self._env.reader_check()
         try:
-            self._write_with_retry(_check_format)
+            self._write_with_retry(_check_format, bookkeeping=True)
         except BaseException:  # refused format, full map, failed write: nothing stays open
             self._env.close()
             self._forget_path()
@@ -386,7 +385,8 @@ class Store:
             return False, f"{free} bytes free on the store's disk (at least {min_free_bytes})"
         try:
             stamp = time.time_ns().to_bytes(8, "big")
-            self.submit(lambda txn: txn.put_meta(_PROBE_KEY, stamp)).result(timeout=timeout)
+            probe = self.submit(lambda txn: txn.put_meta(PROBE_KEY, stamp), bookkeeping=True)
+            probe.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
             return None, "the writer is busy"
         except IdlinkError as exc:
@@ -441,19 +441,25 @@ class Store:
         """
         return _Read(self)
 
-    def write(self, fn: Callable[[Txn], T]) -> T:
+    def write(self, fn: Callable[[Txn], T], *, bookkeeping: bool = False) -> T:
         """Run ``fn`` in one write transaction on the writer thread and return its result.
 
-        Everything ``fn`` does commits together or not at all.
+        Everything ``fn`` does commits together or not at all. Every write
+        transaction bumps the store's data version (docs/serving.md), except a
+        ``bookkeeping`` one: it may write only the audit log and the health
+        probe (anything else raises :class:`~idlink.store.serving.BookkeepingOnly` and rolls back),
+        which no read answer depends on.
         """
-        future = self.submit(fn)
+        future = self.submit(fn, bookkeeping=bookkeeping)
         return future.result()
 
-    def submit(self, fn: Callable[[Txn], T]) -> concurrent.futures.Future[T]:
+    def submit(
+        self, fn: Callable[[Txn], T], *, bookkeeping: bool = False
+    ) -> concurrent.futures.Future[T]:
         if self._failed is not None:
             raise StoreError("the store failed a write earlier and must be reopened")
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((fn, future))  # type: ignore[arg-type]
+        self._queue.put((fn, future, bookkeeping))  # type: ignore[arg-type]
         return future
 
     def _run_writer(self) -> None:
@@ -470,11 +476,11 @@ class Store:
                 return
             if not item:
                 continue
-            fn, future = item
+            fn, future, bookkeeping = item
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                result = self._write_with_retry(fn)
+                result = self._write_with_retry(fn, bookkeeping=bookkeeping)
             except StoreError as exc:
                 self._failed = exc
                 future.set_exception(exc)
@@ -494,11 +500,11 @@ class Store:
             if item:
                 item[1].set_exception(exc)
 
-    def _write_with_retry(self, fn: Callable[[Txn], T]) -> T:
+    def _write_with_retry(self, fn: Callable[[Txn], T], *, bookkeeping: bool = False) -> T:
         resized = 0
         while True:
             with self._gate.reading():
-                outcome, result = self._write_once(fn)
+                outcome, result = self._write_once(fn, bookkeeping)
             if outcome == "done":
                 return result  # type: ignore[return-value]
             if outcome == "resized":
@@ -509,7 +515,7 @@ class Store:
             else:
                 self._grow_or_fail()
 
-    def _write_once(self, fn: Callable[[Txn], T]) -> tuple[str, T | None]:
+    def _write_once(self, fn: Callable[[Txn], T], bookkeeping: bool) -> tuple[str, T | None]:
         """One attempt: ("done", result), or ("resized" | "full", None) after a rollback."""
         try:
             raw = self._env.begin(write=True)
@@ -518,7 +524,12 @@ class Store:
         except lmdb.Error as exc:
             raise StoreError(f"store write failed: {exc}") from None
         try:
-            result = fn(Txn(raw, self._dbs, writable=True, cipher=self.cipher))
+            if bookkeeping:
+                scoped = bookkeeping_raw(raw, self._dbs)
+                result = fn(Txn(scoped, self._dbs, writable=True, cipher=self.cipher))
+            else:
+                result = fn(Txn(raw, self._dbs, writable=True, cipher=self.cipher))
+                bump_data_version(raw, self._dbs)
         except lmdb.MapFullError:
             raw.abort()
             return "full", None
@@ -747,6 +758,7 @@ def _finish_drops(folder: str, *, map_size: int) -> int:
                 pending = txn.dropping()
                 if not pending:
                     return total
+                bump_data_version(raw, dbs)
                 deleted = txn.account(pending[0]).drop_some(DROP_BATCH)
                 if deleted < DROP_BATCH:
                     txn.unmark_dropping(pending[0])

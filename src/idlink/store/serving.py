@@ -15,6 +15,14 @@ makes a cached answer exact.
 ``txnid``), which every commit of any process bumps: a log taken at the same
 id needs no replay at all.
 
+:func:`data_version` is a number in the store's meta that every write
+transaction bumps (:meth:`~idlink.store.env.Store.write`) except the
+bookkeeping ones, which may write only the audit log, its sequence numbers,
+the health probe and the format stamp of a new store (:func:`bookkeeping_raw`
+refuses anything else). A log that read none of those holds at every
+snapshot with the same data version, with no replay: so the audit flushes
+of a busy server do not cost its cached answers.
+
 Only this module looks inside :class:`~idlink.store.txn.Txn` (its raw LMDB
 transaction), so the domain's cache never sees LMDB.
 """
@@ -25,9 +33,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from idlink.store.txn import Txn
+from idlink.store import codec
+from idlink.store.txn import _AUDIT_SEQ, _COUNTER, Txn
 
-__all__ = ["ReadLog", "Unreplayable", "recorded", "snapshot_id"]
+__all__ = [
+    "BookkeepingOnly",
+    "ReadLog",
+    "Unreplayable",
+    "bookkeeping_raw",
+    "bump_data_version",
+    "data_version",
+    "recorded",
+    "snapshot_id",
+]
+
+DATA_VERSION_KEY = b"data-version"
+# What a bookkeeping write may write in meta: the audit log's sequence numbers, the probe.
+_BOOKKEEPING_META_PREFIX = _COUNTER + _AUDIT_SEQ
+PROBE_KEY = b"health-probe"  # the health probe's write (Store.probe)
+# The format stamp, written once when a store is made (and checked by every open).
+_BOOKKEEPING_META_KEYS = frozenset({PROBE_KEY, b"format"})
 
 # Operations of a log (the first item of each entry).
 _CURSOR = 1
@@ -84,6 +109,13 @@ class ReadLog:
     @property
     def replayable(self) -> bool:
         return not self.broken
+
+    def reads_bookkeeping(self) -> bool:
+        """Whether a bookkeeping write could change a result (the data version proves nothing)."""
+        for name, key, _ in self.gets:
+            if name == "audit" or (name == "meta" and _is_bookkeeping_meta(key)):
+                return True
+        return any(entry[0] == _CURSOR and entry[2] in ("audit", "meta") for entry in self.entries)
 
     def unchanged(self, txn: Txn) -> bool:
         """Whether every recorded operation gives the same result in ``txn``'s snapshot."""
@@ -249,3 +281,88 @@ def snapshot_id(txn: Txn) -> int:
     if isinstance(raw, _RecordingRaw):
         return raw.id()
     return int(raw.id())
+
+
+def data_version(txn: Txn) -> int:
+    """The data version of ``txn``'s snapshot: equal versions mean equal data but bookkeeping."""
+    raw = txn._raw
+    if isinstance(raw, _RecordingRaw):
+        raw = raw._raw
+    found = raw.get(DATA_VERSION_KEY, db=txn._dbs["meta"])
+    return 0 if found is None else codec.read_u64(bytes(found))
+
+
+def bump_data_version(raw: Any, dbs: dict[str, Any]) -> None:
+    """Bump the data version inside the raw write transaction ``raw`` (before its commit)."""
+    meta = dbs["meta"]
+    found = raw.get(DATA_VERSION_KEY, db=meta)
+    current = 0 if found is None else codec.read_u64(bytes(found))
+    raw.put(DATA_VERSION_KEY, codec.u64(current + 1), db=meta)
+
+
+class BookkeepingOnly(RuntimeError):
+    """A bookkeeping write transaction tried to write data a read answer may depend on."""
+
+
+def _is_bookkeeping_meta(key: bytes) -> bool:
+    return key.startswith(_BOOKKEEPING_META_PREFIX) or key in _BOOKKEEPING_META_KEYS
+
+
+class _BookkeepingRaw:
+    """A write transaction that may write only the audit log and bookkeeping meta keys."""
+
+    __slots__ = ("_raw", "_audit", "_meta")
+
+    def __init__(self, raw: Any, dbs: dict[str, Any]) -> None:
+        self._raw = raw
+        self._audit = dbs["audit"]
+        self._meta = dbs["meta"]
+
+    def _check(self, key: bytes, db: Any) -> None:
+        if db is self._audit or (db is self._meta and _is_bookkeeping_meta(bytes(key))):
+            return
+        raise BookkeepingOnly(f"a bookkeeping write may not write {bytes(key)[:32]!r}")
+
+    def get(self, key: bytes, default: Any = None, db: Any = None) -> Any:
+        return self._raw.get(key, default, db=db)
+
+    def put(self, key: bytes, value: bytes, *args: Any, db: Any = None, **kwargs: Any) -> Any:
+        self._check(key, db)
+        return self._raw.put(key, value, *args, db=db, **kwargs)
+
+    def delete(self, key: bytes, value: bytes = b"", db: Any = None) -> Any:
+        self._check(key, db)
+        return self._raw.delete(key, value, db=db)
+
+    def cursor(self, db: Any = None) -> Any:
+        if db is self._audit:
+            return self._raw.cursor(db=db)
+        return _ReadOnlyCursor(self._raw.cursor(db=db))
+
+    def id(self) -> int:
+        return int(self._raw.id())
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("replace", "pop", "drop"):
+            raise BookkeepingOnly(f"a bookkeeping write may not {name}")
+        return getattr(self._raw, name)
+
+
+class _ReadOnlyCursor:
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("put", "putmulti", "delete", "replace", "pop"):
+            raise BookkeepingOnly(f"a bookkeeping write may not {name} here")
+        return getattr(self._cursor, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
+
+
+def bookkeeping_raw(raw: Any, dbs: dict[str, Any]) -> Any:
+    """``raw`` restricted to bookkeeping writes (a write that leaves the data version as is)."""
+    return _BookkeepingRaw(raw, dbs)
