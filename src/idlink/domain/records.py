@@ -206,7 +206,12 @@ def ingest(unit: AccountUnit, secret: bytes, records: Sequence[RecordInput]) -> 
     for record in records:
         prepared.append(flat[start : start + len(record.contacts)])
         start += len(record.contacts)
-    return apply_batch(unit, records, prepared)
+    # A batch writes a contact, a customer or a counter many times over: the
+    # store keeps the last value of each key and writes it once, sealed once.
+    unit.txn.buffer_writes()
+    results = apply_batch(unit, records, prepared)
+    unit.txn.flush_writes()
+    return results
 
 
 def delete_record(unit: AccountUnit, source: str, record_id: str) -> None:

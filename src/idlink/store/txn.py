@@ -73,6 +73,18 @@ SecurityPolicyState = pb.SecurityPolicyState
 # Records opened in one transaction are kept (clear) for the rest of it: the
 # index hands the domain canonical keys, and the domain then asks for the records.
 _RECORD_CACHE_LIMIT = 1 << 16
+# Sub-databases the write-back buffer never holds: dupsort ones (a key has many values).
+_UNBUFFERED = frozenset(name for name, dupsort in SUBDATABASES.items() if dupsort)
+
+
+class _Clear:
+    """A buffered value still to be sealed at the flush: ``head`` + seal(``data``, key)."""
+
+    __slots__ = ("head", "data")
+
+    def __init__(self, head: bytes, data: bytes) -> None:
+        self.head = head
+        self.data = data
 
 
 class Txn:
@@ -93,23 +105,141 @@ class Txn:
         # Per account prefix: the arrival number just handed to a new contact, so that
         # its first put is logged (the record log's LOG_CONTACT).
         self._new_contact: dict[bytes, int] = {}
+        # The write-back buffer (see buffer_writes): per sub-database, key -> the value
+        # to write (bytes, or _Clear to seal first) or None (to delete). None: off.
+        self._buffer: dict[str, dict[bytes, Any]] | None = None
+
+    # -- the write-back buffer -----------------------------------------------------
+
+    def buffer_writes(self) -> None:
+        """Hold this transaction's writes until :meth:`flush_writes` (a write transaction).
+
+        Each key is then written once, with its last value, sealed once, and
+        the keys of each sub-database in sorted order (LMDB's cheapest order).
+        Reads see the buffer; a cursor over a sub-database writes its part of
+        the buffer first. The writer must call :meth:`flush_writes` before the
+        commit: what is still buffered then is lost with the Txn.
+        """
+        if not self.writable:
+            raise ValueError("only a write transaction buffers writes")
+        if self._buffer is None:
+            self._buffer = {}
+
+    def flush_writes(self) -> None:
+        """Write everything buffered (the buffer stays on)."""
+        buffer = self._buffer
+        if buffer:
+            self._write_out(list(buffer))
+
+    def _flush_db(self, db: str) -> None:
+        buffer = self._buffer
+        if buffer and db in buffer:
+            self._write_out([db])
+
+    def _write_out(self, names: list[str]) -> None:
+        buffer = self._buffer
+        assert buffer is not None
+        parts = [(name, buffer.pop(name)) for name in names]
+        cipher = self.cipher
+        clear: list[tuple[bytes, bytes]] = []
+        for _, part in parts:
+            for key, value in part.items():
+                if type(value) is _Clear:
+                    clear.append((value.data, key))
+        if clear:
+            sealed = iter(cipher.seal_many(clear))
+            for _, part in parts:
+                for key, value in part.items():
+                    if type(value) is _Clear:
+                        part[key] = value.head + next(sealed)
+        raw = self._raw
+        for name, part in parts:
+            handle = self._dbs[name]
+            puts = []
+            for key in sorted(part):
+                value = part[key]
+                if value is None:
+                    raw.delete(key, db=handle)
+                else:
+                    puts.append((key, value))
+            if puts:
+                raw.cursor(db=handle).putmulti(puts)
 
     # -- helpers -------------------------------------------------------------
 
     def _get(self, db: str, key: bytes) -> bytes | None:
+        buffer = self._buffer
+        if buffer is not None:
+            part = buffer.get(db)
+            if part is not None and key in part:
+                found = part[key]
+                if type(found) is _Clear:
+                    found = found.head + self.cipher.seal(found.data, key)
+                    part[key] = found
+                return found  # type: ignore[no-any-return]
         value = self._raw.get(key, db=self._dbs[db])
         return None if value is None else bytes(value)
 
+    def _get_clear(self, db: str, key: bytes) -> bytes | None:
+        """A value sealed whole (contacts, customers, records), opened."""
+        buffer = self._buffer
+        if buffer is not None:
+            part = buffer.get(db)
+            if part is not None and key in part:
+                found = part[key]
+                if type(found) is _Clear:
+                    return found.data  # type: ignore[no-any-return]
+                return self._unseal(key, found)
+        return self._unseal(key, self._get(db, key))
+
     def _put(self, db: str, key: bytes, value: bytes) -> None:
+        buffer = self._buffer
+        if buffer is not None and db not in _UNBUFFERED:
+            part = buffer.get(db)
+            if part is None:
+                part = buffer[db] = {}
+            part[key] = value
+            return
         self._raw.put(key, value, db=self._dbs[db])
 
+    def _put_clear(self, db: str, key: bytes, data: bytes, head: bytes = b"") -> None:
+        """Store ``head`` + ``data`` sealed under ``key`` (its associated data)."""
+        cipher = self.cipher
+        if cipher is None:
+            self._put(db, key, head + data)
+            return
+        buffer = self._buffer
+        if buffer is not None:
+            part = buffer.get(db)
+            if part is None:
+                part = buffer[db] = {}
+            part[key] = _Clear(head, data)
+            return
+        self._raw.put(key, head + cipher.seal(data, key), db=self._dbs[db])
+
     def _delete(self, db: str, key: bytes, value: bytes = b"") -> bool:
+        buffer = self._buffer
+        if buffer is not None and db not in _UNBUFFERED:
+            part = buffer.get(db)
+            if part is None:
+                part = buffer[db] = {}
+            if key in part:
+                existed = part[key] is not None
+            else:
+                existed = self._raw.get(key, db=self._dbs[db]) is not None
+            part[key] = None
+            return existed
         return bool(self._raw.delete(key, value, db=self._dbs[db]))
+
+    def _cursor(self, db: str) -> Any:
+        """A raw cursor over ``db``, after writing its buffered part."""
+        self._flush_db(db)
+        return self._raw.cursor(db=self._dbs[db])
 
     def _scan(
         self, db: str, prefix: bytes, start: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
-        cursor = self._raw.cursor(db=self._dbs[db])
+        cursor = self._cursor(db)
         if not cursor.set_range(start if start is not None else prefix):
             return
         for raw_key, value in cursor:
@@ -125,11 +255,6 @@ class Txn:
         message = message_type()
         message.ParseFromString(data)
         return message
-
-    def _seal(self, key: bytes, message: Any) -> bytes:
-        """A message as stored under ``key``: sealed whole (its key is the associated data)."""
-        data: bytes = message.SerializeToString()
-        return data if self.cipher is None else self.cipher.seal(data, key)
 
     def _unseal(self, key: bytes, stored: bytes | None) -> bytes | None:
         if stored is None or self.cipher is None:
@@ -235,7 +360,7 @@ class Txn:
         if key in self._records:
             clear = self._records[key]
         else:
-            clear = self._unseal(key, self._get("records", key))
+            clear = self._get_clear("records", key)
             if len(self._records) >= _RECORD_CACHE_LIMIT:
                 self._records.clear()
                 self._hashes.clear()
@@ -293,7 +418,7 @@ class Txn:
 
         Returns how many were sealed again and the last key looked at (None at the end).
         """
-        cursor = self._raw.cursor(db=self._dbs[db])
+        cursor = self._cursor(db)
         found = cursor.set_range(after + b"\0") if after else cursor.first()
         changed = seen = 0
         last: bytes | None = None
@@ -396,6 +521,14 @@ class AccountTxn:
     def cipher(self) -> Any:
         return self._txn.cipher
 
+    def buffer_writes(self) -> None:
+        """Hold the transaction's writes until :meth:`flush_writes` (:meth:`Txn.buffer_writes`)."""
+        self._txn.buffer_writes()
+
+    def flush_writes(self) -> None:
+        """Write what is buffered, each key once, in key order; call it before the commit."""
+        self._txn.flush_writes()
+
     # -- configuration ------------------------------------------------------------------
 
     def get_config(self) -> AccountState | None:
@@ -479,11 +612,11 @@ class AccountTxn:
     def get_contact(self, pid: bytes) -> ContactState | None:
         t, p = self._txn, self._prefix
         key = p + pid
-        return t._decode(ContactState, t._unseal(key, t._get("contacts", key)))
+        return t._decode(ContactState, t._get_clear("contacts", key))
 
     def put_contact(self, pid: bytes, contact: ContactState) -> None:
         t, p = self._txn, self._prefix
-        t._put("contacts", p + pid, t._seal(p + pid, contact))
+        t._put_clear("contacts", p + pid, contact.SerializeToString())
         if t._new_contact.get(p) == contact.first_seen:
             del t._new_contact[p]
             self._log(LOG_CONTACT, pid)
@@ -542,7 +675,7 @@ class AccountTxn:
         t, p = self._txn, self._prefix
         key = p + t._record_hash(p, codec.record_id_key(record.source, record.record_id))
         clear = record.SerializeToString()
-        t._put("records", key, clear if t.cipher is None else t.cipher.seal(clear, key))
+        t._put_clear("records", key, clear)
         t._records[key] = clear
         self._log(LOG_RECORD, key[len(p) :], sealed=False)
 
@@ -554,8 +687,7 @@ class AccountTxn:
         t._records[key] = None
         seq = t.next_counter(_RECORD_LOG_SEQ + p)
         log_key = p + codec.u64(seq)
-        sealed = id_key if t.cipher is None else t.cipher.seal(id_key, log_key)
-        t._put("record_log", log_key, LOG_DELETED + key[len(p) :] + sealed)
+        t._put_clear("record_log", log_key, id_key, LOG_DELETED + key[len(p) :])
 
     def iter_records(self) -> Iterator[RecordState]:
         """Every record of an account, in no particular order (sort by canonical key)."""
@@ -581,7 +713,7 @@ class AccountTxn:
         gets a key no record has (codec.missing_record_key), which finds no record.
         """
         t, p = self._txn, self._prefix
-        cursor = t._raw.cursor(db=t._dbs["contact_records"])
+        cursor = t._cursor("contact_records")
         if not cursor.set_key(p + pid):
             return []
         keys = []
@@ -637,11 +769,11 @@ class AccountTxn:
     def get_customer(self, pid: bytes) -> CustomerState | None:
         t, p = self._txn, self._prefix
         key = p + pid
-        return t._decode(CustomerState, t._unseal(key, t._get("customers", key)))
+        return t._decode(CustomerState, t._get_clear("customers", key))
 
     def put_customer(self, pid: bytes, customer: CustomerState) -> None:
         t, p = self._txn, self._prefix
-        t._put("customers", p + pid, t._seal(p + pid, customer))
+        t._put_clear("customers", p + pid, customer.SerializeToString())
 
     def delete_customer(self, pid: bytes) -> None:
         t, p = self._txn, self._prefix
@@ -841,9 +973,10 @@ class AccountTxn:
         t, p = self._txn, self._prefix
         seq = t.next_counter(_RECORD_LOG_SEQ + p)
         key = p + codec.u64(seq)
-        if sealed and t.cipher is not None:
-            body = t.cipher.seal(body, key)
-        t._put("record_log", key, kind + body)
+        if sealed:
+            t._put_clear("record_log", key, body, kind)
+        else:
+            t._put("record_log", key, kind + body)
 
     def record_log_seq(self) -> int:
         """The sequence number of the record log's last entry (0 when there is none)."""
@@ -877,7 +1010,7 @@ class AccountTxn:
         switch (domain/switch.py), so nothing needs the entries any more.
         """
         t, p = self._txn, self._prefix
-        cursor = t._raw.cursor(db=t._dbs["record_log"])
+        cursor = t._cursor("record_log")
         deleted = 0
         if not cursor.set_range(p):
             return 0
@@ -940,7 +1073,7 @@ class AccountTxn:
         t, p = self._txn, self._prefix
         deleted = 0
         for db in _ACCOUNT_DBS:
-            cursor = t._raw.cursor(db=t._dbs[db])
+            cursor = t._cursor(db)
             if not cursor.set_range(p):
                 continue
             while deleted < limit and bytes(cursor.key()).startswith(p):
