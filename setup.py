@@ -9,7 +9,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 ROOT = pathlib.Path(__file__).parent
-NATIVE_MODULES = ["_unionfind_c", "_contacts_c", "_degree_c"]
+NATIVE_MODULES = ["_unionfind_c", "_contacts_c", "_degree_c", "_bulk_c"]
 
 
 def generate_protos() -> None:

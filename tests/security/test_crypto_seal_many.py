@@ -50,3 +50,31 @@ def test_a_batch_seals_under_the_current_version_after_a_rotation(tmp_path):
     (blob,) = cipher.seal_many([(b"x", b"k")])
     assert version != before and blob[1] == version
     assert cipher.open(blob, b"k") == b"x"
+
+
+def test_rows_sealed_in_one_call_open_with_open_under_their_own_keys(tmp_path):
+    cipher = Cipher(tmp_path / "data.keys")
+    rows = [(f"key {i}".encode(), f"value {i}".encode() * (i % 7)) for i in range(500)]
+    sealed = cipher.seal_rows(rows)
+    assert [k for k, _ in sealed] == [k for k, _ in rows]
+    nonces = set()
+    for (key, clear), (_, blob) in zip(rows, sealed, strict=True):
+        assert blob[:1] == MAGIC and blob[1] == cipher.current
+        assert len(blob) == len(cipher.seal(clear, key))
+        assert cipher.open(blob, key) == clear
+        assert Cipher(tmp_path / "data.keys").open(blob, key) == clear
+        nonces.add(blob[2:HEADER_BYTES])
+    assert len(nonces) == len(rows)
+    with pytest.raises(StoreError):
+        cipher.open(sealed[0][1], rows[1][0])
+    assert cipher.seal_rows([]) == []
+
+
+def test_rows_seal_under_the_current_version_after_a_rotation(tmp_path):
+    path = tmp_path / "data.keys"
+    cipher = Cipher(path)
+    version = add_key_version(path)
+    cipher.reload()
+    ((key, blob),) = cipher.seal_rows([(b"k", b"x")])
+    assert key == b"k" and blob[1] == version
+    assert cipher.open(blob, b"k") == b"x"

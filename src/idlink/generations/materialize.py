@@ -51,6 +51,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from idlink._native import _bulk
 from idlink.domain import bulk as bulk_use
 from idlink.domain.contacts import BLOCKED, national_number
 from idlink.domain.keytypes import NORMALIZER_PHONE, AccountConfig, KeyType
@@ -982,11 +983,9 @@ def derive_rows(
         del first_row, canonical_or_empty
 
         def contact_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
-            out = []
-            nodes = replayed.nodes
-            columns = zip(
-                contact_order[lo:hi],
-                contact_keys_o[lo:hi],
+            # The messages of a batch in one compiled call (SerializeToString's bytes); the
+            # few contacts of a replayed component, which carry isolation fields, as messages.
+            clears = _bulk.contact_states(
                 type_o[lo:hi],
                 source_o[lo:hi],
                 value_o[lo:hi],
@@ -997,43 +996,32 @@ def derive_rows(
                 created_o[lo:hi],
                 first_key_o[lo:hi],
                 first_position_o[lo:hi],
-                strict=True,
             )
-            for (
-                c,
-                key,
-                kind,
-                source,
-                value,
-                reason,
-                seen,
-                customer,
-                conn,
-                created,
-                fk,
-                fp,
-            ) in columns:
-                state = ContactState(
-                    type=kind,
-                    source=source,
-                    value=value,
-                    invalid_reason=reason,
-                    first_seen=seen,
-                    customer_pid=customer,
-                    connections=conn,
-                    created_at_us=created,
-                    first_key=fk,
-                    first_position=fp,
-                )
-                if nodes:
+            nodes = replayed.nodes
+            if nodes:
+                for i, c in enumerate(contact_order[lo:hi]):
                     node = nodes.get(c)
-                    if node is not None:
-                        state.isolated = node.isolated
-                        state.isolated_connections = node.isolated_connections
-                        state.isolated_at = node.isolated_at
-                        state.moved_at = node.moved_at
-                out.append((key, state.SerializeToString()))
-            return out
+                    if node is None:
+                        continue
+                    at = lo + i
+                    state = ContactState(
+                        type=type_o[at],
+                        source=source_o[at],
+                        value=value_o[at],
+                        invalid_reason=reason_o[at],
+                        first_seen=first_seen_o[at],
+                        customer_pid=customer_o[at],
+                        connections=connections_o[at],
+                        created_at_us=created_o[at],
+                        first_key=first_key_o[at],
+                        first_position=first_position_o[at],
+                        isolated=node.isolated,
+                        isolated_connections=node.isolated_connections,
+                        isolated_at=node.isolated_at,
+                        moved_at=node.moved_at,
+                    )
+                    clears[i] = state.SerializeToString()
+            return list(zip(contact_keys_o[lo:hi], clears, strict=True))
 
         return contact_rows
 
@@ -1068,28 +1056,40 @@ def derive_rows(
         del group_perm, group_rank, group_lengths
 
         def record_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
-            out = []
+            # APPLIED records in one compiled call (SerializeToString's bytes); those of a
+            # replayed component, with their own outcome, group and refused pairs, as messages.
+            clears = _bulk.record_states(
+                source_r[lo:hi],
+                id_r[lo:hi],
+                observed_r[lo:hi],
+                flat_r,
+                offsets_r[lo : hi + 1],
+                group_r,
+                group_offsets_r[lo : hi + 1],
+                1,  # APPLIED
+                author_r[lo:hi],
+                stored_r[lo:hi],
+            )
             results = replayed.results
-            for i in range(lo, hi):
-                state = RecordState(
-                    source=source_r[i],
-                    record_id=id_r[i],
-                    observed_at_us=observed_r[i],
-                    contact_pids=flat_r[offsets_r[i] : offsets_r[i + 1]],
-                    author=author_r[i],
-                    stored_at_us=stored_r[i],
-                )
-                result = results.get(record_order[i]) if results else None
-                if result is None:
-                    state.outcome = 1  # APPLIED
-                    state.group_pids.extend(group_r[group_offsets_r[i] : group_offsets_r[i + 1]])
-                else:
+            if results:
+                for i in range(lo, hi):
+                    result = results.get(record_order[i])
+                    if result is None:
+                        continue
+                    state = RecordState(
+                        source=source_r[i],
+                        record_id=id_r[i],
+                        observed_at_us=observed_r[i],
+                        contact_pids=flat_r[offsets_r[i] : offsets_r[i + 1]],
+                        author=author_r[i],
+                        stored_at_us=stored_r[i],
+                    )
                     state.outcome = result.outcome
                     state.group_pids.extend(result.group)
                     for a, b in result.refused:
                         state.conflict_contact_pids.extend((a, b))
-                out.append((record_keys_o[i], state.SerializeToString()))
-            return out
+                    clears[i - lo] = state.SerializeToString()
+            return list(zip(record_keys_o[lo:hi], clears, strict=True))
 
         return record_rows
 

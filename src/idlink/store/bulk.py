@@ -114,8 +114,8 @@ class AccountKeys:
     def seal_many(self, rows: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         if self.cipher is None:
             return list(rows)
-        sealed = self.cipher.seal_many([(clear, key) for key, clear in rows])
-        return [(key, value) for (key, _), value in zip(rows, sealed, strict=True)]
+        sealed: list[tuple[bytes, bytes]] = self.cipher.seal_rows(rows)
+        return sealed
 
 
 def byte_matrix(values: Sequence[bytes]) -> np.ndarray | None:
