@@ -68,6 +68,7 @@ from idlink.security.roles import (
     ROLE_NAMES,
     Principal,
 )
+from idlink.service import convert
 from idlink.service.interceptors import (
     EXEMPT_PREFIXES,
     CallInterceptor,
@@ -86,6 +87,8 @@ MAX_AUDITED_PIDS = 1000
 # Every open stream's key is read again at least this often (SPEC 8: a revoked
 # or flagged key's open streams end within a second).
 RECHECK_SECONDS = 0.5
+# Wrapped method handlers kept, by method and token (a session token makes one per session).
+MAX_WRAPPED_HANDLERS = 4096
 
 # The reasons of the refusals made here (docs/api.md, "Errors").
 MISSING_KEY = "API_KEY_MISSING"
@@ -267,6 +270,9 @@ class AuthInterceptor(aio.ServerInterceptor):
         self.recheck_seconds = recheck_seconds
         self.streams = _Streams()
         self._watcher: asyncio.Task[None] | None = None
+        # The wrapped handler of each (method, token) seen, with the handler it wraps:
+        # the wrapping depends on nothing else, so a call reuses it (bounded: cleared when full).
+        self._wrapped: dict[tuple[str, str], tuple[Any, grpc.RpcMethodHandler]] = {}
 
     # -- admission ------------------------------------------------------------------
 
@@ -391,25 +397,32 @@ class AuthInterceptor(aio.ServerInterceptor):
 
     # -- what an answer reveals -----------------------------------------------------------
 
-    async def _reveal(
-        self, admitted: _Admitted, method: str, request: Any, response: Any
-    ) -> tuple[list[bytes], IdlinkError | None]:
-        """The customers an answer names, and the refusal if they take the key over its threshold.
+    def _count(
+        self, admitted: _Admitted, method: str, asked: list[bytes], response: Any
+    ) -> tuple[list[bytes], str, bool]:
+        """The customers an answer names, and why it may not go (``reason``, ``crossed``).
 
-        Counted before the answer is sent (SPEC 8): the answer that would cross
-        the threshold is not sent, the key is flagged, and every later read of
-        the key is refused until an admin clears it.
+        Counted before the answer is sent (SPEC 8): an empty reason lets it go.
+        Otherwise the answer is refused; ``crossed`` is true for the answer that
+        took the key over its threshold (:meth:`_refusal` then flags the key),
+        and every later read of the key is refused until an admin clears it.
+        ``asked`` are the customers the request names (counted too).
         """
-        pids = customer_pids(response)
+        shown = convert.shown_pids(response)
+        pids = list(shown) if shown is not None else customer_pids(response)
         if method not in CUSTOMER_READS:
-            return pids, None
-        asked = [] if request is None else customer_pids(request)
-        principal = admitted.principal
+            return pids, "", False
         reason, crossed = self.detector.reveal(
-            principal.key_id, [*asked, *pids], admitted.max_customers, admitted.window_seconds
+            admitted.principal.key_id,
+            [*asked, *pids] if asked else pids,
+            admitted.max_customers,
+            admitted.window_seconds,
         )
-        if not reason:
-            return pids, None
+        return pids, reason, crossed
+
+    async def _refusal(self, admitted: _Admitted, reason: str, crossed: bool) -> IdlinkError:
+        """The refusal of an answer :meth:`_count` stopped (flagging the key if it crossed)."""
+        principal = admitted.principal
         if crossed:
             await asyncio.get_running_loop().run_in_executor(
                 None,
@@ -419,12 +432,11 @@ class AuthInterceptor(aio.ServerInterceptor):
                 principal.role_name,
                 reason,
             )
-        refusal = ResourceExhausted(
+        return ResourceExhausted(
             f"API key {principal.key_id} is throttled by anomaly detection: {reason};"
             " an admin must clear it (AdminService.ClearKeyFlag)",
             reason=THROTTLED,
         )
-        return pids, refusal
 
     def _audit_call(
         self,
@@ -540,6 +552,19 @@ class AuthInterceptor(aio.ServerInterceptor):
         if handler is None or method.startswith(EXEMPT_PREFIXES):
             return handler
         token = bearer_token(details.invocation_metadata)
+        kept = self._wrapped.get((method, token))
+        if kept is not None and kept[0] is handler:
+            return kept[1]
+        wrapped = self._wrap_handler(handler, method, token)
+        if len(self._wrapped) >= MAX_WRAPPED_HANDLERS:
+            self._wrapped.clear()
+        self._wrapped[(method, token)] = (handler, wrapped)
+        return wrapped
+
+    def _wrap_handler(
+        self, handler: grpc.RpcMethodHandler, method: str, token: str
+    ) -> grpc.RpcMethodHandler:
+        """``handler`` behind admission and audit (and the call layer, when it is given)."""
         calls = self.calls
 
         def wrap(
@@ -560,15 +585,6 @@ class AuthInterceptor(aio.ServerInterceptor):
     @staticmethod
     async def _abort(context: aio.ServicerContext, refused: IdlinkError) -> None:
         await abort_with(context, refused)
-
-    async def _admit_or_abort(
-        self, method: str, token: str, request: Any, context: aio.ServicerContext
-    ) -> _Admitted:
-        try:
-            return self.admit(method, token, request)
-        except IdlinkError as refused:
-            await self._abort(context, refused)
-            raise AssertionError("unreachable") from None
 
     def _checked_requests(self, stream: _OpenStream, requests: AsyncIterator[Any]) -> Any:
         principal, method = stream.principal, stream.method
@@ -593,11 +609,13 @@ class AuthInterceptor(aio.ServerInterceptor):
         self, behavior: Callable[..., Any], method: str, token: str, streaming_in: bool
     ) -> Callable[..., Any]:
         async def unary(request: Any, context: aio.ServicerContext) -> Any:
-            admitted = await self._admit_or_abort(
-                method, token, None if streaming_in else request, context
-            )
-            principal = admitted.principal
             asked = None if streaming_in else request
+            try:
+                admitted = self.admit(method, token, asked)
+            except IdlinkError as refused:
+                await self._abort(context, refused)
+                raise AssertionError("unreachable") from None
+            principal = admitted.principal
             opened: _OpenStream | None = None
             if streaming_in:  # a client-streaming call holds a stream slot
                 refused_or_opened = self._refuse_or_open(token, principal, method)
@@ -608,10 +626,15 @@ class AuthInterceptor(aio.ServerInterceptor):
             pids = [] if asked is None else customer_pids(asked)
             outcome = "OK"
             try:
-                with _admitted_caller(context, principal):
+                CALLER.set(principal)
+                _CALLERS[id(context)] = (context, principal)
+                try:
                     response = await behavior(request, context)
-                found, refusal = await self._reveal(admitted, method, asked, response)
-                if refusal is not None:
+                finally:
+                    _CALLERS.pop(id(context), None)
+                found, reason, crossed = self._count(admitted, method, pids, response)
+                if reason:
+                    refusal = await self._refusal(admitted, reason, crossed)
                     outcome = refusal.code
                     await self._abort(context, refusal)
                 pids.extend(found)
@@ -644,16 +667,19 @@ class AuthInterceptor(aio.ServerInterceptor):
     ) -> Callable[..., Any]:
         # A coroutine that writes the answers itself: see the module docstring.
         async def stream(request: Any, context: aio.ServicerContext) -> None:
-            admitted = await self._admit_or_abort(
-                method, token, None if streaming_in else request, context
-            )
+            asked = None if streaming_in else request
+            try:
+                admitted = self.admit(method, token, asked)
+            except IdlinkError as refused:
+                await self._abort(context, refused)
+                raise AssertionError("unreachable") from None
             principal = admitted.principal
             opened = self._refuse_or_open(token, principal, method)
             if isinstance(opened, IdlinkError):
                 await self._abort(context, opened)
-            asked = None if streaming_in else request
             if streaming_in:
                 request = self._checked_requests(opened, request)
+            asked_pids = [] if asked is None else customer_pids(asked)
             outcome = "OK"
             refusal: IdlinkError | None = None
             responses: Any = None
@@ -661,8 +687,9 @@ class AuthInterceptor(aio.ServerInterceptor):
                 with _admitted_caller(context, principal):
                     responses = behavior(request, context)
                     async for item in responses:
-                        found, refusal = await self._reveal(admitted, method, asked, item)
-                        if refusal is not None:
+                        found, reason, crossed = self._count(admitted, method, asked_pids, item)
+                        if reason:
+                            refusal = await self._refusal(admitted, reason, crossed)
                             break
                         await context.write(item)
                         opened.messages += 1

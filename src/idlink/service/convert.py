@@ -334,6 +334,10 @@ def resolution(answer: Resolution, viewer: Principal) -> identity_pb2.ResolveRes
 # viewer may see: the cache hands out the same Resolution object while it holds
 # (docs/serving.md), so its conversion for one kind of viewer is done once.
 _RESOLUTIONS: dict[tuple[int, Any], tuple[Resolution, identity_pb2.ResolveResponse]] = {}
+# The customers each kept response shows, by the response itself: what
+# ``auth.customer_pids`` reads from it (the customer, then each suggestion),
+# taken from the answer's raw PIDs instead of parsing its UUID strings again.
+_SHOWN: dict[int, tuple[identity_pb2.ResolveResponse, tuple[bytes, ...]]] = {}
 MAX_CONVERTED = 65_536
 
 
@@ -357,10 +361,23 @@ def shared_resolution(answer: Resolution, viewer: Principal) -> identity_pb2.Res
     response = resolution(answer, viewer)
     if len(_RESOLUTIONS) >= MAX_CONVERTED:
         for old in list(itertools.islice(_RESOLUTIONS, MAX_CONVERTED // 4)):
-            _RESOLUTIONS.pop(old, None)
+            gone = _RESOLUTIONS.pop(old, None)
+            if gone is not None:
+                _SHOWN.pop(id(gone[1]), None)
     # The entry holds the answer itself, so its id is not reused while it is kept.
     _RESOLUTIONS[key] = (answer, response)
+    shown = [answer.customer.pid] if answer.customer is not None else []
+    shown.extend(s.customer_pid for s in answer.suggestions)
+    _SHOWN[id(response)] = (response, tuple(pid for pid in shown if pid))
     return response
+
+
+def shown_pids(message: Any) -> tuple[bytes, ...] | None:
+    """The customer PIDs a response kept by :func:`shared_resolution` shows (None: not one)."""
+    found = _SHOWN.get(id(message))
+    if found is not None and found[0] is message:
+        return found[1]
+    return None
 
 
 def change_event(event: ChangeEvent) -> common_pb2.ChangeEvent:

@@ -65,21 +65,30 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.ResolveRequest, context: aio.ServicerContext
     ) -> identity_pb2.ResolveResponse:
         viewer = caller()
+        if not request.create_if_missing:
+            return self._look_up(request, viewer)
         return await self._resolve(request, viewer, actor(viewer, context))
+
+    def _look_up(
+        self, request: identity_pb2.ResolveRequest, viewer: Principal
+    ) -> identity_pb2.ResolveResponse:
+        """A resolve that writes nothing: inline, and its response shared (convert)."""
+        account = convert.account(request.account)
+        key = convert.required_contact(request, "contact")
+        return convert.shared_resolution(self.rt.read(self.engine.resolve, account, key), viewer)
 
     async def _resolve(
         self, request: identity_pb2.ResolveRequest, viewer: Principal, who: str
     ) -> identity_pb2.ResolveResponse:
+        if not request.create_if_missing:
+            return self._look_up(request, viewer)
         account = convert.account(request.account)
-        if request.create_if_missing:
-            _check_may_create(viewer)
+        _check_may_create(viewer)
         key = convert.required_contact(request, "contact")
-        if request.create_if_missing:  # may write: wait for the writer off the loop
-            answer = await self.rt.call(
-                self.engine.resolve, account, key, create_if_missing=True, actor=who
-            )
-        else:
-            answer = self.rt.read(self.engine.resolve, account, key, actor=who)
+        # May write: wait for the writer off the loop.
+        answer = await self.rt.call(
+            self.engine.resolve, account, key, create_if_missing=True, actor=who
+        )
         return convert.shared_resolution(answer, viewer)
 
     @guard_stream("StreamResolve")
@@ -95,7 +104,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         index = 0
         async for request in request_iterator:
             try:
-                yield await self._resolve(request, viewer, who)
+                if request.create_if_missing:
+                    yield await self._resolve(request, viewer, who)
+                else:
+                    yield self._look_up(request, viewer)
             except IdlinkError as exc:
                 raise located(exc, f"request {index}") from None
             index += 1

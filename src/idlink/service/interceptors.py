@@ -11,10 +11,11 @@ call); each can also run alone. Both re-wrap the four handler kinds with
 The rules both keep (SPEC 9, docs/operations.md): a servicer context is
 touched only while its call is live, since gRPC frees the call when the
 handler's task ends and a finished call's context used later (a generator
-closed by the garbage collector, say) crashes the process. So the peer is
-read at the start, the outcome is taken from the exception that ended the
-handler, and a streaming handler is run as a writer (``context.write``) that
-closes the handler's generator before returning.
+closed by the garbage collector, say) crashes the process. So the peer of a
+call that is logged is read before its wrapper returns, the outcome is taken
+from the exception that ended the handler, and a streaming handler is run as
+a writer (``context.write``) that closes the handler's generator before
+returning.
 """
 
 from __future__ import annotations
@@ -215,6 +216,9 @@ class CallInterceptor(aio.ServerInterceptor):
         self.calls = _Gate(max_concurrent_calls, "calls")
         self.streams = _Gate(max_streams, "streams")
         self.metrics = metrics or Metrics()
+        # The labelled metric children of each (method, code): what
+        # ``Metrics.observe_call`` looks up on every call, looked up once.
+        self._observers: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._sheds_unlogged = 0
         self._shed_logged_at = 0.0
 
@@ -255,11 +259,24 @@ class CallInterceptor(aio.ServerInterceptor):
             return self._wrap_unary(behavior, method, gate, streaming_requests)
         return self._wrap_stream(behavior, method, streaming_requests, writes)
 
-    def _log(self, method: str, code: str, started: float, peer: str) -> None:
+    def _log(
+        self, method: str, code: str, started: float, context: aio.ServicerContext | None
+    ) -> None:
+        """Count a finished call and log it if it failed or was slow.
+
+        Called before the call's handler returns (the context is still live),
+        or with ``context`` None when nothing of the call may be read any more.
+        """
         # Every call is counted in the metrics; the log keeps failures and slow calls
         # (a line per successful call costs a sixth of a busy server's time).
         seconds = time.monotonic() - started
-        self.metrics.observe_call(method, code, seconds)
+        observers = self._observers.get((method, code))
+        if observers is None:
+            metrics = self.metrics
+            observers = (metrics.calls.labels(method, code), metrics.latency.labels(method))
+            self._observers[(method, code)] = observers
+        observers[0].inc()
+        observers[1].observe(seconds)
         slow = seconds >= SLOW_CALL_SECONDS
         level = logging.INFO if code != "OK" or slow else logging.DEBUG
         if log.isEnabledFor(level):
@@ -270,7 +287,7 @@ class CallInterceptor(aio.ServerInterceptor):
                     "method": method,
                     "code": code,
                     "ms": round(seconds * 1000, 2),
-                    "peer": peer,
+                    "peer": "" if context is None else peer(context),
                 },
             )
 
@@ -303,21 +320,25 @@ class CallInterceptor(aio.ServerInterceptor):
     def _wrap_unary(
         self, behavior: Callable[..., Any], method: str, gate: _Gate, streaming_requests: bool
     ) -> Callable[..., Any]:
+        # The peer is read only for a call that is logged, in ``_log``, before
+        # the handler returns: the call is live until then.
         async def unary(request: Any, context: aio.ServicerContext) -> Any:
             started = time.monotonic()
-            caller = peer(context)
             if not gate.enter():
                 await self._refuse(method, context, gate)
             code = "OK"
             try:
-                request = await parsed(request, context, streaming_requests)
+                if streaming_requests:
+                    request = await parsed(request, context, True)
+                elif type(request) is _Malformed:
+                    await abort_with(context, _malformed())
                 return await behavior(request, context)
             except BaseException as exc:
                 code = outcome(exc, context)
                 raise
             finally:
                 gate.leave()
-                self._log(method, code, started, caller)
+                self._log(method, code, started, context)
 
         return unary
 
@@ -332,7 +353,6 @@ class CallInterceptor(aio.ServerInterceptor):
         # closed later, by the garbage collector, after the call was freed).
         async def stream(request: Any, context: aio.ServicerContext) -> None:
             started = time.monotonic()
-            caller = peer(context)
             if not gate.enter():
                 await self._refuse(method, context, gate)
             code = "OK"
@@ -347,6 +367,6 @@ class CallInterceptor(aio.ServerInterceptor):
                 raise
             finally:
                 gate.leave()
-                self._log(method, code, started, caller)
+                self._log(method, code, started, context)
 
         return stream

@@ -1,0 +1,83 @@
+"""Kept resolve responses: the customers they show, and one response per masking class.
+
+The auth interceptor counts and audits the customers a response shows; for a
+response kept by ``convert.shared_resolution`` it takes them from the answer's
+raw PIDs (``convert.shown_pids``) instead of parsing the response. Both must
+name the same customers in the same order, for every kind of viewer.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from idlink.domain.views import (
+    FOUND,
+    NOT_FOUND,
+    ContactView,
+    CustomerView,
+    Resolution,
+    Suggestion,
+)
+from idlink.security.roles import ADMIN, AGENT, READER, WRITER, Principal
+from idlink.service import convert
+from idlink.service.auth import customer_pids
+from idlink.store.txn import Profile
+from idlink.v1 import identity_pb2
+
+VIEWERS = [
+    Principal("k_admin", "acme", ADMIN),
+    Principal("k_agent", "acme", AGENT),
+    Principal("k_writer", "acme", WRITER, frozenset({"name"})),
+    Principal("k_reader", "acme", READER, frozenset({"name"})),
+    Principal("k_reader_all", "acme", READER),
+    Principal("", "", 0),
+]
+
+
+def _pid() -> bytes:
+    return os.urandom(16)
+
+
+def _answers() -> list[Resolution]:
+    member = ContactView(_pid(), "phone", "+447700900123", "crm", True, "", 1)
+    customer = CustomerView(_pid(), [member], False, Profile())
+    suggestions = [
+        Suggestion(_pid(), "NATIONAL_NUMBER: +447700900124", 1.0),
+        Suggestion(_pid(), "SHARED_RECORD", 2.0),
+    ]
+    return [
+        Resolution(FOUND, member.pid, customer),
+        Resolution(FOUND, member.pid, customer, suggestions),
+        Resolution(NOT_FOUND, _pid(), None, suggestions, "no customer holds this contact"),
+        Resolution(NOT_FOUND, _pid(), None, [], "no customer holds this contact"),
+    ]
+
+
+@pytest.mark.parametrize("viewer", VIEWERS, ids=lambda v: v.key_id or "nobody")
+def test_a_kept_response_shows_the_customers_its_message_names(viewer):
+    for answer in _answers():
+        response = convert.shared_resolution(answer, viewer)
+        assert convert.shown_pids(response) == tuple(customer_pids(response))
+        assert response == convert.resolution(answer, viewer)
+        assert convert.shared_resolution(answer, viewer) is response  # kept
+
+
+def test_a_response_not_kept_shows_nothing_from_the_side_table():
+    answer = _answers()[1]
+    fresh = convert.resolution(answer, VIEWERS[0])
+    assert convert.shown_pids(fresh) is None
+    assert convert.shown_pids(identity_pb2.ResolveResponse()) is None
+    assert len(customer_pids(fresh)) == 3
+
+
+def test_viewers_of_different_masking_never_share_a_kept_response():
+    answer = _answers()[0]
+    admin = convert.shared_resolution(answer, VIEWERS[0])
+    reader = convert.shared_resolution(answer, VIEWERS[3])
+    assert admin is not reader
+    assert admin.customer.contacts[0].value == "+447700900123"
+    assert reader.customer.contacts[0].value != "+447700900123"
+    # Same masking class (both see PII): the same message.
+    assert convert.shared_resolution(answer, VIEWERS[1]) is admin
