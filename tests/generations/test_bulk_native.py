@@ -10,6 +10,8 @@ own ``SerializeToString``, byte for byte.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import importlib
 import os
 import random
@@ -17,7 +19,7 @@ import random
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from idlink.store.txn import ContactState, RecordState
+from idlink.store.txn import ContactState, CustomerState, RecordState
 
 TWINS = ["py", "c"]
 
@@ -184,3 +186,59 @@ def test_both_twins_give_the_same_bytes():
     assert c.seal_rows(key, b"\xa7\x01", randomness, rows) == py.seal_rows(
         key, b"\xa7\x01", randomness, rows
     )
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_customer_states_equal_serialize_to_string_on_random_messages(kind):
+    bulk = _twin(kind)
+    rng = random.Random(78)
+    members, offsets, seq, created, marks, split, updated = [], [0], [], [], [], [], []
+    expected = []
+    for _ in range(1500):
+        pids = [_blob(rng) for _ in range(rng.choice([0, 1, 2, 7, 60]))]
+        state = CustomerState(
+            contact_pids=pids,
+            created_seq=_int(rng, 0, 2**64 - 1),
+            created_at_us=_int(rng, -(2**63), 2**63 - 1),
+            watermark=_blob(rng),
+            split_from=_blob(rng),
+            updated_at_us=_int(rng, -(2**63), 2**63 - 1),
+        )
+        expected.append(state.SerializeToString())
+        members.extend(pids)
+        offsets.append(len(members))
+        seq.append(state.created_seq)
+        created.append(state.created_at_us)
+        marks.append(state.watermark)
+        split.append(state.split_from)
+        updated.append(state.updated_at_us)
+    assert bulk.customer_states(members, offsets, seq, created, marks, split, updated) == expected
+    with pytest.raises(ValueError):
+        bulk.customer_states([], [0, 0], [-1], [0], [b""], [b""], [0])
+    with pytest.raises(ValueError, match="past the end"):
+        bulk.customer_states([], [0, 1], [1], [0], [b""], [b""], [0])
+
+
+@pytest.mark.parametrize("kind", TWINS)
+def test_keyed_hashes_equal_hashlib_and_hmac(kind):
+    bulk = _twin(kind)
+    rng = random.Random(90)
+    items = [_blob(rng) for _ in range(400)] + [b"x" * 1000]
+    texts = [_text(rng) for _ in range(400)] + ["é" * 300]
+    for key in (b"k", rng.randbytes(32), rng.randbytes(64)):
+        for prefix in (b"\0\0\0\1", b"p" * 200):
+            assert bulk.keyed_blake2b_many(key, 16, prefix, items) == [
+                hashlib.blake2b(prefix + i, key=key, digest_size=16).digest() for i in items
+            ]
+    for key in (b"", b"k", rng.randbytes(32), rng.randbytes(64), rng.randbytes(65), b"z" * 200):
+        for prefix in (b"", b"\0\0\0\1", b"q" * 100):
+            assert bulk.hmac_sha256_many(key, prefix, texts, 16) == [
+                hmac.digest(key, prefix + t.encode(), "sha256")[:16] for t in texts
+            ]
+    assert bulk.hmac_sha256_many(b"k", b"p", ["a"], 32) == [hmac.digest(b"k", b"pa", "sha256")]
+    with pytest.raises(ValueError):
+        bulk.keyed_blake2b_many(b"", 16, b"p", items)
+    with pytest.raises(ValueError):
+        bulk.hmac_sha256_many(b"k", b"p", texts, 33)
+    with pytest.raises(UnicodeEncodeError):
+        bulk.hmac_sha256_many(b"k", b"p", ["\ud800"], 16)

@@ -78,3 +78,14 @@ def test_rows_seal_under_the_current_version_after_a_rotation(tmp_path):
     ((key, blob),) = cipher.seal_rows([(b"k", b"x")])
     assert key == b"k" and blob[1] == version
     assert cipher.open(blob, b"k") == b"x"
+
+
+def test_keyed_hashes_in_one_call_equal_the_per_value_ones(tmp_path):
+    cipher = Cipher(tmp_path / "data.keys")
+    prefix = b"\0\0\0\7"
+    texts = ["4155550100", "", "é" * 40, "7" * 500]
+    assert cipher.index_hashes(prefix, texts) == [cipher.index_hash(prefix, t) for t in texts]
+    ids = [b"crm\0r1", b"crm\0" + "é".encode() * 90, b"\0"]
+    assert cipher.record_hashes(prefix, ids) == [cipher.record_hash(prefix, k) for k in ids]
+    other = Cipher(tmp_path / "other.keys")
+    assert other.index_hashes(prefix, texts) != cipher.index_hashes(prefix, texts)

@@ -11,7 +11,7 @@ once, the nonce per row), outside the GIL.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_Check
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 from libcpp.vector cimport vector
 
@@ -346,4 +346,176 @@ def seal_rows(bytes key, bytes head, bytes randomness, rows):
     if ok != 1:
         raise RuntimeError(f"seal_rows: OpenSSL refused to seal row {failed_at}")
     del keep
+    return out
+
+
+# -- customers ---------------------------------------------------------------------------------
+
+
+def customer_states(
+    contact_pids, contact_offsets, created_seq, created_at_us, watermarks, split_from,
+    updated_at_us,
+):
+    """``CustomerState(...).SerializeToString()`` per row (no profile), in one call."""
+    cdef Py_ssize_t count = len(created_seq), i, size, lo, hi, n4, n5
+    cdef const char* p4
+    cdef const char* p5
+    cdef uint64_t v2, v3, v7
+    cdef char* at
+    cdef bytes row
+    cdef list contacts = contact_pids if type(contact_pids) is list else list(contact_pids)
+    for column in (created_at_us, watermarks, split_from, updated_at_us):
+        if len(column) != count:
+            raise ValueError("customer_states: the columns differ in length")
+    if len(contact_offsets) != count + 1:
+        raise ValueError("customer_states: the offsets need one more entry than the rows")
+    if count and contact_offsets[count] > len(contacts):
+        raise ValueError("customer_states: an offset is past the end of its PIDs")
+    out = []
+    for i in range(count):
+        lo = contact_offsets[i]
+        hi = contact_offsets[i + 1]
+        if not 0 <= lo <= hi:
+            raise ValueError("customer_states: the offsets must not decrease")
+        v2 = _unsigned(created_seq[i], 0xFFFFFFFFFFFFFFFF, "created_seq")
+        v3 = _signed(created_at_us[i], "created_at_us")
+        v7 = _signed(updated_at_us[i], "updated_at_us")
+        p4 = _bytes(watermarks[i], &n4)
+        p5 = _bytes(split_from[i], &n5)
+        size = (
+            _repeated_size(contacts, lo, hi) + _int_field_size(v2) + _int_field_size(v3)
+            + _len_field_size(n4) + _len_field_size(n5) + _int_field_size(v7)
+        )
+        row = PyBytes_FromStringAndSize(NULL, size)
+        at = PyBytes_AS_STRING(row)
+        at = _put_repeated(at, 1, contacts, lo, hi)
+        at = _put_int_field(at, 2, v2)
+        at = _put_int_field(at, 3, v3)
+        at = _put_len_field(at, 4, p4, n4)
+        at = _put_len_field(at, 5, p5, n5)
+        at = _put_int_field(at, 7, v7)
+        out.append(row)
+    return out
+
+
+# -- keyed hashes ------------------------------------------------------------------------------
+
+
+cdef extern from "_blake2b.h":
+    ctypedef struct idl_blake2b:
+        pass
+    void idl_b2b_init_key(
+        idl_blake2b* s, size_t outlen, const uint8_t* key, size_t keylen,
+        const uint8_t* person, size_t personlen
+    ) noexcept nogil
+    void idl_b2b_update(idl_blake2b* s, const uint8_t* data, size_t n) noexcept nogil
+    void idl_b2b_final(idl_blake2b* s, uint8_t* out, size_t outlen) noexcept nogil
+
+
+def keyed_blake2b_many(bytes key, int digest_size, bytes prefix, items):
+    """``hashlib.blake2b(prefix + item, key=key, digest_size=digest_size).digest()`` per item."""
+    cdef idl_blake2b keyed, state
+    cdef uint8_t digest[64]
+    cdef Py_ssize_t n
+    cdef const char* p
+    if not 1 <= len(key) <= 64:
+        raise ValueError("keyed_blake2b_many: the key must be 1 to 64 bytes")
+    if not 1 <= digest_size <= 64:
+        raise ValueError("keyed_blake2b_many: the digest size must be 1 to 64 bytes")
+    if not len(prefix):
+        raise ValueError("keyed_blake2b_many: the prefix must not be empty")
+    idl_b2b_init_key(
+        &keyed, <size_t>digest_size, <const uint8_t*>PyBytes_AS_STRING(key),
+        <size_t>PyBytes_GET_SIZE(key), NULL, 0,
+    )
+    idl_b2b_update(
+        &keyed, <const uint8_t*>PyBytes_AS_STRING(prefix), <size_t>PyBytes_GET_SIZE(prefix)
+    )
+    out = []
+    for item in items:
+        p = _bytes(item, &n)
+        state = keyed
+        idl_b2b_update(&state, <const uint8_t*>p, <size_t>n)
+        idl_b2b_final(&state, digest, <size_t>digest_size)
+        out.append(PyBytes_FromStringAndSize(<char*>digest, digest_size))
+    return out
+
+
+cdef extern from "openssl/evp.h" nogil:
+    ctypedef struct EVP_MD_CTX:
+        pass
+    ctypedef struct EVP_MD:
+        pass
+    EVP_MD_CTX* EVP_MD_CTX_new()
+    void EVP_MD_CTX_free(EVP_MD_CTX* ctx)
+    int EVP_MD_CTX_copy_ex(EVP_MD_CTX* out, const EVP_MD_CTX* ctx)
+    const EVP_MD* EVP_sha256()
+    int EVP_DigestInit_ex(EVP_MD_CTX* ctx, const EVP_MD* kind, ENGINE* impl)
+    int EVP_DigestUpdate(EVP_MD_CTX* ctx, const void* data, size_t n)
+    int EVP_DigestFinal_ex(EVP_MD_CTX* ctx, unsigned char* md, unsigned int* size)
+
+
+DEF SHA256_BLOCK = 64
+DEF SHA256_BYTES = 32
+
+
+def hmac_sha256_many(bytes key, bytes prefix, texts, int size):
+    """``hmac.digest(key, prefix + text.encode(), "sha256")[:size]`` per text, in one call.
+
+    The inner and outer pad states are hashed once per call and copied per text.
+    """
+    cdef unsigned char block[SHA256_BLOCK]
+    cdef unsigned char pad[SHA256_BLOCK]
+    cdef unsigned char inner_digest[SHA256_BYTES]
+    cdef unsigned char digest[SHA256_BYTES]
+    cdef unsigned int length
+    cdef Py_ssize_t n, i
+    cdef const char* p
+    cdef int ok = 1
+    cdef EVP_MD_CTX* inner = NULL
+    cdef EVP_MD_CTX* outer = NULL
+    cdef EVP_MD_CTX* work = NULL
+    if not 0 <= size <= SHA256_BYTES:
+        raise ValueError("hmac_sha256_many: size must be 0 to 32")
+    for i in range(SHA256_BLOCK):
+        block[i] = 0
+    if len(key) > SHA256_BLOCK:
+        import hashlib
+        short = hashlib.sha256(key).digest()
+        memcpy(block, PyBytes_AS_STRING(short), SHA256_BYTES)
+    else:
+        memcpy(block, PyBytes_AS_STRING(key), len(key))
+    inner = EVP_MD_CTX_new()
+    outer = EVP_MD_CTX_new()
+    work = EVP_MD_CTX_new()
+    out = []
+    try:
+        if inner == NULL or outer == NULL or work == NULL:
+            raise MemoryError("hmac_sha256_many: no digest context")
+        for i in range(SHA256_BLOCK):
+            pad[i] = block[i] ^ 0x36
+        ok &= EVP_DigestInit_ex(inner, EVP_sha256(), NULL)
+        ok &= EVP_DigestUpdate(inner, pad, SHA256_BLOCK)
+        ok &= EVP_DigestUpdate(inner, PyBytes_AS_STRING(prefix), len(prefix))
+        for i in range(SHA256_BLOCK):
+            pad[i] = block[i] ^ 0x5C
+        ok &= EVP_DigestInit_ex(outer, EVP_sha256(), NULL)
+        ok &= EVP_DigestUpdate(outer, pad, SHA256_BLOCK)
+        if ok != 1:
+            raise RuntimeError("hmac_sha256_many: OpenSSL refused SHA-256")
+        for text in texts:
+            p = _text(text, &n)
+            ok &= EVP_MD_CTX_copy_ex(work, inner)
+            ok &= EVP_DigestUpdate(work, p, <size_t>n)
+            ok &= EVP_DigestFinal_ex(work, inner_digest, &length)
+            ok &= EVP_MD_CTX_copy_ex(work, outer)
+            ok &= EVP_DigestUpdate(work, inner_digest, SHA256_BYTES)
+            ok &= EVP_DigestFinal_ex(work, digest, &length)
+            if ok != 1:
+                raise RuntimeError("hmac_sha256_many: OpenSSL refused SHA-256")
+            out.append(PyBytes_FromStringAndSize(<char*>digest, size))
+    finally:
+        EVP_MD_CTX_free(inner)
+        EVP_MD_CTX_free(outer)
+        EVP_MD_CTX_free(work)
     return out

@@ -12,6 +12,9 @@ from idlink._native._select import select
 
 __all__ = [
     "contact_states",
+    "customer_states",
+    "hmac_sha256_many",
+    "keyed_blake2b_many",
     "record_states",
     "seal_rows",
 ]
@@ -21,6 +24,9 @@ IMPLEMENTATION, _IMPORT_ERROR, _names = select(__name__, __all__)
 if TYPE_CHECKING:  # the twin is the type source
     from idlink._native._bulk_py import (
         contact_states,
+        customer_states,
+        hmac_sha256_many,
+        keyed_blake2b_many,
         record_states,
         seal_rows,
     )

@@ -18,6 +18,8 @@ The compiled twin ``_bulk_c`` gives the same bytes for the same arguments.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -195,4 +197,84 @@ def seal_rows(
     return out
 
 
-__all__ = ["contact_states", "record_states", "seal_rows"]
+def customer_states(
+    contact_pids: Sequence[bytes],
+    contact_offsets: Sequence[int],
+    created_seq: Sequence[int],
+    created_at_us: Sequence[int],
+    watermarks: Sequence[bytes],
+    split_from: Sequence[bytes],
+    updated_at_us: Sequence[int],
+) -> list[bytes]:
+    """``CustomerState(...).SerializeToString()`` per row (no profile), in one call.
+
+    Row i's members are ``contact_pids[contact_offsets[i]:contact_offsets[i + 1]]``.
+    """
+    count = len(created_seq)
+    for column in (created_at_us, watermarks, split_from, updated_at_us):
+        if len(column) != count:
+            raise ValueError("customer_states: the columns differ in length")
+    if len(contact_offsets) != count + 1:
+        raise ValueError("customer_states: the offsets need one more entry than the rows")
+    if count and contact_offsets[count] > len(contact_pids):
+        raise ValueError("customer_states: an offset is past the end of its PIDs")
+    out: list[bytes] = []
+    for i in range(count):
+        lo, hi = contact_offsets[i], contact_offsets[i + 1]
+        if not 0 <= lo <= hi:
+            raise ValueError("customer_states: the offsets must not decrease")
+        _check_unsigned(created_seq[i], 64, "created_seq")
+        _check_signed(created_at_us[i], "created_at_us")
+        _check_signed(updated_at_us[i], "updated_at_us")
+        out.append(
+            b"".join(
+                (
+                    _repeated(1, contact_pids[lo:hi]),
+                    _int_field(2, created_seq[i]),
+                    _int_field(3, created_at_us[i]),
+                    _bytes_field(4, watermarks[i]),
+                    _bytes_field(5, split_from[i]),
+                    _int_field(7, updated_at_us[i]),
+                )
+            )
+        )
+    return out
+
+
+def keyed_blake2b_many(
+    key: bytes, digest_size: int, prefix: bytes, items: Sequence[bytes]
+) -> list[bytes]:
+    """``hashlib.blake2b(prefix + item, key=key, digest_size=digest_size).digest()`` per item."""
+    if not 1 <= len(key) <= 64:
+        raise ValueError("keyed_blake2b_many: the key must be 1 to 64 bytes")
+    if not 1 <= digest_size <= 64:
+        raise ValueError("keyed_blake2b_many: the digest size must be 1 to 64 bytes")
+    if not prefix:
+        raise ValueError("keyed_blake2b_many: the prefix must not be empty")
+    keyed = hashlib.blake2b(prefix, key=key, digest_size=digest_size)
+    out: list[bytes] = []
+    for item in items:
+        if not isinstance(item, bytes):
+            raise TypeError(f"expected bytes, got {type(item).__name__}")
+        state = keyed.copy()
+        state.update(item)
+        out.append(state.digest())
+    return out
+
+
+def hmac_sha256_many(key: bytes, prefix: bytes, texts: Sequence[str], size: int) -> list[bytes]:
+    """``hmac.digest(key, prefix + text.encode(), "sha256")[:size]`` per text, in one call."""
+    if not 0 <= size <= 32:
+        raise ValueError("hmac_sha256_many: size must be 0 to 32")
+    digest = hmac.digest
+    return [digest(key, prefix + text.encode(), "sha256")[:size] for text in texts]
+
+
+__all__ = [
+    "contact_states",
+    "customer_states",
+    "hmac_sha256_many",
+    "keyed_blake2b_many",
+    "record_states",
+    "seal_rows",
+]

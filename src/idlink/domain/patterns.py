@@ -148,6 +148,60 @@ class BlockedPatterns:
         """Whether any pattern matches somewhere in the cleaned value."""
         return self.blocks_all or any(m.search(cleaned) is not None for m in self.matchers)
 
+    def search_many(self, values: Sequence[str]) -> list[bool]:
+        """:meth:`search` of each value, the RE2 patterns run over all values in one call.
+
+        For a bulk load's distinct values: the RE2 patterns (one alternation)
+        go through Arrow's RE2 kernel (``match_substring_regex``, RE2's
+        unanchored search, as ``search`` runs them) when pyarrow is installed
+        and takes them; a pattern kept on Python's ``re`` is searched value by
+        value; without pyarrow, or when Arrow refuses the pattern or the
+        values, every value goes through :meth:`search`. Same verdicts.
+        """
+        if self.blocks_all:
+            return [True] * len(values)
+        if not values:
+            return []
+        found = self._arrow_search(values)
+        if found is None:
+            return [self.search(v) for v in values]
+        legacy = [m for m, e in zip(self.compiled, self.engines, strict=True) if e == ENGINE_LEGACY]
+        if legacy:
+            found = [
+                hit or any(m.search(v) is not None for m in legacy)
+                for hit, v in zip(found, values, strict=True)
+            ]
+        return found
+
+    def _arrow_search(self, values: Sequence[str]) -> list[bool] | None:
+        """The RE2 patterns' verdicts through Arrow (None: not available for these)."""
+        ours = [
+            EQUIVALENTS.get(p, p)
+            for p, e in zip(self.patterns, self.engines, strict=True)
+            if e == ENGINE_RE2
+        ]
+        if not ours:
+            return [False] * len(values)
+        try:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+        except ImportError:
+            return None
+        try:
+            column = pa.array(values, pa.string())
+            hits = None
+            # One alternation when RE2 takes it together (as __init__ does), else one each.
+            together = len(self.matchers) == 1 + sum(e == ENGINE_LEGACY for e in self.engines)
+            groups = ["|".join(f"(?:{p})" for p in ours)] if together or len(ours) == 1 else ours
+            for pattern in groups:
+                matched = pc.match_substring_regex(column, pattern=pattern)
+                hits = matched if hits is None else pc.or_(hits, matched)
+        except (pa.ArrowException, TypeError, ValueError, UnicodeError):
+            return None
+        assert hits is not None
+        result: list[bool] = hits.to_pylist()
+        return result
+
 
 @functools.lru_cache(maxsize=1024)
 def compile_blocked(patterns: tuple[str, ...]) -> BlockedPatterns:

@@ -894,28 +894,26 @@ def derive_rows(
     customer_seq = planned.customer_seq
     customer_rows: list[tuple[bytes, bytes]] = []
     now = planned.now_us
-    member_pids = _take(pids, np.asarray(assignment.members, np.int64))
-    member_offsets = np.asarray(assignment.members_offsets, np.int64).tolist()
+    members_index = np.asarray(assignment.members, np.int64)
+    members_offsets = np.asarray(assignment.members_offsets, np.int64)
+    member_pids = _take(pids, members_index)
+    member_offsets = members_offsets.tolist()
     kinds = assignment.kind
     customer_pids = assignment.customer_pid
+    # New customers with nothing carried over: their messages in one compiled call below.
+    fresh_parts: list[int] = []
+    fresh_seq: list[int] = []
+    fresh_split: list[bytes] = []
     for part in range(parts):
         kind = kinds[part]
         pid = customer_pids[part]
-        members = member_pids[member_offsets[part] : member_offsets[part + 1]]
         if kind in (pid_rules.SPLIT, pid_rules.CREATED) or pid not in old:
             customer_seq += 1
             split_from = assignment.others[part][0] if kind == pid_rules.SPLIT else b""
             if split_from not in old:
-                # A new customer with nothing carried over: the message in one go.
-                state = CustomerState(
-                    created_seq=customer_seq,
-                    created_at_us=now,
-                    split_from=split_from,
-                    updated_at_us=now,
-                    contact_pids=members,
-                    watermark=watermark[part],
-                )
-                customer_rows.append((keys.customer(pid), state.SerializeToString()))
+                fresh_parts.append(part)
+                fresh_seq.append(customer_seq)
+                fresh_split.append(split_from)
                 continue
             state = CustomerState(
                 created_seq=customer_seq, created_at_us=now, split_from=split_from
@@ -931,9 +929,33 @@ def derive_rows(
             if kind != pid_rules.UNCHANGED:
                 state.updated_at_us = now
         del state.contact_pids[:]
-        state.contact_pids.extend(members)
+        state.contact_pids.extend(member_pids[member_offsets[part] : member_offsets[part + 1]])
         state.watermark = watermark[part]
         customer_rows.append((keys.customer(pid), state.SerializeToString()))
+    if fresh_parts:
+        chosen = np.array(fresh_parts, np.int64)
+        lengths = members_offsets[chosen + 1] - members_offsets[chosen]
+        fresh_offsets = np.concatenate([[0], np.cumsum(lengths)])
+        flat = np.repeat(members_offsets[chosen] - fresh_offsets[:-1], lengths) + np.arange(
+            int(fresh_offsets[-1])
+        )
+        fresh_rows = _bulk.customer_states(
+            _take(pids, members_index[flat]),
+            fresh_offsets.tolist(),
+            fresh_seq,
+            [now] * len(fresh_parts),
+            [watermark[part] for part in fresh_parts],
+            fresh_split,
+            [now] * len(fresh_parts),
+        )
+        customer_rows.extend(
+            zip(
+                keys.contact_keys([customer_pids[part] for part in fresh_parts]),
+                fresh_rows,
+                strict=True,
+            )
+        )
+        del chosen, lengths, fresh_offsets, flat, fresh_rows
     customer_rows.sort()
 
     # Contacts.
@@ -941,17 +963,21 @@ def derive_rows(
     customer_of = assignment.customer_pid
     contact_order = _byte_order(pids, codec.PID_BYTES).tolist()
     isolated_rows: list[tuple[bytes, bytes]] = []
-    national_rows: list[tuple[bytes, bytes]] = []
     type_of = {k.name: k for k in inputs.key_types}
     for c, node in replayed.nodes.items():
         if node.isolated:
             isolated_rows.append((keys.isolated(pids[c]), b""))
     isolated_rows.sort()
+    national_of: list[str] = []
+    national_pid: list[bytes] = []
     for c in np.flatnonzero(np.array(values.national, bool)).tolist():
         key_type = type_of.get(values.type[c]) or KeyType(values.type[c])
         national = national_number(key_type, values.value[c])
         if national:
-            national_rows.append((keys.national(national, pids[c]), b""))
+            national_of.append(national)
+            national_pid.append(pids[c])
+    national_rows = [(key, b"") for key in keys.nationals(national_of, national_pid)]
+    del national_of, national_pid
     national_rows.sort()
 
     contact_keys = keys.contact_keys(pids)

@@ -40,6 +40,7 @@ from idlink.client.records import (
 )
 from idlink.domain.contacts import BLOCKED, MAX_RAW_VALUE_BYTES, MAX_SOURCE_BYTES
 from idlink.domain.keytypes import AccountConfig, KeyType
+from idlink.domain.patterns import compile_blocked
 from idlink.domain.records import MAX_CONTACTS_PER_RECORD, MAX_RECORD_ID_BYTES
 from idlink.errors import InvalidArgument
 from idlink.text import check_text
@@ -262,15 +263,28 @@ def _prepare_group(
 ) -> list[tuple[str, str, bytes]]:
     """prepare_many over distinct values, then the key type's blocked values marked."""
     prepared = _contacts.prepare_many(secret, key_type.normalizer, key_type.name, source, values)
+    return _mark_blocked(key_type, prepared)
+
+
+def _mark_blocked(
+    key_type: KeyType, prepared: list[tuple[str, str, bytes]]
+) -> list[tuple[str, str, bytes]]:
+    """BLOCKED for the valid values ``key_type.is_blocked`` blocks, the patterns run in batch."""
     if not (key_type.blocked_values or key_type.blocked_patterns):
         return prepared  # nothing can be blocked
-    is_blocked = key_type.is_blocked
-    return [
-        (clean_value, BLOCKED, pid)
-        if not reason and is_blocked(clean_value)
-        else (clean_value, reason, pid)
-        for clean_value, reason, pid in prepared
-    ]
+    valid = [i for i, (_, reason, _) in enumerate(prepared) if not reason]
+    cleaned = [prepared[i][0] for i in valid]
+    blocked_values = frozenset(key_type.blocked_values)
+    hits = (
+        compile_blocked(key_type.blocked_patterns).search_many(cleaned)
+        if key_type.blocked_patterns
+        else [False] * len(cleaned)
+    )
+    out = list(prepared)
+    for i, value, hit in zip(valid, cleaned, hits, strict=True):
+        if hit or value in blocked_values:
+            out[i] = (value, BLOCKED, prepared[i][2])
+    return out
 
 
 def _prepare_columns(
@@ -385,13 +399,7 @@ def _prepare_one_by_one(
         prepared = _contacts.prepare_many(
             secret, key_type.normalizer, key_type.name, source, group.values
         )
-        if not (key_type.blocked_values or key_type.blocked_patterns):
-            group.verdicts = prepared  # nothing can be blocked
-            continue
-        for clean_value, reason, pid in prepared:
-            if not reason and key_type.is_blocked(clean_value):
-                reason = BLOCKED
-            group.verdicts.append((clean_value, reason, pid))
+        group.verdicts = _mark_blocked(key_type, prepared)
     cleaned: list[str] = [""] * count
     reasons: list[str] = [""] * count
     pids: list[bytes] = [b""] * count

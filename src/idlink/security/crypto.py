@@ -264,6 +264,14 @@ class Cipher:
         digest = hashlib.blake2b(prefix + record_id_key, key=self._record_key, digest_size=16)
         return digest.digest()
 
+    def index_hashes(self, prefix: bytes, texts: Sequence[str]) -> list[bytes]:
+        """:meth:`index_hash` of each text, in one call (the keyed pads hashed once)."""
+        return _bulk.hmac_sha256_many(self._index_key, prefix, texts, 16)
+
+    def record_hashes(self, prefix: bytes, record_id_keys: Sequence[bytes]) -> list[bytes]:
+        """:meth:`record_hash` of each ``codec.record_id_key``, in one call."""
+        return _bulk.keyed_blake2b_many(self._record_key, 16, prefix, record_id_keys)
+
 
 def _reseal(txn: Txn, *, db: str, after: bytes, batch: int) -> tuple[int, bytes | None]:
     result: tuple[int, bytes | None] = txn.reseal(db, after, batch)

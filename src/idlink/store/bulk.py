@@ -90,8 +90,8 @@ class AccountKeys:
         if self.cipher is None:
             size = codec.RECORD_HASH_BYTES
             return [hashlib.blake2b(p + k, digest_size=size).digest() for k in id_keys]
-        record_hash = self.cipher.record_hash
-        return [record_hash(p, k) for k in id_keys]
+        hashes: list[bytes] = self.cipher.record_hashes(p, id_keys)
+        return hashes
 
     def record(self, record_hash: bytes) -> bytes:
         return self.prefix + record_hash
@@ -106,6 +106,14 @@ class AccountKeys:
 
     def national(self, national: str, pid: bytes) -> bytes:
         return self.prefix + self._txn._national_key(self.prefix, national) + pid
+
+    def nationals(self, nationals: Sequence[str], pids: Sequence[bytes]) -> list[bytes]:
+        """:meth:`national` of each (national number, PID), the keyed hashes in one call."""
+        p = self.prefix
+        if self.cipher is None:
+            return [p + n.encode() + b"\0" + pid for n, pid in zip(nationals, pids, strict=True)]
+        hashes = self.cipher.index_hashes(p, nationals)
+        return [p + h + pid for h, pid in zip(hashes, pids, strict=True)]
 
     def seal(self, key: bytes, clear: bytes) -> bytes:
         """A value as stored under ``key`` in a sealed sub-database (txn.Txn._seal)."""
