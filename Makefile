@@ -20,11 +20,26 @@ $(VENV)/.installed: pyproject.toml setup.py
 
 # Generated protobuf modules and the compiled extensions, rebuilt when sources change.
 .build-stamp: $(VENV)/.installed $(shell find protos cython_ext -name '*.proto' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h' 2>/dev/null) setup.py
+	@$(MAKE) --no-print-directory native-deps
 	$(PY) -c "from setup import generate_protos; generate_protos()"
 	$(PY) setup.py -q build_ext --inplace
 	touch $@
 
 build: .build-stamp
+
+# OpenSSL's development files for the compiled bulk sealer (_bulk_c), installed where they
+# are missing and we may (as root, with apt); elsewhere setup.py leaves that one module to
+# its pure-Python twin and says so.
+.PHONY: native-deps
+native-deps:
+	@if [ ! -e /usr/include/openssl/evp.h ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev; } \
+				|| echo "could not install libssl-dev: the bulk sealer stays pure Python"; \
+		else \
+			echo "libssl-dev is missing: the bulk sealer stays pure Python"; \
+		fi; \
+	fi
 
 serve: build
 	$(VENV)/bin/idlink serve --data $(DATA) --listen $(LISTEN)

@@ -4,12 +4,38 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
+import tempfile
 
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 ROOT = pathlib.Path(__file__).parent
 NATIVE_MODULES = ["_unionfind_c", "_contacts_c", "_degree_c", "_bulk_c"]
+# Compiled only where OpenSSL's development files are (libssl-dev: `make build` installs it
+# where it may); elsewhere the pure-Python twin serves, and the build says so.
+NEEDS_OPENSSL = {"_bulk_c"}
+OPENSSL_PROBE = """#include <openssl/evp.h>
+int main(void) { EVP_CIPHER_CTX_free(EVP_CIPHER_CTX_new()); return 0; }
+"""
+
+
+def openssl_available() -> bool:
+    """Whether a program can be compiled against OpenSSL's headers and linked with libcrypto."""
+    from setuptools._distutils.ccompiler import new_compiler
+    from setuptools._distutils.sysconfig import customize_compiler
+
+    compiler = new_compiler()
+    customize_compiler(compiler)
+    with tempfile.TemporaryDirectory() as folder:
+        source = pathlib.Path(folder) / "probe.c"
+        source.write_text(OPENSSL_PROBE)
+        try:
+            objects = compiler.compile([str(source)], output_dir=folder)
+            compiler.link_executable(objects, "probe", output_dir=folder, libraries=["crypto"])
+        except Exception:
+            return False
+    return True
 
 
 def generate_protos() -> None:
@@ -59,6 +85,14 @@ def extensions() -> list[Extension]:
         return []
     from Cython.Build import cythonize
 
+    names = list(NATIVE_MODULES)
+    if not openssl_available():
+        print(
+            "OpenSSL development files (libssl-dev) not found: "
+            f"{', '.join(sorted(NEEDS_OPENSSL))} not compiled, the pure-Python twin serves",
+            file=sys.stderr,
+        )
+        names = [name for name in names if name not in NEEDS_OPENSSL]
     exts = [
         Extension(
             f"idlink._native.{name}",
@@ -66,7 +100,7 @@ def extensions() -> list[Extension]:
             language="c++",
             extra_compile_args=["-O3", "-std=c++17"],
         )
-        for name in NATIVE_MODULES
+        for name in names
     ]
     return cythonize(
         exts,
