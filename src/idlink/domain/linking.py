@@ -163,6 +163,8 @@ class LinkGraph:
         self._members: dict[int, list[int]] = {}  # root element -> nodes
         self._watermark: dict[int, bytes] = {}  # root element -> newest record key seen
         self._conn = ConnectionCounter()
+        # Whether any contact's type has a limit per customer (else no join can break one).
+        self._limited = False
         self.new_pairs: list[tuple[int, int]] = []
         # Groups of records applied while this graph lived, per node.
         self._groups: dict[bytes, list[int]] = {}
@@ -188,6 +190,8 @@ class LinkGraph:
         if node.pid in self.index:
             raise ValueError("contact added twice")
         node_id = len(self.nodes)
+        if node.type_limit:
+            self._limited = True
         self.nodes.append(node)
         self.index[node.pid] = node_id
         element = self._uf.add()
@@ -239,63 +243,68 @@ class LinkGraph:
 
     def apply(self, record_key: bytes, pids: Sequence[bytes]) -> StepResult:
         """Apply one record (its contacts must all be in the graph)."""
-        seen: set[int] = set()
-        ids = []
-        for pid in pids:
-            node_id = self.index[pid]
-            if node_id not in seen:
-                seen.add(node_id)
-                ids.append(node_id)
+        nodes, index, watermark = self.nodes, self.index, self._watermark
+        ids = list(dict.fromkeys([index[pid] for pid in pids]))
         for position, n in enumerate(ids):
-            self.nodes[n].seen(record_key, position)
-        usable = [n for n in ids if self.nodes[n].usable]
-        self._connect_all(usable)
+            node = nodes[n]
+            if not node.first_key or record_key < node.first_key:  # Node.seen
+                node.first_key = record_key
+                node.position = position
+        usable = [n for n in ids if nodes[n].usable]
+        if len(usable) > 1:
+            self._connect_all(usable)
+        find, handle = self._uf.find, self._handle
         for n in usable:
-            root = self._root(n)
+            root = find(handle[n])
             # In canonical order the key only grows; an isolated contact can
             # see a record older than its newest one on the fast path.
-            if record_key > self._watermark[root]:
-                self._watermark[root] = record_key
+            if record_key > watermark[root]:
+                watermark[root] = record_key
 
         # SPEC 3.4, 3.8: non-reassignable contacts first, then the contact order.
-        linkable = sorted(
-            (n for n in usable if not self.nodes[n].isolated),
-            key=lambda n: (self.nodes[n].reassignable, self.nodes[n].rank),
-        )
+        linkable = [n for n in usable if not nodes[n].isolated]
+        if len(linkable) > 1:
+            linkable.sort(key=lambda n: (nodes[n].reassignable, nodes[n].rank))
         # The group is registered before linking starts, so that a customer
         # computed again in the middle of this record keeps what it joined so far.
         group: list[int] = []
         self._groups[record_key] = group
+        node_records = self._node_records
         for n in ids:
-            self._node_records.setdefault(n, []).append(record_key)
+            found = node_records.get(n)
+            if found is None:
+                node_records[n] = [record_key]
+            else:
+                found.append(record_key)
         outcome = APPLIED
         refused: list[tuple[bytes, bytes]] = []
+        members = self._members
         for n in linkable:
-            if self.nodes[n].isolated:  # isolated by this very record
+            if nodes[n].isolated:  # isolated by this very record
                 continue
             moved = False
             while True:
-                live = [m for m in group if not self.nodes[m].isolated]
+                live = [m for m in group if not nodes[m].isolated]
                 if not live:
                     group.clear()
                     group.append(n)
                     break
-                a, b = self._root(live[0]), self._root(n)
+                a, b = find(handle[live[0]]), find(handle[n])
                 if a == b:
                     group.append(n)
                     break
-                merged = self._members[a] + self._members[b]
-                if self._exceeds_key_limit(merged):
+                size = len(members[a]) + len(members[b])
+                if self._limited and self._exceeds_key_limit(members[a] + members[b]):
                     # SPEC 3.4: a shared device moves to the record's side.
-                    if self.nodes[n].reassignable and not moved and len(self._members[b]) > 1:
+                    if nodes[n].reassignable and not moved and len(members[b]) > 1:
                         self._move(n, record_key)
                         moved = True
                         continue
                     outcome = CONFLICT
-                    refused.append((self.nodes[live[0]].pid, self.nodes[n].pid))
+                    refused.append((nodes[live[0]].pid, nodes[n].pid))
                     break
-                if len(merged) > self.max_contacts:
-                    victim = self._isolation_candidate(merged)
+                if size > self.max_contacts:
+                    victim = self._isolation_candidate(members[a] + members[b])
                     if victim is not None:
                         self._isolate(victim, record_key)
                         if victim == n:
@@ -303,15 +312,15 @@ class LinkGraph:
                         continue
                     if outcome == APPLIED:
                         outcome = CAPPED
-                    refused.append((self.nodes[live[0]].pid, self.nodes[n].pid))
+                    refused.append((nodes[live[0]].pid, nodes[n].pid))
                     break
                 self._union_roots(a, b)
-                self._watermark[self._root(n)] = record_key
+                watermark[find(handle[n])] = record_key
                 group.append(n)
                 break
 
-        group[:] = [m for m in group if not self.nodes[m].isolated]
-        return StepResult(outcome, [self.nodes[m].pid for m in group], refused)
+        group[:] = [m for m in group if not nodes[m].isolated]
+        return StepResult(outcome, [nodes[m].pid for m in group], refused)
 
     def replay(self, records: Iterable[tuple[bytes, Sequence[bytes]]]) -> dict[bytes, StepResult]:
         """Apply records in canonical order; return each one's result by key."""
@@ -320,15 +329,15 @@ class LinkGraph:
     # -- connections ---------------------------------------------------------------
 
     def _connect_all(self, ids: list[int]) -> None:
+        connect, stored_edge, nodes = self._conn.connect, self._stored_edge, self.nodes
         for a, b in combinations(ids, 2):
-            if not self._conn.connect(a, b):
+            if not connect(a, b):
                 continue
-            if self._stored_edge is not None and self._stored_edge(
-                self.nodes[a].pid, self.nodes[b].pid
-            ):
+            node_a, node_b = nodes[a], nodes[b]
+            if stored_edge is not None and stored_edge(node_a.pid, node_b.pid):
                 continue
-            self.nodes[a].connections += 1
-            self.nodes[b].connections += 1
+            node_a.connections += 1
+            node_b.connections += 1
             self.new_pairs.append((a, b))
 
     # -- limits, isolation, moves -------------------------------------------------------

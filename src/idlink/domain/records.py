@@ -167,7 +167,7 @@ def _result(
     customer = b""
     for pid in pids:
         contact = unit.contact(pid)
-        if contact is not None and unit.node(pid).usable:
+        if contact is not None and unit.usable(pid):
             customer = contact.customer_pid
             break
     if not customer and pids:

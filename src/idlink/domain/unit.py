@@ -47,6 +47,8 @@ class AccountUnit:
         self.deferred: set[bytes] = set()
         # Contacts created by this operation: no record named them before it.
         self.created: set[bytes] = set()
+        # Contacts created since this operation last wrote connections: none is stored.
+        self.edgeless: set[bytes] = set()
         # The records this operation stored, replaced or removed (see ``region``):
         # the earliest canonical key among them, the keys of those stored for the
         # replay, the newest key stored per contact, and the contacts of removed ones.
@@ -83,11 +85,24 @@ class AccountUnit:
         # after next_contact_seq (a load's catch-up finds it by that entry).
         self.txn.put_contact(prepared.pid, contact)
         self.created.add(prepared.pid)
+        self.edgeless.add(prepared.pid)
         national = national_number(prepared.key_type, prepared.cleaned)
         if national and not prepared.invalid_reason:
             self.txn.index_national(national, prepared.pid)
         self.contacts[prepared.pid] = contact
         return contact
+
+    def usable(self, pid: bytes) -> bool:
+        """Whether a stored contact may link (valid, not blocked, not do-not-link)."""
+        contact = self.contact(pid)
+        assert contact is not None
+        policy = self.txn.get_policy(pid) if self.has_policies else None
+        return not unusable_reason(
+            contact.invalid_reason,
+            self.config.key_types.get(contact.type) or KeyType(contact.type),
+            contact.value,
+            policy is not None and policy.do_not_link,
+        )
 
     def node(self, pid: bytes, *, fresh: bool = False) -> Node:
         """How linking sees a stored contact; ``fresh`` drops derived state for a replay.
@@ -95,35 +110,49 @@ class AccountUnit:
         Derived state is what the records decide: connections, isolation, a
         device's move, and where the contact was first seen (SPEC 3.8).
         """
-        contact = self.contact(pid)
+        contact = self.contacts.get(pid) or self.contact(pid)
         assert contact is not None
-        key_type = self.config.key_types.get(contact.type) or KeyType(contact.type)
+        type_name = contact.type
+        key_type = self.config.key_types.get(type_name) or KeyType(type_name)
         policy = self.txn.get_policy(pid) if self.has_policies else None
-        usable = not unusable_reason(
-            contact.invalid_reason,
-            key_type,
-            contact.value,
-            policy is not None and policy.do_not_link,
+        # not unusable_reason(...), spelled out: this runs for every contact loaded.
+        usable = not (
+            contact.invalid_reason
+            or key_type.is_blocked(contact.value)
+            or (policy is not None and policy.do_not_link)
         )
-        node = Node(
-            pid=pid,
-            type_name=contact.type,
-            usable=usable,
-            reassignable=key_type.reassignable,
-            type_limit=key_type.max_per_customer,
-            first_seen=contact.first_seen,
-            priority=key_type.priority,
-            never_isolate=policy is not None and policy.never_isolate,
-            customer_pid=contact.customer_pid,
+        never_isolate = policy is not None and policy.never_isolate
+        if fresh:
+            return Node(
+                pid,
+                type_name,
+                usable,
+                key_type.reassignable,
+                key_type.max_per_customer,
+                contact.first_seen,
+                key_type.priority,
+                never_isolate=never_isolate,
+                customer_pid=contact.customer_pid,
+            )
+        first_key, position = self.first_seen_at(pid, contact)
+        return Node(
+            pid,
+            type_name,
+            usable,
+            key_type.reassignable,
+            key_type.max_per_customer,
+            contact.first_seen,
+            key_type.priority,
+            first_key,
+            position,
+            never_isolate,
+            contact.connections,
+            contact.isolated,
+            contact.isolated_at,
+            contact.isolated_connections,
+            contact.moved_at,
+            contact.customer_pid,
         )
-        if not fresh:
-            node.connections = contact.connections
-            node.isolated = contact.isolated
-            node.isolated_at = contact.isolated_at
-            node.isolated_connections = contact.isolated_connections
-            node.moved_at = contact.moved_at
-            node.first_key, node.position = self.first_seen_at(pid, contact)
-        return node
 
     def first_seen_at(self, pid: bytes, contact: ContactState) -> tuple[bytes, int]:
         """Where a stored contact was first seen: its first record and its position there."""
@@ -145,9 +174,13 @@ class AccountUnit:
                 self.config.policy.max_contacts,
                 self.config.policy.isolate_min_connections,
                 stored_groups=self._stored_groups,
-                stored_edge=lambda a, b: self.txn.has_edge(a, b),
+                stored_edge=self._stored_edge,
             )
         return self.graph
+
+    def _stored_edge(self, a: bytes, b: bytes) -> bool:
+        edgeless = self.edgeless
+        return a not in edgeless and b not in edgeless and self.txn.has_edge(a, b)
 
     def _stored_groups(self, pids: Sequence[bytes]) -> Iterable[tuple[bytes, Sequence[bytes]]]:
         seen: set[bytes] = set()
@@ -188,6 +221,7 @@ class AccountUnit:
         if graph is None:
             return None
         self.graph = None
+        self.edgeless = set()
         for a, b in graph.new_pairs:
             self.txn.put_edge(graph.nodes[a].pid, graph.nodes[b].pid)
         for key, (record, result) in self.pending.items():
@@ -316,6 +350,7 @@ class AccountUnit:
             if graph.nodes[graph.index[pid]].isolated_at != at:
                 # The region rule says this cannot happen; the write is rolled back.
                 raise RuntimeError("replay of a cut region did not isolate a cut contact again")
+        self.edgeless = set()
         for pid in region.contacts:
             if pid not in region.cut:
                 self.txn.delete_edges_of(pid)
@@ -443,10 +478,7 @@ class AccountUnit:
             at_us=self.now,
             detail=detail,
         )
-        self.txn.append_change(event)
-        self.txn.append_history(customer_pid, event)
-        for other in event.other_customer_pids:
-            self.txn.append_history(other, event)
+        self.txn.append_event(event)
 
 
 @dataclass(slots=True)

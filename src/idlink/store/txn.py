@@ -108,6 +108,12 @@ class Txn:
         # The write-back buffer (see buffer_writes): per sub-database, key -> the value
         # to write (bytes, or _Clear to seal first) or None (to delete). None: off.
         self._buffer: dict[str, dict[bytes, Any]] | None = None
+        # While buffering: per sub-database, the keys put with a value still to seal.
+        self._unsealed: dict[str, list[bytes]] = {}
+        # While buffering: counters (meta key -> value) as last written by next_counter.
+        self._counts: dict[bytes, int] = {}
+        # prefix + record id key -> its keyed hash (each record is hashed once).
+        self._id_hashes: dict[bytes, bytes] = {}
 
     # -- the write-back buffer -----------------------------------------------------
 
@@ -137,33 +143,33 @@ class Txn:
             self._write_out([db])
 
     def _write_out(self, names: list[str]) -> None:
-        buffer = self._buffer
+        buffer, unsealed = self._buffer, self._unsealed
         assert buffer is not None
         parts = [(name, buffer.pop(name)) for name in names]
-        cipher = self.cipher
-        clear: list[tuple[bytes, bytes]] = []
-        for _, part in parts:
-            for key, value in part.items():
+        # Seal what is still clear, all in one call (each key once: its last value).
+        todo: dict[tuple[str, bytes], _Clear] = {}
+        for name, part in parts:
+            for key in unsealed.pop(name, ()):
+                value = part.get(key)
                 if type(value) is _Clear:
-                    clear.append((value.data, key))
-        if clear:
-            sealed = iter(cipher.seal_many(clear))
-            for _, part in parts:
-                for key, value in part.items():
-                    if type(value) is _Clear:
-                        part[key] = value.head + next(sealed)
+                    todo[(name, key)] = value
+        if todo:
+            sealed = self.cipher.seal_many([(value.data, key) for (_, key), value in todo.items()])
+            written = dict(parts)
+            for ((name, key), value), data in zip(todo.items(), sealed, strict=True):
+                written[name][key] = value.head + data
         raw = self._raw
         for name, part in parts:
             handle = self._dbs[name]
-            puts = []
-            for key in sorted(part):
-                value = part[key]
-                if value is None:
-                    raw.delete(key, db=handle)
-                else:
-                    puts.append((key, value))
-            if puts:
-                raw.cursor(db=handle).putmulti(puts)
+            # Keys are unique, so the pairs sort by key alone.
+            items = sorted(part.items())
+            if None in part.values():
+                for key, value in items:
+                    if value is None:
+                        raw.delete(key, db=handle)
+                items = [item for item in items if item[1] is not None]
+            if items:
+                raw.cursor(db=handle).putmulti(items)
 
     # -- helpers -------------------------------------------------------------
 
@@ -195,6 +201,8 @@ class Txn:
     def _put(self, db: str, key: bytes, value: bytes) -> None:
         buffer = self._buffer
         if buffer is not None and db not in _UNBUFFERED:
+            if db == "meta" and self._counts:
+                self._counts.pop(key, None)
             part = buffer.get(db)
             if part is None:
                 part = buffer[db] = {}
@@ -214,12 +222,19 @@ class Txn:
             if part is None:
                 part = buffer[db] = {}
             part[key] = _Clear(head, data)
+            keys = self._unsealed.get(db)
+            if keys is None:
+                self._unsealed[db] = [key]
+            else:
+                keys.append(key)
             return
         self._raw.put(key, head + cipher.seal(data, key), db=self._dbs[db])
 
     def _delete(self, db: str, key: bytes, value: bytes = b"") -> bool:
         buffer = self._buffer
         if buffer is not None and db not in _UNBUFFERED:
+            if db == "meta" and self._counts:
+                self._counts.pop(key, None)
             part = buffer.get(db)
             if part is None:
                 part = buffer[db] = {}
@@ -276,13 +291,33 @@ class Txn:
 
     def next_counter(self, name: bytes) -> int:
         """Increment and return a persistent counter (first value 1)."""
-        current = self._get("meta", _COUNTER + name)
-        value = (codec.read_u64(current) if current else 0) + 1
-        self._put("meta", _COUNTER + name, codec.u64(value))
+        key = _COUNTER + name
+        buffer = self._buffer
+        if buffer is None:
+            current = self._get("meta", key)
+            value = (codec.read_u64(current) if current else 0) + 1
+            self._put("meta", key, codec.u64(value))
+            return value
+        # Buffered: the value is kept as a number; the buffer holds its bytes.
+        counts = self._counts
+        known = counts.get(key)
+        if known is None:
+            current = self._get("meta", key)
+            known = codec.read_u64(current) if current else 0
+        value = known + 1
+        part = buffer.get("meta")
+        if part is None:
+            part = buffer["meta"] = {}
+        part[key] = codec.u64(value)
+        counts[key] = value
         return value
 
     def counter(self, name: bytes) -> int:
-        current = self._get("meta", _COUNTER + name)
+        key = _COUNTER + name
+        known = self._counts.get(key)
+        if known is not None:
+            return known
+        current = self._get("meta", key)
         return codec.read_u64(current) if current else 0
 
     # -- accounts ---------------------------------------------------------------
@@ -342,9 +377,16 @@ class Txn:
 
     def _record_hash(self, prefix: bytes, id_key: bytes) -> bytes:
         """The keyed hash that stands for a record's ``codec.record_id_key`` on disk."""
+        known = self._id_hashes.get(prefix + id_key)
+        if known is not None:
+            return known
         if self.cipher is None:
-            return hashlib.blake2b(prefix + id_key, digest_size=codec.RECORD_HASH_BYTES).digest()
-        digest: bytes = self.cipher.record_hash(prefix, id_key)
+            digest = hashlib.blake2b(prefix + id_key, digest_size=codec.RECORD_HASH_BYTES).digest()
+        else:
+            digest = self.cipher.record_hash(prefix, id_key)
+        if len(self._id_hashes) >= _RECORD_CACHE_LIMIT:
+            self._id_hashes.clear()
+        self._id_hashes[prefix + id_key] = digest
         return digest
 
     def _hash_of_canonical(self, prefix: bytes, canonical: bytes) -> bytes:
@@ -800,6 +842,15 @@ class AccountTxn:
     def history_of(self, customer_pid: bytes) -> list[ChangeEvent]:
         t, p = self._txn, self._prefix
         return [t._decode(ChangeEvent, v) for _, v in t._scan("history", p + customer_pid)]
+
+    def append_event(self, event: ChangeEvent) -> None:
+        """Append one event to the change feed and to the history of every customer it names."""
+        t, p = self._txn, self._prefix
+        data = event.SerializeToString()
+        t._put("changes", p + codec.u64(event.seq), data)
+        t._put("history", p + event.customer_pid + codec.u64(event.seq), data)
+        for other in event.other_customer_pids:
+            t._put("history", p + other + codec.u64(event.seq), data)
 
     def append_change(self, event: ChangeEvent) -> None:
         t, p = self._txn, self._prefix
