@@ -81,3 +81,14 @@ def test_viewers_of_different_masking_never_share_a_kept_response():
     assert reader.customer.contacts[0].value != "+447700900123"
     # Same masking class (both see PII): the same message.
     assert convert.shared_resolution(answer, VIEWERS[1]) is admin
+
+
+def test_pid_strings_are_the_uuid_module_s():
+    import uuid
+
+    for _ in range(1000):
+        pid = os.urandom(16)
+        assert convert.pid_str(pid) == str(uuid.UUID(bytes=pid))
+    assert convert.pid_str(b"") == ""
+    with pytest.raises(ValueError):
+        convert.pid_str(b"short")

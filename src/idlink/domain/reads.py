@@ -7,7 +7,7 @@ built from one consistent snapshot (SPEC 3.7, 5).
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from types import TracebackType
 
 from idlink.domain.accounts import Accounts
@@ -97,22 +97,32 @@ class AccountView:
 
     # -- customers ----------------------------------------------------------------
 
-    def customer(self, pid: bytes) -> CustomerView:
-        """A customer by PID, following merges (SPEC 3.5)."""
+    def customer(self, pid: bytes, known: tuple[bytes, ContactState] | None = None) -> CustomerView:
+        """A customer by PID, following merges (SPEC 3.5).
+
+        ``known`` is a contact already read in this transaction (its PID and
+        state): a member with that PID is not read again.
+        """
         current, redirected = follow_redirects(self.txn, pid)
         state = self.txn.get_customer(current)
         if state is None:
             raise NotFound("customer not found")
-        view = self._customer_view(current, state)
+        view = self._customer_view(current, state, known)
         if redirected:
             view.redirected_from = pid
         return view
 
-    def _customer_view(self, pid: bytes, state: CustomerState) -> CustomerView:
+    def _customer_view(
+        self, pid: bytes, state: CustomerState, known: tuple[bytes, ContactState] | None = None
+    ) -> CustomerView:
         contacts = []
         anonymous = True
+        known_pid = known[0] if known is not None else None
         for contact_pid in state.contact_pids:
-            contact = self.txn.get_contact(contact_pid)
+            if contact_pid == known_pid:
+                contact: ContactState | None = known[1]  # type: ignore[index]
+            else:
+                contact = self.txn.get_contact(contact_pid)
             if contact is None:
                 continue
             contacts.append(self.contact_view(contact_pid, contact))
@@ -137,7 +147,11 @@ class AccountView:
                 suggestions=self._national_suggestions(prepared),
                 reason="no customer holds this contact",
             )
-        customer = self.customer(contact.customer_pid) if contact.customer_pid else None
+        customer = (
+            self.customer(contact.customer_pid, (prepared.pid, contact))
+            if contact.customer_pid
+            else None
+        )
         reason = self.unlinkable_reason(prepared.pid, contact)
         if reason in ("DO_NOT_LINK", "ISOLATED"):
             status = NOT_LINKABLE
@@ -160,7 +174,7 @@ class AccountView:
     ) -> list[Suggestion]:
         """Candidate customers, best first (SPEC 5.2)."""
         own = customer.pid if customer is not None else b""
-        scores: Counter[bytes] = Counter()
+        scores: dict[bytes, int] = {}
         reasons: dict[bytes, str] = {}
         for record in self._records_of(prepared.pid):  # read once: this is the resolve path
             if not linkable:
@@ -181,13 +195,18 @@ class AccountView:
         return result[:MAX_SUGGESTIONS]
 
     def _suggest_contact(
-        self, pid: bytes, own: bytes, reason: str, scores: Counter[bytes], reasons: dict[bytes, str]
+        self,
+        pid: bytes,
+        own: bytes,
+        reason: str,
+        scores: dict[bytes, int],
+        reasons: dict[bytes, str],
     ) -> None:
         contact = self.txn.get_contact(pid)
         if contact is None or not contact.customer_pid or contact.customer_pid == own:
             return
         customer = contact.customer_pid
-        scores[customer] += 1
+        scores[customer] = scores.get(customer, 0) + 1
         reasons.setdefault(customer, reason)
 
     def _national_suggestions(self, prepared: PreparedContact) -> list[Suggestion]:

@@ -273,6 +273,7 @@ class AuthInterceptor(aio.ServerInterceptor):
         # The wrapped handler of each (method, token) seen, with the handler it wraps:
         # the wrapping depends on nothing else, so a call reuses it (bounded: cleared when full).
         self._wrapped: dict[tuple[str, str], tuple[Any, grpc.RpcMethodHandler]] = {}
+        self._digests: dict[str, bytes] = {}
 
     # -- admission ------------------------------------------------------------------
 
@@ -339,8 +340,18 @@ class AuthInterceptor(aio.ServerInterceptor):
 
             return compute
 
-        key = ("admission", apikeys.token_hash(token), customer_pid)
+        key = ("admission", self._token_hash(token), customer_pid)
         return self.engine.serving.answer(key, make)
+
+    def _token_hash(self, token: str) -> bytes:
+        """``apikeys.token_hash(token)``, worked out once per token (bounded: cleared when full)."""
+        digest = self._digests.get(token)
+        if digest is None:
+            digest = apikeys.token_hash(token)
+            if len(self._digests) >= MAX_WRAPPED_HANDLERS:
+                self._digests.clear()
+            self._digests[token] = digest
+        return digest
 
     def _key_state(self, token: str) -> Any:
         """The live key of a token (None: unknown or revoked), as :meth:`_admission` reads it."""
@@ -350,7 +361,7 @@ class AuthInterceptor(aio.ServerInterceptor):
         def make() -> Callable[[Any], Any]:
             return lambda txn: access.key_states(_InTxn(txn), [token])[token]  # type: ignore[arg-type]
 
-        return self.engine.serving.answer(("key", apikeys.token_hash(token)), make)
+        return self.engine.serving.answer(("key", self._token_hash(token)), make)
 
     @staticmethod
     def _throttled(state: Any) -> IdlinkError:

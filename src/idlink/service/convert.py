@@ -88,8 +88,16 @@ def enum(value: int) -> Any:
 
 
 def pid_str(pid: bytes) -> str:
-    """A PID as a UUID string ("" for none)."""
-    return str(uuid.UUID(bytes=pid)) if pid else ""
+    """A PID as a UUID string ("" for none).
+
+    ``str(uuid.UUID(bytes=pid))`` (lower-case hex in 8-4-4-4-12 groups), formatted
+    from the hex directly; a PID that is not 16 bytes goes through ``uuid`` (which
+    refuses it).
+    """
+    if len(pid) != 16:
+        return str(uuid.UUID(bytes=pid)) if pid else ""
+    h = pid.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def pid_strs(pids: Iterable[bytes]) -> list[str]:
@@ -106,9 +114,19 @@ def parse_pid(text: str, field: str) -> bytes:
         raise InvalidArgument(f"{field} is not a UUID", field=field, reason="BAD_PID") from None
 
 
+# Account names already checked (every request carries one, mostly the same few).
+_CHECKED_ACCOUNTS: set[str] = set()
+MAX_CHECKED_ACCOUNTS = 4096
+
+
 def account(text: str) -> str:
     """Check the account name every request carries."""
+    if text in _CHECKED_ACCOUNTS:
+        return text
     check_text(text, "account", MAX_ACCOUNT_BYTES)
+    if len(_CHECKED_ACCOUNTS) >= MAX_CHECKED_ACCOUNTS:
+        _CHECKED_ACCOUNTS.clear()
+    _CHECKED_ACCOUNTS.add(text)
     return text
 
 
