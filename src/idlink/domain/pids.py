@@ -79,9 +79,13 @@ def reconcile(
 ) -> Reconciled:
     """Assign customer PIDs to components and write customers, redirects and events."""
     out = Reconciled()
+    # Each node's heir order, worked out once (heir_order).
+    orders: dict[int, tuple[bool, SeenKey]] = {
+        id(n): (n.reassignable, n.earliest_seen) for c in components for n in c[0]
+    }
     # Components in the data's order, so that new customers are numbered
     # (created_seq, which decides later merges) the same under any secret.
-    components = sorted(components, key=lambda c: min(heir_order(n) for n in c[0]))
+    components = sorted(components, key=lambda c: min(orders[id(n)] for n in c[0]))
     old: dict[bytes, CustomerState] = {}
     heir: dict[bytes, tuple[tuple[bool, SeenKey], int]] = {}
     for index, (nodes, _) in enumerate(components):
@@ -94,7 +98,7 @@ def reconcile(
                 if state is None:
                     continue
                 old[pid] = state
-            order = heir_order(node)
+            order = orders[id(node)]
             if pid not in heir or order < heir[pid][0]:
                 heir[pid] = (order, index)
     heirs_of: dict[int, list[bytes]] = {}
@@ -103,7 +107,8 @@ def reconcile(
 
     for index, (nodes, watermark) in enumerate(components):
         # A customer lists its contacts in the contact order (SPEC 3.8).
-        nodes = sorted(nodes, key=lambda n: n.rank)
+        if len(nodes) > 1:
+            nodes = sorted(nodes, key=lambda n: (n.priority, orders[id(n)][1]))
         members = [n.pid for n in nodes]
         candidates = heirs_of.get(index, [])
         if candidates:
@@ -131,7 +136,7 @@ def reconcile(
             customer_pid = new_customer_pid()
             # Non-reassignable contacts first: a device that moves joins the
             # other side, and that side is no part of the customer it left.
-            earliest = min(nodes, key=heir_order)
+            earliest = min(nodes, key=lambda n: orders[id(n)])
             split_from = earliest.customer_pid if earliest.customer_pid in old else b""
             state = CustomerState(
                 created_seq=txn.next_customer_seq(),

@@ -124,7 +124,7 @@ def _apply_one(
         if stored is not None:
             unit.remove_record(stored)
         return APPLIED, []
-    pids = list(dict.fromkeys(p.pid for p in prepared))
+    pids = list(dict.fromkeys([p.pid for p in prepared]))
     for p in prepared:
         unit.ensure_contact(p)
     if stored is not None:

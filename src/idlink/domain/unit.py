@@ -118,7 +118,10 @@ class AccountUnit:
         # not unusable_reason(...), spelled out: this runs for every contact loaded.
         usable = not (
             contact.invalid_reason
-            or key_type.is_blocked(contact.value)
+            or (
+                (key_type.blocked_values or key_type.blocked_patterns)
+                and key_type.is_blocked(contact.value)
+            )
             or (policy is not None and policy.do_not_link)
         )
         never_isolate = policy is not None and policy.never_isolate
@@ -429,10 +432,11 @@ class AccountUnit:
     def write_components(
         self, components: list[tuple[list[Node], bytes]], nodes: Iterable[Node]
     ) -> None:
-        changes = pids.reconcile(self.txn, components, self.now, self.emit)
+        customer_of = pids.reconcile(self.txn, components, self.now, self.emit).customer_of
+        contacts = self.contacts
         for node in nodes:
-            contact = self.contacts[node.pid]
-            customer = changes.customer_of[node.pid]
+            contact = contacts[node.pid]
+            customer = customer_of[node.pid]
             if (
                 contact.customer_pid == customer
                 and contact.connections == node.connections

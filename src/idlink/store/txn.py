@@ -715,7 +715,11 @@ class AccountTxn:
 
     def put_record(self, record: RecordState) -> None:
         t, p = self._txn, self._prefix
-        key = p + t._record_hash(p, codec.record_id_key(record.source, record.record_id))
+        id_key = codec.record_id_key(record.source, record.record_id)
+        record_hash = t._record_hash(p, id_key)
+        key = p + record_hash
+        # The index entries that follow find the hash by the canonical key.
+        t._hashes[p + codec.time_key(record.observed_at_us) + id_key] = record_hash
         clear = record.SerializeToString()
         t._put_clear("records", key, clear)
         t._records[key] = clear
