@@ -24,6 +24,7 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +33,8 @@ import pyarrow.compute as pc
 from idlink._native import _contacts
 from idlink.client.records import (
     CSV_RESERVED,
+    FALSE_WORDS,
+    TRUE_WORDS,
     _check_header,
     _parse_bool,
     detect_format,
@@ -117,7 +120,8 @@ def parse_file(path: Path) -> ParsedFile:
     parsed = ParsedFile(path)
     try:
         if fmt == "csv":
-            _read_csv(path, parsed)
+            if not _read_csv_columns(path, parsed):
+                _read_csv(path, parsed)
         else:
             _read_jsonl(path, parsed)
     except UnicodeDecodeError as exc:
@@ -229,6 +233,193 @@ def _read_csv(path: Path, parsed: ParsedFile) -> None:
             _add_record(parsed, line, source, row[record_at].strip(), observed, deleted, contacts)
         if header is None:
             raise RecordsFileError(path, 1, "the file is empty: a CSV file needs a header row")
+
+
+# The bytes the whole-column reader takes (anything else is left to csv.reader): printable
+# ASCII but the quote (csv.reader's quoting rules), tab, LF and CR (only before LF). On
+# this alphabet str.strip and Arrow's whitespace trim agree: both strip spaces and tabs.
+_COLUMNAR_BYTES = bytes(b for b in range(0x20, 0x7F) if b != ord('"')) + b"\t\n\r"
+# Epoch seconds Arrow casts to the double float() gives (other texts go through _timestamp_us).
+_PLAIN_SECONDS = r"^(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+_BOM = b"\xef\xbb\xbf"
+# Arrow reads the file in blocks of this size, in parallel: the columns come in chunks.
+_BLOCK_BYTES = 1 << 20
+
+
+def _read_csv_columns(path: Path, parsed: ParsedFile) -> bool:
+    """The common CSV file read by Arrow's reader in whole columns; False to use csv.reader.
+
+    Taken only when the result is sure to be the line-by-line reader's: no
+    quotes, only printable ASCII and tabs, no blank or continued lines (so
+    record i is on line i + 2), every cell count equal to the header's, and
+    nothing to refuse (an empty source or record id, a record without
+    contacts or with too many, a source or record id ``check_text`` would
+    look at, a ``deleted`` that is not a boolean word). Anything else returns
+    False before ``parsed`` is touched, and ``_read_csv`` reads the file and
+    names the first bad line.
+    """
+    import pyarrow.csv as pacsv
+
+    data = path.read_bytes()
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    if (
+        not data
+        or data.translate(None, _COLUMNAR_BYTES)
+        or data.count(b"\r") != data.count(b"\r\n")
+    ):
+        return False
+    header_end = data.find(b"\n")
+    first = data if header_end < 0 else data[:header_end]
+    header = [name.strip().lower() for name in first.decode().rstrip("\r").split(",")]
+    if all(not name for name in header) or _check_header(header):
+        return False
+    if header_end < 0 or header_end + 1 == len(data):
+        return True  # a header and no records
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    width = len(header)
+    names = [f"c{i}" for i in range(width)]
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(
+                column_names=names, skip_rows=1, use_threads=True, block_size=_BLOCK_BYTES
+            ),
+            parse_options=pacsv.ParseOptions(
+                quote_char=False, newlines_in_values=False, ignore_empty_lines=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                null_values=[],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowException, ValueError):
+        return False
+    del data
+    count = table.num_rows
+    if count != lines - 1:
+        return False  # a blank line, or one more line than rows
+    column = [table.column(i) for i in range(width)]
+    del table
+    at = {name: i for i, name in enumerate(header)}
+    # A row of blank cells (csv.reader skips it) has an empty source: refused below.
+    source = pc.utf8_trim_whitespace(column[at["source"]])
+    record_id = pc.utf8_trim_whitespace(column[at["record_id"]])
+    for text, most in ((source, MAX_SOURCE_BYTES), (record_id, MAX_RECORD_ID_BYTES)):
+        length = pc.utf8_length(text)
+        if count and (
+            pc.min(length).as_py() < 1
+            or pc.max(length).as_py() > most
+            or pc.any(pc.match_substring(text, "\t")).as_py()
+        ):
+            return False  # _add_record refuses, or check_text decides
+    deleted = np.zeros(count, bool)
+    if "deleted" in at:
+        word = pc.utf8_lower(pc.utf8_trim_whitespace(column[at["deleted"]]))
+        yes = pc.is_in(word, value_set=pa.array(sorted(TRUE_WORDS)))
+        no = pc.is_in(word, value_set=pa.array(sorted(FALSE_WORDS)))
+        if count and not pc.all(pc.or_(yes, no)).as_py():
+            return False
+        deleted = yes.to_numpy(zero_copy_only=False).astype(bool)
+    observed: list[int | None] = [None] * count
+    if "observed_at" in at:
+        try:
+            observed = _observed_column(column[at["observed_at"]])
+        except ValueError:
+            return False  # a time ingest refuses: _read_csv names its line
+
+    # Entries: per record, each contact column in header order, each "|" part in its order.
+    sources_py: list[str] = source.to_pylist()
+    part_record: list[np.ndarray] = []
+    part_column: list[np.ndarray] = []
+    part_value: list[pa.Array] = []
+    part_source: list[pa.Array] = []
+    type_names: list[str] = []
+    for name, index, source_index in _contact_columns(header, at):
+        cells = column[index]
+        split = pc.split_pattern(cells, "|")
+        rows = np.repeat(
+            np.arange(count, dtype=np.int64),
+            pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64),
+        )
+        values = pc.list_flatten(split)
+        keep = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0)
+        keep_np = keep.to_numpy(zero_copy_only=False).astype(bool) & ~deleted[rows]
+        rows = rows[keep_np]
+        contact_source = source
+        if source_index is not None:
+            given = pc.utf8_trim_whitespace(column[source_index])
+            contact_source = pc.if_else(pc.greater(pc.utf8_length(given), 0), given, source)
+        part_record.append(rows)
+        part_column.append(np.full(len(rows), len(type_names), np.int64))
+        part_value.append(values.filter(pa.array(keep_np)))
+        part_source.append(contact_source.take(pa.array(rows)))
+        type_names.append(name)
+    entry_record = np.concatenate(part_record) if part_record else np.empty(0, np.int64)
+    entry_column = np.concatenate(part_column) if part_column else np.empty(0, np.int64)
+    order = np.lexsort((entry_column, entry_record))  # stable: parts keep their order
+    per_record = np.bincount(entry_record, minlength=count)
+    if count and (
+        (per_record[~deleted] == 0).any() or per_record.max(initial=0) > MAX_CONTACTS_PER_RECORD
+    ):
+        return False  # no contacts, or too many: _add_record names the line
+    order_arrow = pa.array(order)
+    entry_values = _chunks(part_value).take(order_arrow)
+    entry_sources = _chunks(part_source).take(order_arrow)
+    names_column = np.empty(len(type_names), object)
+    names_column[:] = type_names
+    parsed.line = list(range(2, count + 2))
+    parsed.source = sources_py
+    parsed.record_id = record_id.to_pylist()
+    parsed.observed_at_us = observed
+    parsed.deleted = deleted.tolist()
+    parsed.entry_record = entry_record[order].tolist()
+    parsed.entry_type = names_column[entry_column[order]].tolist()
+    parsed.entry_source = entry_sources.to_pylist()
+    parsed.entry_value = entry_values.to_pylist()
+    return True
+
+
+def _chunks(parts: list[Any]) -> pa.ChunkedArray:
+    """Arrays and chunked arrays of strings, end to end, as one chunked array."""
+    chunks: list[pa.Array] = []
+    for part in parts:
+        chunks.extend(part.chunks if isinstance(part, pa.ChunkedArray) else [part])
+    return pa.chunked_array(chunks, pa.string())
+
+
+def _contact_columns(header: list[str], at: dict[str, int]) -> list[tuple[str, int, int | None]]:
+    return [
+        (name, i, at.get(f"{name}_source"))
+        for i, name in enumerate(header)
+        if not (name in CSV_RESERVED or name.endswith("_source"))
+    ]
+
+
+def _observed_column(cells: Any) -> list[int | None]:
+    """``_timestamp_us`` of each cell: plain epoch seconds in whole columns, the rest one by one."""
+    plain = pc.match_substring_regex(cells, _PLAIN_SECONDS).to_numpy(zero_copy_only=False)
+    plain = plain.astype(bool)
+    seconds = pc.cast(cells.filter(pa.array(plain)), pa.float64()).to_numpy(zero_copy_only=False)
+    ok = np.isfinite(seconds) & (seconds >= 0) & (seconds < _MAX_SECONDS)
+    whole = np.trunc(seconds[ok])
+    # int(round((seconds - whole) * 1e6)) * 1000 % 1e9 // 1000, as _timestamp_us computes it
+    micros = np.rint((seconds[ok] - whole) * 1e6).astype(np.int64) % 1_000_000
+    stamps = whole.astype(np.int64) * 1_000_000 + micros
+    out: list[int | None] = [None] * len(cells)
+    plain_rows = np.flatnonzero(plain)
+    for row, value in zip(plain_rows[ok].tolist(), stamps.tolist(), strict=True):
+        out[row] = value
+    done = np.zeros(len(cells), bool)
+    done[plain_rows[ok]] = True
+    rest = np.flatnonzero(~done).tolist()
+    if rest:
+        texts = cells.take(pa.array(rest, pa.int64())).to_pylist()
+        for row, text in zip(rest, texts, strict=True):
+            out[row] = _timestamp_us(text)  # raises ValueError: the caller goes line by line
+    return out
 
 
 def _read_jsonl(path: Path, parsed: ParsedFile) -> None:
