@@ -78,11 +78,15 @@ def prepare_contacts(
     """
     checked: list[tuple[KeyType, str]] = []
     groups: dict[tuple[str, str], list[int]] = {}
+    # A source is named by many keys of a batch: one that passed its check passes again.
+    good_sources: set[str] = set()
     for i, (key, field) in enumerate(keys):
         key_type = config.key_type(key.type, f"{field}.type")
         if key_type.source_scoped:
-            check_text(key.source, f"{field}.source", MAX_SOURCE_BYTES)
             source = key.source
+            if source not in good_sources:
+                check_text(source, f"{field}.source", MAX_SOURCE_BYTES)
+                good_sources.add(source)
         else:
             source = ""
         _check_value(key.value, field)

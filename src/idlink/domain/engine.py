@@ -198,8 +198,9 @@ class IdentityEngine:
         self, account: str, batch: Sequence[RecordInput], actor: str = ""
     ) -> concurrent.futures.Future[list[LinkResult]]:
         """:meth:`ingest` without waiting: the future is done once the batch committed."""
+        good_sources: set[str] = set()
         for i, record in enumerate(batch):
-            records.check_record(record, f"records[{i}]")
+            records.check_record(record, f"records[{i}]", good_sources)
         secret = self.secret(account)
         return self.submit(account, actor, lambda unit: records.ingest(unit, secret, batch))
 

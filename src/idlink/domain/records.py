@@ -272,9 +272,16 @@ def manual_record(
     return RecordInput(MANUAL_SOURCE, record_id or uuid.uuid4().hex, list(keys), observed_at_us)
 
 
-def check_record(record: RecordInput, field: str) -> None:
-    """Refuse a record that cannot be applied, naming the field (``records[3].contacts``)."""
-    check_text(record.source, f"{field}.source", MAX_SOURCE_BYTES)
+def check_record(record: RecordInput, field: str, good_sources: set[str] | None = None) -> None:
+    """Refuse a record that cannot be applied, naming the field (``records[3].contacts``).
+
+    ``good_sources``: sources that passed this check already (a batch names few);
+    a source that passes is added to it.
+    """
+    if good_sources is None or record.source not in good_sources:
+        check_text(record.source, f"{field}.source", MAX_SOURCE_BYTES)
+        if good_sources is not None:
+            good_sources.add(record.source)
     check_text(record.record_id, f"{field}.record_id", MAX_RECORD_ID_BYTES)
     if record.deleted:
         return

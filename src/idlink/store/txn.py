@@ -196,7 +196,8 @@ class Txn:
                 if type(found) is _Clear:
                     return found.data  # type: ignore[no-any-return]
                 return self._unseal(key, found)
-        return self._unseal(key, self._get(db, key))
+        value = self._raw.get(key, db=self._dbs[db])
+        return None if value is None else self._unseal(key, bytes(value))
 
     def _put(self, db: str, key: bytes, value: bytes) -> None:
         buffer = self._buffer
