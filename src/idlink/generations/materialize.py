@@ -387,7 +387,9 @@ def _generation_from_records(engine: Any, account: str, records_path: Path, acto
     flat_type: list[str] = []
     flat_source: list[str] = []
     lengths: list[int] = []
-    contact_meta = dict(zip(c_pid, zip(c_type, c_source, strict=True), strict=True))
+    contact_meta = (
+        dict(zip(c_pid, zip(c_type, c_source, strict=True), strict=True)) if live.records else {}
+    )
     for record in live.records:
         if (record.source, record.record_id) in replaced:
             continue
@@ -760,6 +762,18 @@ def _byte_order(values: list[bytes], width: int) -> np.ndarray:
     return np.argsort(np.frombuffer(b"".join(values), dtype=f"S{width}"), kind="stable")
 
 
+def _sorted_rows(rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``sorted(rows)`` for rows of distinct keys: one argsort when the keys are of one length."""
+    keys = [key for key, _ in rows]
+    if not rows or len(set(map(len, keys))) != 1:
+        return sorted(rows)
+    order = _byte_order(keys, len(keys[0]))
+    column = np.empty(len(rows), object)
+    column[:] = rows
+    result: list[tuple[bytes, bytes]] = column[order].tolist()
+    return result
+
+
 def _lazy(build: Callable[[], Batches]) -> Batches:
     """Batches whose columns are built at the first batch (and freed with the function)."""
     made: list[Batches] = []
@@ -956,7 +970,7 @@ def derive_rows(
             )
         )
         del chosen, lengths, fresh_offsets, flat, fresh_rows
-    customer_rows.sort()
+    customer_rows = _sorted_rows(customer_rows)
 
     # Contacts.
     values = planned.values
@@ -978,7 +992,7 @@ def derive_rows(
             national_pid.append(pids[c])
     national_rows = [(key, b"") for key in keys.nationals(national_of, national_pid)]
     del national_of, national_pid
-    national_rows.sort()
+    national_rows = _sorted_rows(national_rows)
 
     contact_keys = keys.contact_keys(pids)
 
