@@ -48,7 +48,12 @@ def new_customer_pid() -> bytes:
     The bytes of ``uuid.uuid4()`` without building a ``UUID``: 122 random
     bits, the version nibble 4 and the RFC 9562 variant bits 10.
     """
-    pid = bytearray(os.urandom(16))
+    return _uuid4(os.urandom(16))
+
+
+def _uuid4(random16: bytes) -> bytes:
+    """16 random bytes made a UUIDv4 (the version nibble 4, the variant bits 10)."""
+    pid = bytearray(random16)
     pid[6] = pid[6] & 0x0F | 0x40
     pid[8] = pid[8] & 0x3F | 0x80
     return bytes(pid)
@@ -104,6 +109,9 @@ def reconcile(
     heirs_of: dict[int, list[bytes]] = {}
     for pid, (_, index) in heir.items():
         heirs_of.setdefault(index, []).append(pid)
+    # The new customers' random PIDs, from one read of the system's randomness.
+    randomness = os.urandom(16 * (len(components) - len(heirs_of)))
+    at = 0
 
     for index, (nodes, watermark) in enumerate(components):
         # A customer lists its contacts in the contact order (SPEC 3.8).
@@ -133,7 +141,8 @@ def reconcile(
             kind = "merged" if absorbed else "updated"
             others = absorbed
         else:
-            customer_pid = new_customer_pid()
+            customer_pid = _uuid4(randomness[at : at + 16])
+            at += 16
             # Non-reassignable contacts first: a device that moves joins the
             # other side, and that side is no part of the customer it left.
             earliest = min(nodes, key=lambda n: orders[id(n)])
