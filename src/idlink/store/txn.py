@@ -77,6 +77,25 @@ _RECORD_CACHE_LIMIT = 1 << 16
 _UNBUFFERED = frozenset(name for name, dupsort in SUBDATABASES.items() if dupsort)
 
 
+class _WriteBuffer:
+    """What a transaction holds back until it flushes (Txn.buffer_writes).
+
+    Not a dict: ``store.serving.recorded`` sets a transaction's dict
+    attributes (its caches) aside while it records a read.
+    """
+
+    __slots__ = ("parts", "unsealed", "counts")
+
+    def __init__(self) -> None:
+        # Per sub-database: key -> the value to write (bytes, or _Clear to seal first),
+        # or None to delete it.
+        self.parts: dict[str, dict[bytes, Any]] = {}
+        # Per sub-database: the keys put with a value still to seal (some since rewritten).
+        self.unsealed: dict[str, list[bytes]] = {}
+        # Counters (their meta keys) as next_counter last wrote them, as numbers.
+        self.counts: dict[bytes, int] = {}
+
+
 class _Clear:
     """A buffered value still to be sealed at the flush: ``head`` + seal(``data``, key)."""
 
@@ -105,13 +124,8 @@ class Txn:
         # Per account prefix: the arrival number just handed to a new contact, so that
         # its first put is logged (the record log's LOG_CONTACT).
         self._new_contact: dict[bytes, int] = {}
-        # The write-back buffer (see buffer_writes): per sub-database, key -> the value
-        # to write (bytes, or _Clear to seal first) or None (to delete). None: off.
-        self._buffer: dict[str, dict[bytes, Any]] | None = None
-        # While buffering: per sub-database, the keys put with a value still to seal.
-        self._unsealed: dict[str, list[bytes]] = {}
-        # While buffering: counters (meta key -> value) as last written by next_counter.
-        self._counts: dict[bytes, int] = {}
+        # The write-back buffer (see buffer_writes); None: writes go straight to LMDB.
+        self._buffer: _WriteBuffer | None = None
         # prefix + record id key -> its keyed hash (each record is hashed once).
         self._id_hashes: dict[bytes, bytes] = {}
 
@@ -129,23 +143,24 @@ class Txn:
         if not self.writable:
             raise ValueError("only a write transaction buffers writes")
         if self._buffer is None:
-            self._buffer = {}
+            self._buffer = _WriteBuffer()
 
     def flush_writes(self) -> None:
         """Write everything buffered (the buffer stays on)."""
         buffer = self._buffer
-        if buffer:
-            self._write_out(list(buffer))
+        if buffer is not None and buffer.parts:
+            self._write_out(list(buffer.parts))
 
     def _flush_db(self, db: str) -> None:
         buffer = self._buffer
-        if buffer and db in buffer:
+        if buffer is not None and db in buffer.parts:
             self._write_out([db])
 
     def _write_out(self, names: list[str]) -> None:
-        buffer, unsealed = self._buffer, self._unsealed
+        buffer = self._buffer
         assert buffer is not None
-        parts = [(name, buffer.pop(name)) for name in names]
+        unsealed = buffer.unsealed
+        parts = [(name, buffer.parts.pop(name)) for name in names]
         # Seal what is still clear, all in one call (each key once: its last value).
         todo: dict[tuple[str, bytes], _Clear] = {}
         for name, part in parts:
@@ -176,7 +191,7 @@ class Txn:
     def _get(self, db: str, key: bytes) -> bytes | None:
         buffer = self._buffer
         if buffer is not None:
-            part = buffer.get(db)
+            part = buffer.parts.get(db)
             if part is not None and key in part:
                 found = part[key]
                 if type(found) is _Clear:
@@ -190,7 +205,7 @@ class Txn:
         """A value sealed whole (contacts, customers, records), opened."""
         buffer = self._buffer
         if buffer is not None:
-            part = buffer.get(db)
+            part = buffer.parts.get(db)
             if part is not None and key in part:
                 found = part[key]
                 if type(found) is _Clear:
@@ -202,11 +217,11 @@ class Txn:
     def _put(self, db: str, key: bytes, value: bytes) -> None:
         buffer = self._buffer
         if buffer is not None and db not in _UNBUFFERED:
-            if db == "meta" and self._counts:
-                self._counts.pop(key, None)
-            part = buffer.get(db)
+            if db == "meta" and buffer.counts:
+                buffer.counts.pop(key, None)
+            part = buffer.parts.get(db)
             if part is None:
-                part = buffer[db] = {}
+                part = buffer.parts[db] = {}
             part[key] = value
             return
         self._raw.put(key, value, db=self._dbs[db])
@@ -219,13 +234,13 @@ class Txn:
             return
         buffer = self._buffer
         if buffer is not None:
-            part = buffer.get(db)
+            part = buffer.parts.get(db)
             if part is None:
-                part = buffer[db] = {}
+                part = buffer.parts[db] = {}
             part[key] = _Clear(head, data)
-            keys = self._unsealed.get(db)
+            keys = buffer.unsealed.get(db)
             if keys is None:
-                self._unsealed[db] = [key]
+                buffer.unsealed[db] = [key]
             else:
                 keys.append(key)
             return
@@ -234,11 +249,11 @@ class Txn:
     def _delete(self, db: str, key: bytes, value: bytes = b"") -> bool:
         buffer = self._buffer
         if buffer is not None and db not in _UNBUFFERED:
-            if db == "meta" and self._counts:
-                self._counts.pop(key, None)
-            part = buffer.get(db)
+            if db == "meta" and buffer.counts:
+                buffer.counts.pop(key, None)
+            part = buffer.parts.get(db)
             if part is None:
-                part = buffer[db] = {}
+                part = buffer.parts[db] = {}
             if key in part:
                 existed = part[key] is not None
             else:
@@ -300,22 +315,22 @@ class Txn:
             self._put("meta", key, codec.u64(value))
             return value
         # Buffered: the value is kept as a number; the buffer holds its bytes.
-        counts = self._counts
+        counts = buffer.counts
         known = counts.get(key)
         if known is None:
             current = self._get("meta", key)
             known = codec.read_u64(current) if current else 0
         value = known + 1
-        part = buffer.get("meta")
+        part = buffer.parts.get("meta")
         if part is None:
-            part = buffer["meta"] = {}
+            part = buffer.parts["meta"] = {}
         part[key] = codec.u64(value)
         counts[key] = value
         return value
 
     def counter(self, name: bytes) -> int:
         key = _COUNTER + name
-        known = self._counts.get(key)
+        known = None if self._buffer is None else self._buffer.counts.get(key)
         if known is not None:
             return known
         current = self._get("meta", key)
