@@ -95,7 +95,7 @@ class ContactValues:
     value: list[str]
     invalid_reason: list[str]  # as stored: "" for valid and for BLOCKED contacts
     created_at_us: list[int]
-    national: list[bool]  # whether the contact is in the national-number index
+    national: list[str]  # its national number when it is in that index, else ""
 
     def get(self, index: int) -> tuple[str, str, str, str]:
         return self.type[index], self.source[index], self.value[index], self.invalid_reason[index]
@@ -162,7 +162,7 @@ class _Live:
     records: list[RecordState] = field(default_factory=list)
     customers: list[tuple[bytes, CustomerState]] = field(default_factory=list)
     policies: list[dict[str, Any]] = field(default_factory=list)
-    national: set[bytes] = field(default_factory=set)
+    national: dict[bytes, str] = field(default_factory=dict)  # PID -> its indexed number
 
 
 def _type_of(config: AccountConfig, name: str) -> KeyType:
@@ -182,7 +182,7 @@ def _read_live(engine: Any, account: str) -> _Live:
         for pid, contact in live.contacts:
             national = national_number(_type_of(view.config, contact.type), contact.value)
             if national and pid in txn.pids_with_national(national):
-                live.national.add(pid)
+                live.national[pid] = national
         return live
 
 
@@ -331,7 +331,7 @@ def _generation_from_records(engine: Any, account: str, records_path: Path, acto
     c_customer: list[bytes] = []
     c_first_seen: list[int] = []
     c_created: list[int] = []
-    c_national: list[bool] = []
+    c_national: list[str] = []
     for pid, contact in live.contacts:
         key_type = config.key_types.get(contact.type)
         c_pid.append(pid)
@@ -343,7 +343,7 @@ def _generation_from_records(engine: Any, account: str, records_path: Path, acto
         c_customer.append(contact.customer_pid)
         c_first_seen.append(contact.first_seen)
         c_created.append(contact.created_at_us)
-        c_national.append(pid in live.national)
+        c_national.append(live.national.get(pid, ""))
     # Entry columns as object arrays, so whole columns are taken at once.
     e_type = np.array(parsed.entry_type, dtype=object)
     e_source = np.array(prepared.source, dtype=object)
@@ -366,9 +366,9 @@ def _generation_from_records(engine: Any, account: str, records_path: Path, acto
     phone_types = {k.name for k in config.key_types.values() if k.normalizer == NORMALIZER_PHONE}
     new_reason_list = new_reason.tolist()
     c_national.extend(
-        name in phone_types
-        and not reason
-        and bool(national_number(config.key_types[name], cleaned))
+        national_number(config.key_types[name], cleaned)
+        if name in phone_types and not reason
+        else ""
         for name, cleaned, reason in zip(new_types, new_cleaned, new_reason_list, strict=True)
     )
 
@@ -643,7 +643,7 @@ def generation_from_folder(
         values.value.append(contact.value)
         values.invalid_reason.append(contact.invalid_reason)
         values.created_at_us.append(contact.created_at_us)
-        values.national.append(pid in live.national)
+        values.national.append(live.national.get(pid, ""))
     live_by_key = {(r.source, r.record_id): r for r in live.records}
     records = export["records"]
     authors: list[str] = []
@@ -977,19 +977,13 @@ def derive_rows(
     customer_of = assignment.customer_pid
     contact_order = _byte_order(pids, codec.PID_BYTES).tolist()
     isolated_rows: list[tuple[bytes, bytes]] = []
-    type_of = {k.name: k for k in inputs.key_types}
     for c, node in replayed.nodes.items():
         if node.isolated:
             isolated_rows.append((keys.isolated(pids[c]), b""))
     isolated_rows.sort()
-    national_of: list[str] = []
-    national_pid: list[bytes] = []
-    for c in np.flatnonzero(np.array(values.national, bool)).tolist():
-        key_type = type_of.get(values.type[c]) or KeyType(values.type[c])
-        national = national_number(key_type, values.value[c])
-        if national:
-            national_of.append(national)
-            national_pid.append(pids[c])
+    national_at = np.flatnonzero(np.array([bool(n) for n in values.national], bool))
+    national_of: list[str] = _take(values.national, national_at)
+    national_pid: list[bytes] = _take(pids, national_at)
     national_rows = [(key, b"") for key in keys.nationals(national_of, national_pid)]
     del national_of, national_pid
     national_rows = _sorted_rows(national_rows)

@@ -132,7 +132,7 @@ def byte_matrix(values: Sequence[bytes]) -> np.ndarray | None:
         return np.zeros((0, 0), np.uint8)
     width = len(values[0])
     joined = b"".join(values)
-    if len(joined) != width * len(values) or any(len(v) != width for v in values):
+    if len(joined) != width * len(values) or len(set(map(len, values))) != 1:
         return None
     return np.frombuffer(joined, np.uint8).reshape(len(values), width)
 
