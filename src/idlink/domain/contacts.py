@@ -80,8 +80,9 @@ def prepare_contacts(
     groups: dict[tuple[str, str], list[int]] = {}
     # A source is named by many keys of a batch: one that passed its check passes again.
     good_sources: set[str] = set()
+    key_types = config.key_types
     for i, (key, field) in enumerate(keys):
-        key_type = config.key_type(key.type, f"{field}.type")
+        key_type = key_types.get(key.type) or config.key_type(key.type, f"{field}.type")
         if key_type.source_scoped:
             source = key.source
             if source not in good_sources:
@@ -98,8 +99,9 @@ def prepare_contacts(
         done = _contacts.prepare_many(
             secret, key_type.normalizer, key_type.name, source, [keys[i][0].value for i in members]
         )
+        blocks = bool(key_type.blocked_values or key_type.blocked_patterns)
         for i, (cleaned, reason, pid) in zip(members, done, strict=True):
-            if not reason and key_type.is_blocked(cleaned):
+            if blocks and not reason and key_type.is_blocked(cleaned):
                 reason = BLOCKED
             out[i] = PreparedContact(key_type, source, cleaned, reason, pid)
     return [p for p in out if p is not None]

@@ -236,8 +236,7 @@ class AccountUnit:
         if result is not None:
             set_result(record, result)
         self.txn.put_record(record)
-        for pid in record.contact_pids:
-            self.txn.index_record(pid, key)
+        self.txn.index_records(list(record.contact_pids), key)
 
     def note_change(self, key: bytes, pids: Iterable[bytes] = ()) -> None:
         """Note a record this operation stores at ``key`` (fast path or replay)."""
@@ -506,8 +505,10 @@ class Region:
 
 def set_result(record: RecordState, result: StepResult) -> None:
     record.outcome = result.outcome
-    del record.group_pids[:]
+    if record.group_pids:
+        del record.group_pids[:]
     record.group_pids.extend(result.group)
-    del record.conflict_contact_pids[:]
+    if record.conflict_contact_pids:
+        del record.conflict_contact_pids[:]
     for a, b in result.refused:
         record.conflict_contact_pids.extend((a, b))

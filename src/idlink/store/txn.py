@@ -762,6 +762,14 @@ class AccountTxn:
         ref = codec.record_ref(canonical, t._hash_of_canonical(p, canonical))
         t._raw.put(p + pid, ref, db=t._dbs["contact_records"], dupdata=True)
 
+    def index_records(self, pids: list[bytes], canonical: bytes) -> None:
+        """:meth:`index_record` for every contact a record names."""
+        t, p = self._txn, self._prefix
+        ref = codec.record_ref(canonical, t._hash_of_canonical(p, canonical))
+        put, db = t._raw.put, t._dbs["contact_records"]
+        for pid in pids:
+            put(p + pid, ref, db=db, dupdata=True)
+
     def unindex_record(self, pid: bytes, canonical: bytes) -> None:
         t, p = self._txn, self._prefix
         ref = codec.record_ref(canonical, t._hash_of_canonical(p, canonical))
