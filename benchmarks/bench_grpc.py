@@ -777,11 +777,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="also Redis's look-ups (bench_redis) and the ratios against them, in this run",
+    )
     args = parser.parse_args(argv)
     if args.resolve_only:
         entries = bench_resolve(records=args.records, seconds=args.seconds, repeats=args.repeats)
     else:
         entries = bench_grpc(smoke=False, repeats=args.repeats)
+    if args.redis:
+        from benchmarks import bench_redis
+
+        entries += bench_redis.bench_redis(smoke=False, repeats=args.repeats)
+        entries += bench_redis.against_idlink(entries)
     for e in entries:
         print(
             f"{e.name}: {e.value:,.1f} {e.unit} | {e.floor}: {e.floor_value:,.1f}"
