@@ -367,7 +367,6 @@ def _read_csv_columns(path: Path, parsed: ParsedFile) -> bool:
         return False  # no contacts, or too many: _add_record names the line
     order_arrow = pa.array(order)
     entry_values = _chunks(part_value).take(order_arrow)
-    entry_sources = _chunks(part_source).take(order_arrow)
     names_column = np.empty(len(type_names), object)
     names_column[:] = type_names
     parsed.line = list(range(2, count + 2))
@@ -377,7 +376,12 @@ def _read_csv_columns(path: Path, parsed: ParsedFile) -> bool:
     parsed.deleted = deleted.tolist()
     parsed.entry_record = entry_record[order].tolist()
     parsed.entry_type = names_column[entry_column[order]].tolist()
-    parsed.entry_source = entry_sources.to_pylist()
+    if any(source_index is not None for _, _, source_index in _contact_columns(header, at)):
+        parsed.entry_source = _chunks(part_source).take(order_arrow).to_pylist()
+    else:  # each entry's source is its record's: the same string objects, not copies
+        record_sources = np.empty(count, object)
+        record_sources[:] = sources_py
+        parsed.entry_source = record_sources[parsed.entry_record].tolist() if count else []
     parsed.entry_value = entry_values.to_pylist()
     return True
 
