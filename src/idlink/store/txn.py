@@ -134,8 +134,9 @@ class Txn:
     def buffer_writes(self) -> None:
         """Hold this transaction's writes until :meth:`flush_writes` (a write transaction).
 
-        Each key is then written once, with its last value, sealed once, and
-        the keys of each sub-database in sorted order (LMDB's cheapest order).
+        Each key is then written once, with its last value, sealed once (all
+        together, ``Cipher.seal_rows``), and the keys of each sub-database
+        in sorted order (LMDB's cheapest order).
         Reads see the buffer; a cursor over a sub-database writes its part of
         the buffer first. The writer must call :meth:`flush_writes` before the
         commit: what is still buffered then is lost with the Txn.
@@ -169,9 +170,10 @@ class Txn:
                 if type(value) is _Clear:
                     todo[(name, key)] = value
         if todo:
-            sealed = self.cipher.seal_many([(value.data, key) for (_, key), value in todo.items()])
+            # One cipher context for the batch (Cipher.seal_rows: the format of seal).
+            sealed = self.cipher.seal_rows([(key, value.data) for (_, key), value in todo.items()])
             written = dict(parts)
-            for ((name, key), value), data in zip(todo.items(), sealed, strict=True):
+            for ((name, key), value), (_, data) in zip(todo.items(), sealed, strict=True):
                 written[name][key] = value.head + data
         raw = self._raw
         for name, part in parts:
