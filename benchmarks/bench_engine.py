@@ -20,6 +20,9 @@ from idlink.store.serving import PROBE_KEY
 
 ACCOUNT = "bench"
 RESOLVE_NAME = "engine resolve (no network), nothing cached"
+SERVED_RESOLVE_NAME = (
+    "engine resolve (no network), repeat look-ups with bookkeeping commits every 50 ms"
+)
 
 
 def make_records(count: int, seed: int = 11) -> list[RecordInput]:
@@ -160,7 +163,7 @@ def bench_engine(records: int, resolves: int, repeats: int) -> list[Entry]:
     )
     out.append(
         entry(
-            "engine resolve (no network), repeat look-ups with bookkeeping commits every 50 ms",
+            SERVED_RESOLVE_NAME,
             served_rate,
             "resolves/s",
             "raw py-lmdb random get, same key count",

@@ -19,12 +19,18 @@ from benchmarks.report import Entry, write
 
 
 def _batch_against_engine(entries: list[Entry]) -> list[Entry]:
-    """BatchResolve beside the engine-level resolve rate measured in this run."""
+    """BatchResolve beside the engine-level resolve rate measured in this run.
+
+    Like with like: the benchmark's batch asks the same 1,000 contacts again and
+    again, so its answers are cached, and the engine's figure beside it is the
+    one of repeat look-ups on a store that commits bookkeeping as a served one
+    does (not the cold figure, which a warm batch would pass without trying).
+    """
     from benchmarks.bench_grpc import BATCH_NAME
     from benchmarks.report import entry
 
     batch = next((e for e in entries if e.name == BATCH_NAME), None)
-    engine = next((e for e in entries if e.name == bench_engine.RESOLVE_NAME), None)
+    engine = next((e for e in entries if e.name == bench_engine.SERVED_RESOLVE_NAME), None)
     if batch is None or engine is None:
         return []
     return [
@@ -32,7 +38,7 @@ def _batch_against_engine(entries: list[Entry]) -> list[Entry]:
             BATCH_NAME + ", against the engine",
             batch.value,
             batch.unit,
-            "engine-level resolve, no network",
+            "engine-level repeat look-ups, no network",
             engine.value,
             target=0.7,
         )
