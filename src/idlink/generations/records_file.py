@@ -383,6 +383,9 @@ def _read_csv_columns(path: Path, parsed: ParsedFile) -> bool:
         record_sources[:] = sources_py
         parsed.entry_source = record_sources[parsed.entry_record].tolist() if count else []
     parsed.entry_value = entry_values.to_pylist()
+    del column, source, record_id, part_value, part_source, entry_values, order_arrow
+    # Arrow's pool keeps the file's buffers for reuse: give them back before the merge.
+    pa.default_memory_pool().release_unused()
     return True
 
 
