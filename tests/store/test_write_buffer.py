@@ -112,7 +112,7 @@ def test_reads_in_the_transaction_see_the_buffer(tmp_path):
             assert account.change_seq() == 11
 
 
-def test_what_is_not_flushed_is_not_written(tmp_path):
+def test_what_an_operation_leaves_buffered_is_committed_by_the_store(tmp_path):
     with open_store(tmp_path, durable=False) as store:
 
         def run(txn):
@@ -120,6 +120,20 @@ def test_what_is_not_flushed_is_not_written(tmp_path):
             txn.account(1).put_contact(b"p" * 16, _contact("a@example.com", 1))
 
         store.write(run)
+        with store.read() as txn:
+            assert txn.account(1).get_contact(b"p" * 16) == _contact("a@example.com", 1)
+
+
+def test_a_failed_operation_writes_nothing_it_buffered(tmp_path):
+    with open_store(tmp_path, durable=False) as store:
+
+        def run(txn):
+            txn.buffer_writes()
+            txn.account(1).put_contact(b"p" * 16, _contact("a@example.com", 1))
+            raise ValueError("refused")
+
+        with pytest.raises(ValueError):
+            store.write(run)
         with store.read() as txn:
             assert txn.account(1).get_contact(b"p" * 16) is None
 

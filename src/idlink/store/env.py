@@ -528,7 +528,9 @@ class Store:
                 scoped = bookkeeping_raw(raw, self._dbs)
                 result = fn(Txn(scoped, self._dbs, writable=True, cipher=self.cipher))
             else:
-                result = fn(Txn(raw, self._dbs, writable=True, cipher=self.cipher))
+                txn = Txn(raw, self._dbs, writable=True, cipher=self.cipher)
+                result = fn(txn)
+                txn.flush_writes()  # whatever fn left in a write-back buffer is committed too
                 bump_data_version(raw, self._dbs)
         except lmdb.MapFullError:
             raw.abort()

@@ -138,8 +138,8 @@ class Txn:
         together, ``Cipher.seal_rows``), and the keys of each sub-database
         in sorted order (LMDB's cheapest order).
         Reads see the buffer; a cursor over a sub-database writes its part of
-        the buffer first. The writer must call :meth:`flush_writes` before the
-        commit: what is still buffered then is lost with the Txn.
+        the buffer first. :meth:`flush_writes` writes it out; the store calls
+        it before every commit, so nothing buffered is left behind.
         """
         if not self.writable:
             raise ValueError("only a write transaction buffers writes")
