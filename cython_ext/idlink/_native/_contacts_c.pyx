@@ -247,15 +247,12 @@ def invalid_reason(normalizer, cleaned):
 # hashlib.blake2b; the tests check it against hashlib byte for byte. Keyed
 # hashing with hashlib costs two compressions and several Python calls per
 # value; here the key block is compressed once per secret.
-cdef extern from "_blake2b.h":
-    ctypedef struct idl_blake2b:
-        pass
-    void idl_b2b_init_key(
-        idl_blake2b* s, size_t outlen, const uint8_t* key, size_t keylen,
-        const uint8_t* person, size_t personlen
-    ) noexcept nogil
-    void idl_b2b_update(idl_blake2b* s, const uint8_t* data, size_t n) noexcept nogil
-    void idl_b2b_final(idl_blake2b* s, uint8_t* out, size_t outlen) noexcept nogil
+from idlink._native._blake2b cimport (
+    idl_b2b_final,
+    idl_b2b_init_key,
+    idl_b2b_update,
+    idl_blake2b,
+)
 
 
 cdef bytes _keyed_secret = None  # the secret _keyed belongs to
