@@ -11,12 +11,11 @@ whatever was stored. The use cases here run inside a unit of work
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from idlink.domain import collector
 from idlink.domain.contacts import (
     MAX_RECORD_ID_BYTES,
     MAX_SOURCE_BYTES,
@@ -211,30 +210,10 @@ def ingest(unit: AccountUnit, secret: bytes, records: Sequence[RecordInput]) -> 
     # A batch writes a contact, a customer or a counter many times over: the
     # store keeps the last value of each key and writes it once, sealed once.
     unit.txn.buffer_writes()
-    with _without_gc():
+    with collector.paused():
         results = apply_batch(unit, records, prepared)
         unit.txn.flush_writes()
     return results
-
-
-@contextlib.contextmanager
-def _without_gc() -> Iterator[None]:
-    """No cyclic garbage collection while a batch is applied.
-
-    A batch makes thousands of small objects (contacts, nodes, record states,
-    buffered rows) that live until it ends: collections during it find next
-    to nothing to free, and every full one walks the whole heap (about a fifth of
-    the writer's time, measured with gc.callbacks in the engine ingest
-    benchmark). Garbage made meanwhile by any thread is collected after the
-    batch, at the next allocation. As ``generations.materialize._without_gc``.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def delete_record(unit: AccountUnit, source: str, record_id: str) -> None:

@@ -37,12 +37,10 @@ online engine's rules, docs/scale-out.md):
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +51,7 @@ import pyarrow.compute as pc
 
 from idlink._native import _bulk
 from idlink.domain import bulk as bulk_use
+from idlink.domain import collector
 from idlink.domain.contacts import BLOCKED, national_number
 from idlink.domain.keytypes import NORMALIZER_PHONE, AccountConfig, KeyType
 from idlink.domain.linking import LinkGraph, Node, StepResult
@@ -131,23 +130,6 @@ class WriteReport:
     plain_batches: int = 0
     replayed_components: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def _without_gc() -> Iterator[None]:
-    """No cyclic garbage collection while millions of rows are alive.
-
-    A load holds millions of small objects (strings, bytes, tuples) and
-    creates no reference cycles; every full collection would walk all of
-    them, which makes the load's time grow faster than its size.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 # -- the live account, read once ----------------------------------------------------------------
@@ -252,7 +234,7 @@ def generation_from_records(
     record named twice in the file counts as its last version (as one
     ``Ingest`` batch does).
     """
-    with _without_gc():
+    with collector.paused():
         return _generation_from_records(engine, account, Path(records_path), actor)
 
 
@@ -1257,7 +1239,7 @@ def write_generation(
     no change events, history, engagements, pins or policies. Each batch of
     at most ``batch_rows`` rows is one durable write transaction.
     """
-    with _without_gc():
+    with collector.paused():
         return _write_generation(
             engine, target_account, planned, progress, live_account, batch_rows
         )
