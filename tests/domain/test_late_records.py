@@ -363,3 +363,21 @@ def test_a_batch_with_a_late_record_and_a_fresh_one_naming_a_cut_contact(impl):
             "crm",
             "fresh",
         )
+
+
+def test_record_keys_up_to_a_key_stop_within_a_time(impl):
+    """``until`` keeps the keys up to it, records at its time included by record id."""
+    with fresh(POLICY) as engine:
+        for rid, at in (("a", 10), ("a2", 20), ("c2", 20), ("d", 30)):
+            engine.link(A, rec(rid, person(0), person(1), at=at))
+        pid = pid_of(engine, person(0))
+
+        def keys(until: bytes | None) -> list[bytes]:
+            return engine.write(A, "", lambda unit: unit.txn.record_keys_of(pid, until=until))
+
+        every = keys(None)
+        assert every == sorted(every) and len(every) == 4
+        assert keys(codec.canonical_key(20, "crm", "b")) == every[:2]
+        assert keys(codec.canonical_key(20, "crm", "c2")) == every[:3]
+        assert keys(codec.canonical_key(5, "crm", "a")) == []
+        assert keys(codec.canonical_key(99, "crm", "a")) == every

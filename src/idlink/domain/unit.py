@@ -319,10 +319,11 @@ class AccountUnit:
             if pid not in seeds and not usable:
                 region.partial.add(pid)
                 continue
-            keys = self.txn.record_keys_of(pid)
             if since is not None and usable and contact.isolated and contact.isolated_at < since:
                 region.cut[pid] = contact.isolated_at
-                keys = [k for k in keys if k <= contact.isolated_at]
+                keys = self.txn.record_keys_of(pid, until=contact.isolated_at)
+            else:
+                keys = self.txn.record_keys_of(pid)
             for key in keys:
                 if key not in region.records:
                     record = self.txn.get_record_by_canonical(key)

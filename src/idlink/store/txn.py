@@ -777,20 +777,26 @@ class AccountTxn:
         ref = codec.record_ref(canonical, t._hash_of_canonical(p, canonical))
         t._delete("contact_records", p + pid, ref)
 
-    def record_keys_of(self, pid: bytes) -> list[bytes]:
+    def record_keys_of(self, pid: bytes, until: bytes | None = None) -> list[bytes]:
         """Canonical keys of the records naming a contact, in canonical order.
 
         The index holds (observed_at, record hash); the record ids come from the
         records themselves. An entry whose record is missing (a damaged store)
         gets a key no record has (codec.missing_record_key), which finds no record.
+        ``until``: only the keys up to that canonical key. The index is in time
+        order, so the records observed later are not read at all (an isolated
+        placeholder's records after its isolation can be most of them).
         """
         t, p = self._txn, self._prefix
         cursor = t._cursor("contact_records")
         if not cursor.set_key(p + pid):
             return []
         keys = []
+        last_time = until[: codec.TIME_BYTES] if until is not None else None
         for value in cursor.iternext_dup(keys=False, values=True):
             ref = bytes(value)
+            if last_time is not None and ref[: codec.TIME_BYTES] > last_time:
+                break
             record_hash = ref[codec.TIME_BYTES :]
             record = t._record_at(p + record_hash)
             if record is None:
@@ -802,6 +808,8 @@ class AccountTxn:
             t._hashes[p + canonical] = record_hash
             keys.append(canonical)
         keys.sort()
+        if until is not None:
+            keys = [k for k in keys if k <= until]
         return keys
 
     def has_edge(self, a: bytes, b: bytes) -> bool:
