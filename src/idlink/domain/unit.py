@@ -354,11 +354,7 @@ class AccountUnit:
                 # The region rule says this cannot happen; the write is rolled back.
                 raise RuntimeError("replay of a cut region did not isolate a cut contact again")
         self.edgeless = set()
-        for pid in region.contacts:
-            if pid not in region.cut:
-                self.txn.delete_edges_of(pid)
-        for a, b in graph.new_pairs:
-            self.txn.put_edge(graph.nodes[a].pid, graph.nodes[b].pid)
+        self._rewrite_edges(region, graph)
         if region.cut:
             self._settle_cut(region, graph)
         for key, record in records.items():
@@ -372,6 +368,28 @@ class AccountUnit:
         self.removed_contacts = []
         self.changed_from = None
         return results
+
+    def _rewrite_edges(self, region: Region, graph: LinkGraph) -> None:
+        """Leave the edges of the region's uncut contacts as the replay found them.
+
+        The same as deleting every edge of those contacts and storing the
+        replay's pairs, but an edge that is both stored and found again (most
+        of them) is neither deleted nor written.
+        """
+        nodes = graph.nodes
+        pairs = [(nodes[a].pid, nodes[b].pid) for a, b in graph.new_pairs]
+        found = {(a, b) for a, b in pairs} | {(b, a) for a, b in pairs}
+        stored: set[tuple[bytes, bytes]] = set()  # both directions, as edges are kept
+        for pid in region.contacts:
+            if pid not in region.cut:
+                for other in self.txn.neighbours_of(pid):
+                    stored.add((pid, other))
+                    stored.add((other, pid))
+        for a, b in stored - found:
+            self.txn.delete_edge(a, b)
+        for a, b in pairs:
+            if (a, b) not in stored:
+                self.txn.put_edge(a, b)
 
     def _settle_cut(self, region: Region, graph: LinkGraph) -> None:
         """Connections and watermarks of the cut contacts, over all their records.

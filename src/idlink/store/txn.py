@@ -822,6 +822,11 @@ class AccountTxn:
         t._put("edges", p + a + b, b"")
         t._put("edges", p + b + a, b"")
 
+    def delete_edge(self, a: bytes, b: bytes) -> None:
+        """Remove one direction of a connection (its caller removes the other)."""
+        t, p = self._txn, self._prefix
+        t._delete("edges", p + a + b)
+
     def neighbours_of(self, pid: bytes) -> list[bytes]:
         t, p = self._txn, self._prefix
         start = p + pid
