@@ -32,7 +32,7 @@ from idlink.domain.views import (
 from idlink.errors import InvalidArgument, NotFound
 from idlink.store import codec
 from idlink.store.env import Store
-from idlink.store.txn import AccountTxn, ChangeEvent, ContactState, CustomerState, RecordState, Txn
+from idlink.store.txn import AccountTxn, ChangeEvent, ContactState, CustomerState, Txn
 
 
 class AccountView:
@@ -176,7 +176,7 @@ class AccountView:
         own = customer.pid if customer is not None else b""
         scores: dict[bytes, int] = {}
         reasons: dict[bytes, str] = {}
-        for record in self._records_of(prepared.pid):  # read once: this is the resolve path
+        for record in self.txn.records_of(prepared.pid):  # read once: this is the resolve path
             if not linkable:
                 for other in record.contact_pids:
                     self._suggest_contact(other, own, "SHARED_RECORD", scores, reasons)
@@ -229,14 +229,6 @@ class AccountView:
                     )
         return sorted(found.values(), key=lambda s: (-s.score, s.customer_pid))
 
-    def _records_of(self, pid: bytes) -> list[RecordState]:
-        records = []
-        for key in self.txn.record_keys_of(pid):
-            record = self.txn.get_record_by_canonical(key)
-            if record is not None:
-                records.append(record)
-        return records
-
     # -- explain, history ---------------------------------------------------------------------
 
     def explain(self, a: PreparedContact, b: PreparedContact | None) -> Explanation:
@@ -266,7 +258,7 @@ class AccountView:
             reasons.append(isolated_reason(contact))
         elif reason:
             reasons.append(reason)
-        for record in self._records_of(pid):
+        for record in self.txn.records_of(pid):
             if record.outcome == CAPPED:
                 reasons.append(f"CAPPED: record {record.source}/{record.record_id}")
             elif record.outcome == CONFLICT:
@@ -283,7 +275,7 @@ class AccountView:
             pid = queue.popleft()
             if pid == goal:
                 break
-            for record in self._records_of(pid):
+            for record in self.txn.records_of(pid):
                 if pid not in record.group_pids:
                     continue
                 for other in record.group_pids:

@@ -812,6 +812,22 @@ class AccountTxn:
             keys = [k for k in keys if k <= until]
         return keys
 
+    def records_of(self, pid: bytes) -> list[RecordState]:
+        """The records naming a contact, in canonical order (each read and decoded once)."""
+        t, p = self._txn, self._prefix
+        cursor = t._cursor("contact_records")
+        if not cursor.set_key(p + pid):
+            return []
+        found = []
+        for value in cursor.iternext_dup(keys=False, values=True):
+            ref = bytes(value)
+            record = t._record_at(p + ref[codec.TIME_BYTES :])
+            if record is not None:
+                id_key = codec.record_id_key(record.source, record.record_id)
+                found.append((ref[: codec.TIME_BYTES] + id_key, record))
+        found.sort(key=lambda pair: pair[0])
+        return [record for _, record in found]
+
     def has_edge(self, a: bytes, b: bytes) -> bool:
         t, p = self._txn, self._prefix
         return t._get("edges", p + a + b) is not None
