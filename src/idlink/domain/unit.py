@@ -302,6 +302,7 @@ class AccountUnit:
             if record is not None:
                 region.records[key] = record
                 queue.extend(record.contact_pids)
+        expanded: set[bytes] = set()  # customers whose members are queued already
         while queue:
             pid = queue.pop()
             if pid in region.seen:
@@ -311,7 +312,8 @@ class AccountUnit:
                 continue
             region.seen.add(pid)
             region.contacts.append(pid)
-            if contact.customer_pid:
+            if contact.customer_pid and contact.customer_pid not in expanded:
+                expanded.add(contact.customer_pid)
                 customer = self.txn.get_customer(contact.customer_pid)
                 if customer is not None:
                     queue.extend(customer.contact_pids)
@@ -319,17 +321,13 @@ class AccountUnit:
             if pid not in seeds and not usable:
                 region.partial.add(pid)
                 continue
+            until = None
             if since is not None and usable and contact.isolated and contact.isolated_at < since:
-                region.cut[pid] = contact.isolated_at
-                keys = self.txn.record_keys_of(pid, until=contact.isolated_at)
-            else:
-                keys = self.txn.record_keys_of(pid)
-            for key in keys:
-                if key not in region.records:
-                    record = self.txn.get_record_by_canonical(key)
-                    if record is not None:
-                        region.records[key] = record
-                        queue.extend(record.contact_pids)
+                region.cut[pid] = until = contact.isolated_at
+            for key, record in self.txn.keyed_records_of(pid, until):
+                if record is not None and key not in region.records:
+                    region.records[key] = record
+                    queue.extend(record.contact_pids)
         return region
 
     def replay(self, region: Region) -> dict[bytes, StepResult]:

@@ -558,6 +558,10 @@ _PAGED = {
 _ACCOUNT_DBS = tuple(name for name in SUBDATABASES if name not in ("meta", "api_keys"))
 
 
+def _first(pair: tuple[bytes, Any]) -> bytes:
+    return pair[0]
+
+
 class AccountTxn:
     """One account's part of a transaction: every key it reads or writes is the account's.
 
@@ -777,21 +781,24 @@ class AccountTxn:
         ref = codec.record_ref(canonical, t._hash_of_canonical(p, canonical))
         t._delete("contact_records", p + pid, ref)
 
-    def record_keys_of(self, pid: bytes, until: bytes | None = None) -> list[bytes]:
-        """Canonical keys of the records naming a contact, in canonical order.
+    def keyed_records_of(
+        self, pid: bytes, until: bytes | None = None
+    ) -> list[tuple[bytes, RecordState | None]]:
+        """The records naming a contact with their canonical keys, in canonical order.
 
         The index holds (observed_at, record hash); the record ids come from the
-        records themselves. An entry whose record is missing (a damaged store)
-        gets a key no record has (codec.missing_record_key), which finds no record.
-        ``until``: only the keys up to that canonical key. The index is in time
-        order, so the records observed later are not read at all (an isolated
-        placeholder's records after its isolation can be most of them).
+        records themselves, each read and decoded once. An entry whose record is
+        missing (a damaged store) gets a key no record has
+        (codec.missing_record_key) and no record. ``until``: only the keys up to
+        that canonical key. The index is in time order, so the records observed
+        later are not read at all (an isolated placeholder's records after its
+        isolation can be most of them).
         """
         t, p = self._txn, self._prefix
         cursor = t._cursor("contact_records")
         if not cursor.set_key(p + pid):
             return []
-        keys = []
+        found: list[tuple[bytes, RecordState | None]] = []
         last_time = until[: codec.TIME_BYTES] if until is not None else None
         for value in cursor.iternext_dup(keys=False, values=True):
             ref = bytes(value)
@@ -800,33 +807,25 @@ class AccountTxn:
             record_hash = ref[codec.TIME_BYTES :]
             record = t._record_at(p + record_hash)
             if record is None:
-                keys.append(codec.missing_record_key(ref))
+                found.append((codec.missing_record_key(ref), None))
                 continue
             canonical = ref[: codec.TIME_BYTES] + codec.record_id_key(
                 record.source, record.record_id
             )
             t._hashes[p + canonical] = record_hash
-            keys.append(canonical)
-        keys.sort()
+            found.append((canonical, record))
+        found.sort(key=_first)
         if until is not None:
-            keys = [k for k in keys if k <= until]
-        return keys
+            found = [pair for pair in found if pair[0] <= until]
+        return found
+
+    def record_keys_of(self, pid: bytes, until: bytes | None = None) -> list[bytes]:
+        """Canonical keys of the records naming a contact (see :meth:`keyed_records_of`)."""
+        return [key for key, _ in self.keyed_records_of(pid, until)]
 
     def records_of(self, pid: bytes) -> list[RecordState]:
-        """The records naming a contact, in canonical order (each read and decoded once)."""
-        t, p = self._txn, self._prefix
-        cursor = t._cursor("contact_records")
-        if not cursor.set_key(p + pid):
-            return []
-        found = []
-        for value in cursor.iternext_dup(keys=False, values=True):
-            ref = bytes(value)
-            record = t._record_at(p + ref[codec.TIME_BYTES :])
-            if record is not None:
-                id_key = codec.record_id_key(record.source, record.record_id)
-                found.append((ref[: codec.TIME_BYTES] + id_key, record))
-        found.sort(key=lambda pair: pair[0])
-        return [record for _, record in found]
+        """The records naming a contact, in canonical order (see :meth:`keyed_records_of`)."""
+        return [record for _, record in self.keyed_records_of(pid) if record is not None]
 
     def has_edge(self, a: bytes, b: bytes) -> bool:
         t, p = self._txn, self._prefix
