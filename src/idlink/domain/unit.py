@@ -376,7 +376,7 @@ class AccountUnit:
         """
         nodes = graph.nodes
         pairs = [(nodes[a].pid, nodes[b].pid) for a, b in graph.new_pairs]
-        found = {(a, b) for a, b in pairs} | {(b, a) for a, b in pairs}
+        found = set(pairs) | {(b, a) for a, b in pairs}
         stored: set[tuple[bytes, bytes]] = set()  # both directions, as edges are kept
         for pid in region.contacts:
             if pid not in region.cut:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any
 
 import lmdb
@@ -558,10 +559,6 @@ _PAGED = {
 _ACCOUNT_DBS = tuple(name for name in SUBDATABASES if name not in ("meta", "api_keys"))
 
 
-def _first(pair: tuple[bytes, Any]) -> bytes:
-    return pair[0]
-
-
 class AccountTxn:
     """One account's part of a transaction: every key it reads or writes is the account's.
 
@@ -814,7 +811,7 @@ class AccountTxn:
             )
             t._hashes[p + canonical] = record_hash
             found.append((canonical, record))
-        found.sort(key=_first)
+        found.sort(key=itemgetter(0))
         if until is not None:
             found = [pair for pair in found if pair[0] <= until]
         return found
