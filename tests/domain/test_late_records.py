@@ -373,7 +373,9 @@ def test_record_keys_up_to_a_key_stop_within_a_time(impl):
         pid = pid_of(engine, person(0))
 
         def keys(until: bytes | None) -> list[bytes]:
-            return engine.write(A, "", lambda unit: unit.txn.record_keys_of(pid, until=until))
+            return engine.write(
+                A, "", lambda unit: [k for k, _ in unit.txn.keyed_records_of(pid, until)]
+            )
 
         every = keys(None)
         assert every == sorted(every) and len(every) == 4

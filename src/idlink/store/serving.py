@@ -245,18 +245,8 @@ class _RecordingRaw:
         return getattr(self._raw, name)
 
 
-# The names of the last sub-database handles seen (a store opens them once), with
-# those handles kept alive so that their ids cannot be reused.
-_last_names: tuple[dict[str, Any], dict[int, str]] = ({}, {})
-
-
 def _db_names(txn: Txn) -> dict[int, str]:
-    global _last_names
-    dbs, names = _last_names
-    if txn._dbs is not dbs:
-        names = {id(handle): name for name, handle in txn._dbs.items()}
-        _last_names = (txn._dbs, names)
-    return names
+    return {id(handle): name for name, handle in txn._dbs.items()}
 
 
 @contextmanager

@@ -816,9 +816,9 @@ class AccountTxn:
             found = [pair for pair in found if pair[0] <= until]
         return found
 
-    def record_keys_of(self, pid: bytes, until: bytes | None = None) -> list[bytes]:
+    def record_keys_of(self, pid: bytes) -> list[bytes]:
         """Canonical keys of the records naming a contact (see :meth:`keyed_records_of`)."""
-        return [key for key, _ in self.keyed_records_of(pid, until)]
+        return [key for key, _ in self.keyed_records_of(pid)]
 
     def records_of(self, pid: bytes) -> list[RecordState]:
         """The records naming a contact, in canonical order (see :meth:`keyed_records_of`)."""
