@@ -21,6 +21,7 @@ import argparse
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -103,16 +104,17 @@ def growth(sizes: list[int]) -> list[dict[str, float]]:
                 latencies.append(time.perf_counter() - start)
             latencies.sort()
             contacts = 2 * people + ids
-            out.append(
-                {
-                    "records": size,
-                    "ingest_rate": rate,
-                    "resolve_p50_us": statistics.median(latencies) * 1e6,
-                    "resolve_p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
-                    "contacts": contacts,
-                    "bytes_per_contact": _disk_bytes(folder) / contacts,
-                }
-            )
+            point = {
+                "records": size,
+                "ingest_rate": rate,
+                "resolve_p50_us": statistics.median(latencies) * 1e6,
+                "resolve_p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
+                "contacts": contacts,
+                "bytes_per_contact": _disk_bytes(folder) / contacts,
+            }
+            out.append(point)
+            # A long run shows each size as it is reached, not only at the end.
+            print(f"growth: {point}", file=sys.stderr, flush=True)
     return out
 
 
