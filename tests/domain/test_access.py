@@ -113,3 +113,19 @@ def test_audit_events_are_listed_for_their_account_only(engine):
     after, _ = access.list_audit_events(engine, "acme", AuditFilter(), 1, 10)
     assert [e.method for e in after] == ["Explain"]
     assert access.list_audit_events(engine, "nobody", AuditFilter(), 0, 10) == ([], 0)
+
+
+def test_interleaved_accounts_keep_their_order_and_number_on_across_flushes(engine):
+    for account in ("acme", "beta"):
+        engine.link(account, RecordInput("crm", "r1", [ContactKey("email", "a@example.com")], 1))
+
+    def event(account: str, method: str) -> PendingEvent:
+        return PendingEvent(account, "k", "reader", method, [], "OK")
+
+    first = [event("acme", "A1"), event("beta", "B1"), event("acme", "A2"), event("beta", "B2")]
+    engine.write_keys(lambda txn: write_events(txn, first))
+    engine.write_keys(lambda txn: write_events(txn, [event("beta", "B3"), event("acme", "A3")]))
+    for account, methods in (("acme", ["A1", "A2", "A3"]), ("beta", ["B1", "B2", "B3"])):
+        listed, last = access.list_audit_events(engine, account, AuditFilter(), 0, 10)
+        assert [(e.seq, e.method) for e in listed] == list(enumerate(methods, 1))
+        assert last == 3

@@ -113,27 +113,33 @@ class AuditLog:
 
 
 def write_events(txn: Txn, events: Iterable[PendingEvent]) -> None:
-    """Append events; events of an account that does not exist (nothing to read) are dropped."""
-    accounts: dict[str, AccountTxn | None] = {}
+    """Append events; events of an account that does not exist (nothing to read) are dropped.
+
+    Each account's events keep their order and take their sequence numbers in
+    one step (one counter write per account, not one per event).
+    """
+    by_account: dict[str, list[PendingEvent]] = {}
     for event in events:
-        if event.account not in accounts:
-            account_id = txn.account_id(event.account)
-            accounts[event.account] = None if account_id is None else txn.account(account_id)
-        scoped = accounts[event.account]
-        if scoped is None:
+        by_account.setdefault(event.account, []).append(event)
+    for account, batch in by_account.items():
+        account_id = txn.account_id(account)
+        if account_id is None:
             continue
-        scoped.append_audit(
-            AuditEventState(
-                seq=scoped.next_audit_seq(),
-                at_us=event.at_us,
-                key_id=event.key_id,
-                role=event.role,
-                method=event.method,
-                customer_pids=event.customer_pids,
-                outcome=event.outcome,
-                detail=event.detail,
-            ),
-        )
+        scoped = txn.account(account_id)
+        first = scoped.next_audit_seqs(len(batch))
+        for seq, event in enumerate(batch, first):
+            scoped.append_audit(
+                AuditEventState(
+                    seq=seq,
+                    at_us=event.at_us,
+                    key_id=event.key_id,
+                    role=event.role,
+                    method=event.method,
+                    customer_pids=event.customer_pids,
+                    outcome=event.outcome,
+                    detail=event.detail,
+                ),
+            )
 
 
 @dataclass(frozen=True, slots=True)

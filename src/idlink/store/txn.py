@@ -308,15 +308,17 @@ class Txn:
     def put_meta(self, key: bytes, value: bytes) -> None:
         self._put("meta", key, value)
 
-    def next_counter(self, name: bytes) -> int:
-        """Increment and return a persistent counter (first value 1)."""
+    def next_counter(self, name: bytes, count: int = 1) -> int:
+        """Advance a persistent counter by ``count``; the first of the values taken (first 1)."""
         key = _COUNTER + name
         buffer = self._buffer
         if buffer is None:
             current = self._get("meta", key)
-            value = (codec.read_u64(current) if current else 0) + 1
-            self._put("meta", key, codec.u64(value))
-            return value
+            first = (codec.read_u64(current) if current else 0) + 1
+            self._put("meta", key, codec.u64(first + count - 1))
+            return first
+        if count != 1:
+            raise ValueError("a buffered transaction takes counter values one at a time")
         # Buffered: the value is kept as a number; the buffer holds its bytes.
         counts = buffer.counts
         known = counts.get(key)
@@ -640,8 +642,9 @@ class AccountTxn:
         """The next customer's place in the order of creation (``created_seq``)."""
         return self._txn.next_counter(_CUSTOMER_SEQ + self._prefix)
 
-    def next_audit_seq(self) -> int:
-        return self._txn.next_counter(_AUDIT_SEQ + self._prefix)
+    def next_audit_seqs(self, count: int) -> int:
+        """Take ``count`` audit sequence numbers at once (one counter write); the first."""
+        return self._txn.next_counter(_AUDIT_SEQ + self._prefix, count)
 
     # -- the count of contact policies (most accounts have none: reads skip them) --------------
 
