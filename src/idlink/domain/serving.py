@@ -51,6 +51,8 @@ class ServingCache:
         # key -> (snapshot id, data version or None, log, answer); replaced whole, never
         # changed in place. The version is None when the log read bookkeeping data.
         self._entries: dict[Hashable, tuple[int, int | None, ReadLog, Any]] = {}
+        # The snapshot id and data version of the last snapshot whose version was read.
+        self._version_at: tuple[int, int] = (-1, 0)
         self.hits = 0  # served at the same snapshot or data version
         self.replayed = 0  # served after a replay showed nothing it read had changed
         self.computed = 0
@@ -68,12 +70,27 @@ class ServingCache:
                 and self.limit > 0
                 and (
                     entry[0] == snapshot_id(txn)
-                    or (entry[1] is not None and entry[1] == data_version(txn))
+                    or (entry[1] is not None and entry[1] == self._data_version(txn))
                 )
             ):
                 self.hits += 1
                 return entry[3]  # type: ignore[no-any-return]
             return self.answer_in(txn, key, make)
+
+    def _data_version(self, txn: Txn) -> int:
+        """``data_version(txn)``, read once per snapshot.
+
+        A served store commits bookkeeping every few milliseconds (audit
+        flushes), so most hits are proved by the data version; reading it is
+        an LMDB get, which releases the GIL to the server's other threads.
+        """
+        snapshot = snapshot_id(txn)
+        known = self._version_at
+        if known[0] == snapshot:
+            return known[1]
+        version = data_version(txn)
+        self._version_at = (snapshot, version)
+        return version
 
     def answer_in(self, txn: Txn, key: Hashable, make: Callable[[], Callable[[Txn], T]]) -> T:
         """The answer of ``make()(txn)``, from the cache when it provably equals it."""
@@ -85,7 +102,7 @@ class ServingCache:
             if entry[0] == snapshot:
                 self.hits += 1
                 return entry[3]  # type: ignore[no-any-return]
-            version = data_version(txn)
+            version = self._data_version(txn)
             if entry[1] is not None and entry[1] == version:
                 self.hits += 1
                 return entry[3]  # type: ignore[no-any-return]
@@ -99,7 +116,7 @@ class ServingCache:
             value = compute(txn)
         self.computed += 1
         if log.replayable:
-            version_or_none = None if log.reads_bookkeeping() else data_version(txn)
+            version_or_none = None if log.reads_bookkeeping() else self._data_version(txn)
             self._keep(key, (snapshot, version_or_none, log, value))
         return value
 
