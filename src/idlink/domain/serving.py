@@ -81,8 +81,8 @@ class ServingCache:
         """``data_version(txn)``, read once per snapshot.
 
         A served store commits bookkeeping every few milliseconds (audit
-        flushes), so most hits are proved by the data version; reading it is
-        an LMDB get, which releases the GIL to the server's other threads.
+        flushes), so most hits are proved by the data version: one LMDB get
+        per snapshot instead of one per hit.
         """
         snapshot = snapshot_id(txn)
         known = self._version_at
