@@ -8,6 +8,7 @@ from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, RecordInput
 from idlink.domain.keytypes import NORMALIZER_EMAIL, NORMALIZER_TRIM, AccountPolicy, KeyType
 from idlink.domain.linking import APPLIED, CAPPED, CONFLICT
+from idlink.domain.unit import AccountUnit
 from idlink.domain.views import CREATED, FOUND, INVALID, NOT_FOUND, NOT_LINKABLE
 from idlink.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -380,3 +381,54 @@ def test_check_finds_isolation_or_first_seen_keys_a_rebuild_contradicts(engine):
     engine.store.write(tamper)
     problems = check_account(engine, A).problems
     assert len(problems) == 1 and "first seen elsewhere than a rebuild says" in problems[0]
+
+
+def test_records_in_time_order_are_applied_without_a_replay(engine, monkeypatch):
+    """The fast path (docs/design.md): a record newer than all its customers have seen
+    is applied at once; an older one replays its region. Both give the same customers."""
+    replayed: list[int] = []
+    original = AccountUnit.replay
+
+    def counted(self, region):
+        replayed.append(len(region.records))
+        return original(self, region)
+
+    monkeypatch.setattr(AccountUnit, "replay", counted)
+    engine.link(A, rec("r1", email("a@example.com"), phone("+14155550001"), at=10))
+    engine.link(A, rec("r2", email("b@example.com"), at=20))
+    engine.link(A, rec("r3", phone("+14155550001"), email("b@example.com"), at=30))  # a merge
+    engine.ingest(
+        A,
+        [rec("r4", email("a@example.com"), at=40), rec("r5", email("c@example.com"), at=41)],
+    )
+    assert replayed == []
+    assert customer_of(engine, email("a@example.com")) == customer_of(
+        engine, email("b@example.com")
+    )
+    # Older than the newest record of a@'s customer: its region (r1 to r4 and itself) replays.
+    engine.link(A, rec("r0", email("a@example.com"), email("d@example.com"), at=5))
+    assert replayed == [5]
+    assert customer_of(engine, email("d@example.com")) == customer_of(
+        engine, email("b@example.com")
+    )
+
+
+def test_a_late_record_naming_an_isolated_placeholder_is_applied_at_once(engine, monkeypatch):
+    engine.set_account_policy(A, AccountPolicy(6, 3))  # a cap of 6 contacts: isolated soon
+    rows = [
+        rec(f"r{i}", phone(f"+1415555{i:04d}"), email("no@email.com"), at=100 + i)
+        for i in range(40)
+    ]
+    engine.ingest(A, rows)
+    assert engine.resolve(A, email("no@email.com")).reason.startswith("ISOLATED")
+    replayed: list[int] = []
+    original = AccountUnit.replay
+    monkeypatch.setattr(
+        AccountUnit, "replay", lambda self, region: replayed.append(1) or original(self, region)
+    )
+    # Older than the placeholder's newest record but after its isolation, and a new person.
+    engine.link(A, rec("late", phone("+14155559999"), email("no@email.com"), at=130))
+    assert replayed == []
+    assert sorted(map(sorted, engine.partition(A))) == sorted(
+        map(sorted, engine.rebuild_partition(A))
+    )
