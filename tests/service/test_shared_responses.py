@@ -92,3 +92,24 @@ def test_pid_strings_are_the_uuid_module_s():
     assert convert.pid_str(b"") == ""
     with pytest.raises(ValueError):
         convert.pid_str(b"short")
+
+
+@pytest.mark.parametrize("viewer", VIEWERS, ids=lambda v: v.key_id or "nobody")
+def test_a_batch_of_kept_responses_shows_the_customers_its_message_names(viewer):
+    answers = _answers() * 3
+    responses = convert.shared_resolutions(answers, viewer)
+    assert responses == [convert.shared_resolution(a, viewer) for a in answers]
+    batch = convert.batch_resolution(responses)
+    assert list(batch.responses) == responses
+    assert convert.shown_pids(batch) == tuple(customer_pids(batch))
+    # Taken once: a second look walks the message (the same customers).
+    assert convert.shown_pids(batch) is None
+
+
+def test_a_batch_with_a_response_not_kept_is_read_from_its_message():
+    answer = _answers()[1]
+    batch = convert.batch_resolution(
+        [convert.shared_resolution(answer, VIEWERS[0]), convert.resolution(answer, VIEWERS[0])]
+    )
+    assert convert.shown_pids(batch) is None
+    assert len(customer_pids(batch)) == 6

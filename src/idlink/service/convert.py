@@ -170,7 +170,11 @@ def required_contact(request: Any, name: str, field: str | None = None) -> Conta
 
 
 def contact_keys(messages: Sequence[common_pb2.ContactKey], field: str) -> list[ContactKey]:
-    return [contact_key(m, f"{field}[{i}]") for i, m in enumerate(messages)]
+    keys = [ContactKey(m.type, m.value, m.source) for m in messages]
+    for i, key in enumerate(keys):
+        if not key.type:  # the element's name is worked out only for the refusal
+            contact_key(messages[i], f"{field}[{i}]")
+    return keys
 
 
 def record_input(message: Any, field: str, now: int) -> RecordInput:
@@ -357,6 +361,11 @@ _RESOLUTIONS: dict[tuple[int, Any], tuple[Resolution, identity_pb2.ResolveRespon
 # taken from the answer's raw PIDs instead of parsing its UUID strings again.
 _SHOWN: dict[int, tuple[identity_pb2.ResolveResponse, tuple[bytes, ...]]] = {}
 MAX_CONVERTED = 65_536
+# The same for the BatchResolve responses just built (batch_resolution), taken
+# once by shown_pids: the interceptor counts a batch right after its handler
+# returns it, with no await in between, so a few entries are enough.
+_BATCHES_SHOWN: dict[int, tuple[identity_pb2.BatchResolveResponse, tuple[bytes, ...]]] = {}
+MAX_BATCHES_SHOWN = 8
 
 
 def _mask_class(viewer: Principal) -> Any:
@@ -372,7 +381,21 @@ def shared_resolution(answer: Resolution, viewer: Principal) -> identity_pb2.Res
     The message returned is shared by every call that gets the same answer
     for the same kind of viewer; gRPC only serializes it.
     """
-    key = (id(answer), _mask_class(viewer))
+    return _shared_resolution(answer, viewer, _mask_class(viewer))
+
+
+def shared_resolutions(
+    answers: Sequence[Resolution], viewer: Principal
+) -> list[identity_pb2.ResolveResponse]:
+    """:func:`shared_resolution` of each answer (a batch: the viewer's mask worked out once)."""
+    mask = _mask_class(viewer)
+    return [_shared_resolution(answer, viewer, mask) for answer in answers]
+
+
+def _shared_resolution(
+    answer: Resolution, viewer: Principal, mask: Any
+) -> identity_pb2.ResolveResponse:
+    key = (id(answer), mask)
     found = _RESOLUTIONS.get(key)
     if found is not None and found[0] is answer:
         return found[1]
@@ -390,11 +413,39 @@ def shared_resolution(answer: Resolution, viewer: Principal) -> identity_pb2.Res
     return response
 
 
+def batch_resolution(
+    responses: list[identity_pb2.ResolveResponse],
+) -> identity_pb2.BatchResolveResponse:
+    """A BatchResolveResponse of responses made by :func:`shared_resolution`.
+
+    The customers it shows, in the order ``auth.customer_pids`` reads them,
+    are kept for :func:`shown_pids` (from the responses' kept PIDs: no UUID
+    string of the message is parsed again).
+    """
+    message = identity_pb2.BatchResolveResponse(responses=responses)
+    shown: list[bytes] = []
+    for response in responses:
+        pids = shown_pids(response)
+        if pids is None:  # not a kept response: the interceptor reads the message itself
+            return message
+        shown.extend(pids)
+    if len(_BATCHES_SHOWN) >= MAX_BATCHES_SHOWN:
+        _BATCHES_SHOWN.pop(next(iter(_BATCHES_SHOWN)))
+    _BATCHES_SHOWN[id(message)] = (message, tuple(shown))
+    return message
+
+
 def shown_pids(message: Any) -> tuple[bytes, ...] | None:
-    """The customer PIDs a response kept by :func:`shared_resolution` shows (None: not one)."""
+    """The customer PIDs a response kept by :func:`shared_resolution` shows (None: not one).
+
+    A batch made by :func:`batch_resolution` is answered once (its entry goes).
+    """
     found = _SHOWN.get(id(message))
     if found is not None and found[0] is message:
         return found[1]
+    batch = _BATCHES_SHOWN.pop(id(message), None)
+    if batch is not None and batch[0] is message:
+        return batch[1]
     return None
 
 

@@ -133,11 +133,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             answers = self.engine.resolve_all(
                 account, keys, create_if_missing=create, actor=who, field="contacts"
             )
-            return [convert.shared_resolution(answer, viewer) for answer in answers]
+            return convert.shared_resolutions(answers, viewer)
 
         if create:  # may write: wait for the writer off the loop
-            return identity_pb2.BatchResolveResponse(responses=await self.rt.call(run))
-        return identity_pb2.BatchResolveResponse(responses=self.rt.read(run))
+            return convert.batch_resolution(await self.rt.call(run))
+        return convert.batch_resolution(self.rt.read(run))
 
     # -- records --------------------------------------------------------------------
 
