@@ -8,7 +8,9 @@ bench-scale`` runs the 10M point; ``make bench`` runs 100k and 1M through
 - the ingest rate over the last records before that size (10% of it, at most
   100,000 records), so that the figure is the rate *at* that size;
 - the p50 and p99 of single engine resolves of known contacts, at rest;
-- the store's bytes on disk per contact.
+- the store's bytes on disk per contact;
+- the bytes written per record over the same window (``wchar``): what LMDB's
+  commits write, every page a batch dirtied, which grows with the B-trees.
 
 The records are a CRM stream: 7 in 10 name a new person (a phone, an email,
 and every other time a source's id), 3 in 10 name a person already seen, so
@@ -65,6 +67,19 @@ def _disk_bytes(folder: str) -> int:
     return total
 
 
+def _written_bytes() -> int:
+    """Bytes this process has handed to write(2) and its kind so far (/proc/self/io ``wchar``).
+
+    LMDB writes every page a commit dirtied: the bytes per record show how
+    many pages each record's random keys dirty as the B-trees grow.
+    """
+    with open("/proc/self/io") as counters:
+        for line in counters:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    return 0
+
+
 def growth(sizes: list[int]) -> list[dict[str, float]]:
     """Fill one store up to each size in turn; the figures at each size."""
     sizes = sorted(sizes)
@@ -80,10 +95,12 @@ def growth(sizes: list[int]) -> list[dict[str, float]]:
             timed_from = size - window
             started: float | None = None
             counted_from = done
+            written_from = 0
             while done < size:
                 if started is None and done >= timed_from:
                     started = time.perf_counter()
                     counted_from = done
+                    written_from = _written_bytes()
                 batch = []
                 for _ in range(min(BATCH, size - done)):
                     record, people = next(records)
@@ -93,6 +110,7 @@ def growth(sizes: list[int]) -> list[dict[str, float]]:
                 done += len(batch)
             assert started is not None
             rate = (done - counted_from) / (time.perf_counter() - started)
+            written = (_written_bytes() - written_from) / (done - counted_from)
             rng = random.Random(size)
             keys = [
                 ContactKey("phone", f"+1415{rng.randrange(people):07d}") for _ in range(RESOLVES)
@@ -111,6 +129,7 @@ def growth(sizes: list[int]) -> list[dict[str, float]]:
                 "resolve_p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
                 "contacts": contacts,
                 "bytes_per_contact": _disk_bytes(folder) / contacts,
+                "written_per_record": written,
             }
             out.append(point)
             # A long run shows each size as it is reached, not only at the end.
@@ -147,6 +166,16 @@ def entries(points: list[dict[str, float]]) -> list[Entry]:
                 f"the p50 at {base_name}",
                 base["resolve_p50_us"],
                 target=0.5 if point is not base else None,
+                lower_is_better=True,
+            )
+        )
+        out.append(
+            entry(
+                f"bytes written per record ingested at {name} records (LMDB's dirtied pages)",
+                point["written_per_record"],
+                "bytes",
+                f"bytes written per record at {base_name}",
+                base["written_per_record"],
                 lower_is_better=True,
             )
         )
