@@ -19,12 +19,25 @@ def test_new_customer_pids_are_random_version_4_uuids():
         parsed = uuid.UUID(bytes=pid)
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
-    # Every bit outside the version and variant bits takes both values.
+    _check_free_bits(pids)
+
+
+FIXED_BITS = (48, 49, 50, 51, 64, 65)  # the version nibble and the variant bits
+
+
+def _check_free_bits(pids: list[bytes]) -> None:
+    """Every bit outside the version and variant bits takes both values, each its own way."""
+    numbers = [int.from_bytes(pid, "big") for pid in pids]
+    columns = {}
     for bit in range(128):
-        if bit in (48, 49, 50, 51, 64, 65):
+        if bit in FIXED_BITS:
             continue
-        values = {(int.from_bytes(pid, "big") >> (127 - bit)) & 1 for pid in pids}
-        assert values == {0, 1}, bit
+        column = 0
+        for i, number in enumerate(numbers):
+            column |= ((number >> (127 - bit)) & 1) << i
+        assert 0 < column < (1 << len(pids)) - 1, bit  # both values
+        assert column not in columns, (bit, columns.get(column))  # not a copy of another bit
+        columns[column] = bit
 
 
 def _check_version_4(pids: list[bytes]) -> None:
@@ -33,11 +46,7 @@ def _check_version_4(pids: list[bytes]) -> None:
         assert len(pid) == 16
         parsed = uuid.UUID(bytes=pid)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
-    for bit in range(128):
-        if bit in (48, 49, 50, 51, 64, 65):
-            continue
-        values = {(int.from_bytes(pid, "big") >> (127 - bit)) & 1 for pid in pids}
-        assert values == {0, 1}, bit
+    _check_free_bits(pids)
 
 
 def test_customers_made_by_a_batch_and_by_splits_have_version_4_pids(engine):
