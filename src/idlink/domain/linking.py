@@ -101,12 +101,6 @@ class Node:
             return False
         return not self.moved_at or record_key >= self.moved_at
 
-    def seen(self, record_key: bytes, position: int) -> None:
-        """Note that a record names this contact at ``position``; keep the earliest."""
-        if not self.first_key or record_key < self.first_key:
-            self.first_key = record_key
-            self.position = position
-
     @property
     def earliest_seen(self) -> SeenKey:
         """Sort key of "earliest-seen" (SPEC 3.5, 3.8)."""
@@ -175,7 +169,7 @@ class LinkGraph:
 
     # -- building ------------------------------------------------------------
 
-    def add_customer(self, nodes: Sequence[Node], watermark: bytes = b"") -> None:
+    def add_customer(self, nodes: Sequence[Node], watermark: bytes) -> None:
         """Add the contacts of one existing customer (they form one component)."""
         ids = [self._add_node(node) for node in nodes]
         for other in ids[1:]:
@@ -247,7 +241,8 @@ class LinkGraph:
         ids = list(dict.fromkeys([index[pid] for pid in pids]))
         for position, n in enumerate(ids):
             node = nodes[n]
-            if not node.first_key or record_key < node.first_key:  # Node.seen
+            # Where the contact was first seen: the earliest record naming it, and its place there.
+            if not node.first_key or record_key < node.first_key:
                 node.first_key = record_key
                 node.position = position
         usable = [n for n in ids if nodes[n].usable]

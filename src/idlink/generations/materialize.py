@@ -25,7 +25,7 @@ online engine's rules, docs/scale-out.md):
 - connections: the distinct usable contacts a contact shares a record with;
   the edges are those pairs, both directions;
 - where a contact was first seen: the first record naming it in canonical
-  order and its position there (``linking.Node.seen``);
+  order and its position there (``linking.LinkGraph.apply``);
 - a record's group: its usable contacts, non-reassignable first, then in the
   contact order (``LinkGraph.apply`` when no cap or limit fires), outcome
   APPLIED; a customer's watermark: the newest record naming one of its usable
@@ -836,7 +836,7 @@ def derive_rows(
     row_of_rank = np.argsort(inputs.record_rank, kind="stable")
 
     entry_record, entry_contact = inputs.entry_record, inputs.entry_contact
-    # Where each contact was first seen (linking.Node.seen).
+    # Where each contact was first seen (linking.LinkGraph.apply).
     first_rank = np.full(n, -1, np.int64)
     first_position = np.zeros(n, np.int64)
     if len(entry_contact):

@@ -391,7 +391,7 @@ def contact_orders(inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
     """Per contact: its place in the heir order and in the contact order (SPEC 3.5, 3.8).
 
     Where a contact was first seen is the first record naming it in canonical
-    order and its position there (linking.Node.seen); contacts no record names
+    order and its position there (linking.LinkGraph.apply); contacts no record names
     come last, by arrival (linking.seen_key).
     """
     n = inputs.contacts
