@@ -69,22 +69,21 @@ class ServingCache:
                 entry is not None
                 and self.limit > 0
                 and (
-                    entry[0] == snapshot_id(txn)
-                    or (entry[1] is not None and entry[1] == self._data_version(txn))
+                    entry[0] == (snapshot := snapshot_id(txn))
+                    or (entry[1] is not None and entry[1] == self._data_version(txn, snapshot))
                 )
             ):
                 self.hits += 1
                 return entry[3]  # type: ignore[no-any-return]
             return self.answer_in(txn, key, make)
 
-    def _data_version(self, txn: Txn) -> int:
-        """``data_version(txn)``, read once per snapshot.
+    def _data_version(self, txn: Txn, snapshot: int) -> int:
+        """``data_version(txn)`` of the snapshot ``snapshot_id(txn)``, read once per snapshot.
 
         A served store commits bookkeeping every few milliseconds (audit
         flushes), so most hits are proved by the data version: one LMDB get
         per snapshot instead of one per hit.
         """
-        snapshot = snapshot_id(txn)
         known = self._version_at
         if known[0] == snapshot:
             return known[1]
@@ -102,7 +101,7 @@ class ServingCache:
             if entry[0] == snapshot:
                 self.hits += 1
                 return entry[3]  # type: ignore[no-any-return]
-            version = self._data_version(txn)
+            version = self._data_version(txn, snapshot)
             if entry[1] is not None and entry[1] == version:
                 self.hits += 1
                 return entry[3]  # type: ignore[no-any-return]
@@ -116,7 +115,7 @@ class ServingCache:
             value = compute(txn)
         self.computed += 1
         if log.replayable:
-            version_or_none = None if log.reads_bookkeeping() else self._data_version(txn)
+            version_or_none = None if log.reads_bookkeeping() else self._data_version(txn, snapshot)
             self._keep(key, (snapshot, version_or_none, log, value))
         return value
 

@@ -312,26 +312,20 @@ class Txn:
         """Advance a persistent counter by ``count``; the first of the values taken (first 1)."""
         key = _COUNTER + name
         buffer = self._buffer
-        if buffer is None:
-            current = self._get("meta", key)
-            first = (codec.read_u64(current) if current else 0) + 1
-            self._put("meta", key, codec.u64(first + count - 1))
-            return first
-        if count != 1:
-            raise ValueError("a buffered transaction takes counter values one at a time")
-        # Buffered: the value is kept as a number; the buffer holds its bytes.
-        counts = buffer.counts
-        known = counts.get(key)
+        known = None if buffer is None else buffer.counts.get(key)
         if known is None:
             current = self._get("meta", key)
             known = codec.read_u64(current) if current else 0
-        value = known + 1
-        part = buffer.parts.get("meta")
-        if part is None:
-            part = buffer.parts["meta"] = {}
-        part[key] = codec.u64(value)
-        counts[key] = value
-        return value
+        last = known + count
+        if buffer is None:
+            self._put("meta", key, codec.u64(last))
+        else:  # buffered: the value is kept as a number; the buffer holds its bytes
+            part = buffer.parts.get("meta")
+            if part is None:
+                part = buffer.parts["meta"] = {}
+            part[key] = codec.u64(last)
+            buffer.counts[key] = last
+        return known + 1
 
     def counter(self, name: bytes) -> int:
         key = _COUNTER + name
