@@ -68,7 +68,7 @@ from idlink.generations.manifest import (
     read_manifest,
     secret_fingerprint,
 )
-from idlink.generations.recluster import Generation, Inputs
+from idlink.generations.recluster import Generation, Inputs, pid_list
 from idlink.generations.records_file import parse_file, prepare_entries
 from idlink.store import codec
 from idlink.store.bulk import AccountKeys, byte_matrix, split_rows
@@ -290,12 +290,12 @@ def _generation_from_records(engine: Any, account: str, records_path: Path, acto
     by_arrival = unique_u[np.argsort(first_at, kind="stable")]
     first_entry = np.zeros(len(file_pids), np.int64)
     first_entry[unique_u] = entries[seen_order][first_at]
-    file_pid_list: list[bytes] = file_pids.to_pylist() if live.records else []
+    file_pid_list: list[bytes] = pid_list(file_pids) if live.records else []
     live_pids = pa.array([pid for pid, _ in live.contacts], pa.binary(16))
     is_live = pc.is_in(file_pids, value_set=live_pids).to_numpy(zero_copy_only=False)
     new_u = by_arrival[~is_live[by_arrival]]
     new_pids = file_pids.take(pa.array(new_u))
-    new_pid_list: list[bytes] = new_pids.to_pylist()
+    new_pid_list: list[bytes] = pid_list(new_pids)
 
     # Policies may be set on contacts no record named yet (SPEC 2.5).
     with engine.read(account) as view:
@@ -581,7 +581,7 @@ def generation_from_folder(
     member_index = pc.index_in(pc.list_flatten(lists), value_set=inputs.pids)
     members_offsets = np.asarray(lists.offsets.to_numpy(), np.int64)
     members = member_index.to_numpy(zero_copy_only=False).astype(np.int64)
-    by_pid = {pid: i for i, pid in enumerate(customer_pids.to_pylist())}
+    by_pid = {pid: i for i, pid in enumerate(pid_list(customer_pids))}
     kinds = [""] * customers.num_rows
     others: list[list[bytes]] = [[] for _ in range(customers.num_rows)]
     change_rows = changes.to_pylist()
@@ -596,7 +596,7 @@ def generation_from_folder(
         part_of=part_of,
         members_offsets=members_offsets,
         members=members,
-        customer_pid=customer_pids.to_pylist(),
+        customer_pid=pid_list(customer_pids),
         kind=kinds,
         others=others,
         added_offsets=empty,
@@ -611,7 +611,7 @@ def generation_from_folder(
     now = int(engine.clock())
     live = _read_live(engine, account)
     by_contact = dict(live.contacts)
-    pids = inputs.pids.to_pylist()
+    pids = pid_list(inputs.pids)
     values = ContactValues([], [], [], [], [], [])
     for pid in pids:
         contact = by_contact.get(pid)
@@ -824,7 +824,7 @@ def derive_rows(
     assignment = generation.assignment
     assert assignment is not None
     n = inputs.contacts
-    pids: list[bytes] = inputs.pids.to_pylist()
+    pids: list[bytes] = pid_list(inputs.pids)
     records = inputs.export["records"]
     sources: list[str] = records.column("source").to_pylist()
     ids: list[str] = records.column("record_id").to_pylist()
@@ -1062,7 +1062,7 @@ def derive_rows(
         lists = records.column("contacts").combine_chunks()
         taken = lists.take(pa.array(record_index)) if len(record_index) else lists
         offsets_r: list[int] = taken.offsets.to_numpy().tolist()
-        flat_r: list[bytes] = pc.list_flatten(taken).field("contact_pid").to_pylist()
+        flat_r = pid_list(pc.list_flatten(taken).field("contact_pid"))
         del lists, taken
         group_lengths = np.diff(group_starts)[record_index]
         group_rank = _rank_of(record_index)

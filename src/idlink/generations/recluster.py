@@ -123,6 +123,18 @@ def _pid_array(column: pa.ChunkedArray | pa.Array, path: Path) -> pa.FixedSizeBi
         raise ExportError(f"{path} holds a contact PID that is not 16 bytes") from None
 
 
+def pid_list(column: pa.Array | pa.ChunkedArray) -> list[bytes]:
+    """``column.to_pylist()`` for PIDs: 16-byte values are cast to plain binary first.
+
+    pyarrow builds Python bytes from a fixed-size binary array about 15x more
+    slowly than from a binary one (0.6 s against 0.04 s for 500,000 PIDs here).
+    """
+    if pa.types.is_fixed_size_binary(column.type):
+        column = column.cast(pa.binary())
+    values: list[bytes] = column.to_pylist()
+    return values
+
+
 def load_inputs(export: Export) -> Inputs:
     """Check the export's rows against each other and turn them into dense arrays."""
     root = export.path
@@ -371,7 +383,7 @@ class Generation:
     def partition(self) -> list[frozenset[bytes]]:
         """The customers as sets of contact PIDs."""
         groups: dict[int, set[bytes]] = {}
-        pids = self.inputs.pids.to_pylist()
+        pids = pid_list(self.inputs.pids)
         for contact, label in enumerate(self.labels.tolist()):
             groups.setdefault(label, set()).add(pids[contact])
         return [frozenset(g) for g in groups.values()]
@@ -425,7 +437,7 @@ def assign_pids(generation: Generation) -> Generation:
         contact_rank=rank,
         old_customer=inputs.old_customer,
         old_created_seq=customers.column("created_seq").to_numpy(zero_copy_only=False),
-        old_pids=customers.column("customer_pid").to_pylist(),
+        old_pids=pid_list(customers.column("customer_pid")),
     )
     return generation
 
