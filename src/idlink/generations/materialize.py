@@ -59,6 +59,7 @@ from idlink.domain.pids import merge_profile
 from idlink.errors import StoreFull
 from idlink.generations import local, recluster
 from idlink.generations import pids as pid_rules
+from idlink.generations.columns import lex_order, pid_list
 from idlink.generations.export import SCHEMAS, Export, key_type_rows, open_export
 from idlink.generations.manifest import (
     EXPORT_FORMAT,
@@ -68,7 +69,7 @@ from idlink.generations.manifest import (
     read_manifest,
     secret_fingerprint,
 )
-from idlink.generations.recluster import Generation, Inputs, pid_list
+from idlink.generations.recluster import Generation, Inputs
 from idlink.generations.records_file import parse_file, prepare_entries
 from idlink.store import codec
 from idlink.store.bulk import AccountKeys, byte_matrix, split_rows
@@ -284,7 +285,7 @@ def _generation_from_records(engine: Any, account: str, records_path: Path, acto
     record_rank_of_row = np.full(parsed.records, -1, np.int64)
     record_rank_of_row[kept] = kept_rank
 
-    seen_order = np.lexsort((entries, record_rank_of_row[entry_record[entries]]))
+    seen_order = lex_order((entries, record_rank_of_row[entry_record[entries]]))
     ordered_u = entry_u[entries][seen_order]
     unique_u, first_at = np.unique(ordered_u, return_index=True)
     by_arrival = unique_u[np.argsort(first_at, kind="stable")]
@@ -841,7 +842,7 @@ def derive_rows(
     first_position = np.zeros(n, np.int64)
     if len(entry_contact):
         ranks = inputs.record_rank[entry_record]
-        order = np.lexsort((inputs.entry_position, ranks))
+        order = lex_order((inputs.entry_position, ranks))
         contacts_sorted = entry_contact[order]
         unique, first = np.unique(contacts_sorted, return_index=True)
         first_rank[unique] = ranks[order][first]
@@ -873,7 +874,7 @@ def derive_rows(
     # Records' groups: usable contacts, non-reassignable first, then the contact order.
     _, rank = recluster.contact_orders(inputs)
     reassignable = np.array([k.reassignable for k in inputs.key_types], bool)[inputs.type_code]
-    group_order = np.lexsort((rank[u_contact], reassignable[u_contact], u_record))
+    group_order = lex_order((rank[u_contact], reassignable[u_contact], u_record))
     g_record = u_record[group_order]
     g_contact = u_contact[group_order]
     group_starts = np.searchsorted(g_record, np.arange(len(canonical) + 1))
@@ -1115,7 +1116,7 @@ def derive_rows(
     refs = [keys.record_ref(o, h) for o, h in zip(observed.tolist(), hashes, strict=True)]
     ref_rank = _rank_of(_byte_order(refs, codec.TIME_BYTES + codec.RECORD_HASH_BYTES))
     pid_rank = _rank_of(np.array(contact_order, np.int64)) if n else np.empty(0, np.int64)
-    index_order = np.lexsort((ref_rank[entry_record], pid_rank[entry_contact]))
+    index_order = lex_order((ref_rank[entry_record], pid_rank[entry_contact]))
     index_contacts = entry_contact[index_order]
     index_records = entry_record[index_order]
 
@@ -1143,7 +1144,7 @@ def derive_rows(
     # Edges, both directions, sorted by (a, b).
     a_all = np.concatenate([lo, hi])
     b_all = np.concatenate([hi, lo])
-    edge_order = np.lexsort((pid_rank[b_all], pid_rank[a_all])) if len(a_all) else a_all
+    edge_order = lex_order((pid_rank[b_all], pid_rank[a_all])) if len(a_all) else a_all
     edge_a = a_all[edge_order]
     edge_b = b_all[edge_order]
 

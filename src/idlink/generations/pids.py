@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from idlink.generations.columns import lex_order
+
 UNCHANGED, UPDATED, MERGED, SPLIT, CREATED = "unchanged", "updated", "merged", "split", "created"
 KINDS = (UNCHANGED, UPDATED, MERGED, SPLIT, CREATED)
 
@@ -140,7 +142,7 @@ def assign(
         old_count
     )
     heirs = np.flatnonzero(heir_part >= 0)
-    ranked = heirs[np.lexsort((pid_order[heirs], old_created_seq[heirs], heir_part[heirs]))]
+    ranked = heirs[lex_order((pid_order[heirs], old_created_seq[heirs], heir_part[heirs]))]
     survivor = np.full(parts, -1, np.int64)
     absorbed: dict[int, list[int]] = {}
     for old in ranked.tolist():

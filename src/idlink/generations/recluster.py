@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from idlink.domain.keytypes import KeyType
 from idlink.domain.linking import LinkGraph, Node
 from idlink.generations import pids as pid_rules
+from idlink.generations.columns import lex_order, pid_list
 from idlink.generations.export import Export
 from idlink.generations.manifest import (
     GENERATION_FORMAT,
@@ -121,18 +122,6 @@ def _pid_array(column: pa.ChunkedArray | pa.Array, path: Path) -> pa.FixedSizeBi
         return column.cast(pa.binary(16))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise ExportError(f"{path} holds a contact PID that is not 16 bytes") from None
-
-
-def pid_list(column: pa.Array | pa.ChunkedArray) -> list[bytes]:
-    """``column.to_pylist()`` for PIDs: 16-byte values are cast to plain binary first.
-
-    pyarrow builds Python bytes from a fixed-size binary array about 15x more
-    slowly than from a binary one (0.6 s against 0.04 s for 500,000 PIDs here).
-    """
-    if pa.types.is_fixed_size_binary(column.type):
-        column = column.cast(pa.binary())
-    values: list[bytes] = column.to_pylist()
-    return values
 
 
 def load_inputs(export: Export) -> Inputs:
@@ -411,7 +400,7 @@ def contact_orders(inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
     first_position = np.zeros(n, np.int64)
     if len(inputs.entry_contact):
         ranks = inputs.record_rank[inputs.entry_record]
-        order = np.lexsort((inputs.entry_position, ranks))
+        order = lex_order((inputs.entry_position, ranks))
         contacts_sorted = inputs.entry_contact[order]
         unique, first = np.unique(contacts_sorted, return_index=True)
         first_rank[unique] = ranks[order][first]
@@ -421,9 +410,9 @@ def contact_orders(inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
     priority = np.array([k.priority for k in inputs.key_types], np.int64)[inputs.type_code]
     seen = (inputs.first_seen, first_position, first_rank, unseen)
     heir = np.empty(n, np.int64)
-    heir[np.lexsort((*seen, reassignable))] = np.arange(n)
+    heir[lex_order((*seen, reassignable))] = np.arange(n)
     rank = np.empty(n, np.int64)
-    rank[np.lexsort((*seen, priority))] = np.arange(n)
+    rank[lex_order((*seen, priority))] = np.arange(n)
     return heir, rank
 
 
