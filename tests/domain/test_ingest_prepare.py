@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from idlink.domain.contacts import (
     MAX_RAW_VALUE_BYTES,
     ContactKey,
+    national_number,
+    national_numbers,
     prepare_contact,
     prepare_contacts,
 )
@@ -66,3 +70,19 @@ def test_the_first_bad_contact_is_named(impl, bad, field):
     with pytest.raises(InvalidArgument) as raised:
         prepare_contacts(SECRET, config(), keys)
     assert raised.value.field == field
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.from_regex(r"\+[0-9]{0,6}", fullmatch=True),
+            st.from_regex(r"\+[0-9٠-٩a]{0,4}", fullmatch=True),  # non-ASCII digits, letters
+            st.text(max_size=5),
+        ),
+        max_size=30,
+    )
+)
+def test_national_numbers_of_a_column_are_each_values_national_number(values):
+    for key_type in AccountConfig("acme", 1).key_types.values():
+        assert national_numbers(key_type, values) == [national_number(key_type, v) for v in values]

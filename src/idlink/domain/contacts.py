@@ -153,6 +153,31 @@ def national_number(key_type: KeyType, cleaned: str) -> str:
     return ""
 
 
+def national_numbers(key_type: KeyType, values: Sequence[str]) -> list[str]:
+    """:func:`national_number` of each value (whole columns in a bulk load).
+
+    The country code depends only on a number's first three digits, so each
+    distinct prefix is worked out once.
+    """
+    if key_type.normalizer != NORMALIZER_PHONE:
+        return [""] * len(values)
+    code_length: dict[str, int] = {}
+    out: list[str] = []
+    for cleaned in values:
+        if not cleaned.startswith("+"):
+            out.append("")
+            continue
+        prefix = cleaned[1:4]
+        length = code_length.get(prefix)
+        if length is None:
+            codes = (
+                n for n in (1, 2, 3) if prefix[:n].isdigit() and int(prefix[:n]) in _COUNTRY_CODES
+            )
+            length = code_length[prefix] = next(codes, 0)
+        out.append(cleaned[1 + length :] if length else "")
+    return out
+
+
 def national_candidates(key_type: KeyType, cleaned: str) -> list[str]:
     """National numbers a phone without a country code may stand for."""
     if key_type.normalizer != NORMALIZER_PHONE or not cleaned or cleaned.startswith("+"):

@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 from idlink._native import _bulk
 from idlink.domain import bulk as bulk_use
 from idlink.domain import collector
-from idlink.domain.contacts import BLOCKED, national_number
+from idlink.domain.contacts import BLOCKED, national_number, national_numbers
 from idlink.domain.keytypes import NORMALIZER_PHONE, AccountConfig, KeyType
 from idlink.domain.linking import LinkGraph, Node, StepResult
 from idlink.domain.pids import merge_profile
@@ -346,14 +346,18 @@ def _generation_from_records(engine: Any, account: str, records_path: Path, acto
     c_customer.extend([b""] * len(new_u))
     c_first_seen.extend(range(contact_seq + 1, contact_seq + 1 + len(new_u)))
     c_created.extend([now] * len(new_u))
-    phone_types = {k.name for k in config.key_types.values() if k.normalizer == NORMALIZER_PHONE}
-    new_reason_list = new_reason.tolist()
-    c_national.extend(
-        national_number(config.key_types[name], cleaned)
-        if name in phone_types and not reason
-        else ""
-        for name, cleaned, reason in zip(new_types, new_cleaned, new_reason_list, strict=True)
-    )
+    # National numbers of the new valid phones, a whole column per phone key type.
+    new_national = np.full(len(new_u), "", object)
+    valid = new_reason == ""
+    new_type_column = e_type[first]
+    for key_type in config.key_types.values():
+        if key_type.normalizer != NORMALIZER_PHONE:
+            continue
+        at = np.flatnonzero(valid & (new_type_column == key_type.name))
+        if len(at):
+            new_national[at] = national_numbers(key_type, _take(new_cleaned, at))
+    c_national.extend(new_national.tolist())
+    del new_national, valid, new_type_column
 
     # Records: the live ones not replaced or deleted by the file, then the file's.
     replaced = (
