@@ -277,6 +277,11 @@ def test_a_bookkeeping_write_may_write_nothing_an_answer_reads(engine: IdentityE
         engine.store.write(
             lambda txn: txn.account(1)._txn._put("contacts", b"x", b"y"), bookkeeping=True
         )
+    with pytest.raises(store_serving.BookkeepingOnly):  # nor through a cursor's putmulti
+        engine.store.write(
+            lambda txn: txn._raw.cursor(db=txn._dbs["meta"]).putmulti([(b"anything", b"1")]),
+            bookkeeping=True,
+        )
     with engine.store.read() as txn:
         assert txn.get_meta(b"anything") is None
         assert store_serving.data_version(txn) == version

@@ -337,7 +337,7 @@ class _BookkeepingRaw:
     def cursor(self, db: Any = None) -> Any:
         if db is self._audit:
             return self._raw.cursor(db=db)
-        return _ReadOnlyCursor(self._raw.cursor(db=db))
+        return _CheckedCursor(self._raw.cursor(db=db), db, self)
 
     def id(self) -> int:
         return int(self._raw.id())
@@ -348,14 +348,28 @@ class _BookkeepingRaw:
         return getattr(self._raw, name)
 
 
-class _ReadOnlyCursor:
-    __slots__ = ("_cursor",)
+class _CheckedCursor:
+    """A cursor of a bookkeeping write outside the audit log: it writes bookkeeping keys only."""
 
-    def __init__(self, cursor: Any) -> None:
+    __slots__ = ("_cursor", "_db", "_owner")
+
+    def __init__(self, cursor: Any, db: Any, owner: _BookkeepingRaw) -> None:
         self._cursor = cursor
+        self._db = db
+        self._owner = owner
+
+    def put(self, key: bytes, value: bytes, *args: Any, **kwargs: Any) -> Any:
+        self._owner._check(key, self._db)
+        return self._cursor.put(key, value, *args, **kwargs)
+
+    def putmulti(self, items: Any, *args: Any, **kwargs: Any) -> Any:
+        items = list(items)
+        for key, _ in items:
+            self._owner._check(key, self._db)
+        return self._cursor.putmulti(items, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("put", "putmulti", "delete", "replace", "pop"):
+        if name in ("delete", "replace", "pop"):
             raise BookkeepingOnly(f"a bookkeeping write may not {name} here")
         return getattr(self._cursor, name)
 
