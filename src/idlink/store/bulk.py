@@ -139,11 +139,13 @@ def byte_matrix(values: Sequence[bytes]) -> np.ndarray | None:
 
 def split_rows(matrix: np.ndarray) -> list[bytes]:
     """The rows of a uint8 matrix as byte strings."""
-    buffer = np.ascontiguousarray(matrix).tobytes()
     width = matrix.shape[1] if matrix.ndim == 2 else 0
     if not width:
         return [b""] * len(matrix)
-    return [buffer[at : at + width] for at in range(0, len(buffer), width)]
+    # Each row as one opaque (void) item: tolist() gives its bytes, trailing NULs kept
+    # (an "S" dtype would strip them), about 3x faster than slicing one buffer.
+    rows: list[bytes] = np.ascontiguousarray(matrix, np.uint8).view(f"V{width}").ravel().tolist()
+    return rows
 
 
 def is_empty(txn: AccountTxn) -> bool:
