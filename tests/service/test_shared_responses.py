@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from google.protobuf import empty_pb2
+from google.protobuf.unknown_fields import UnknownFieldSet
+from hypothesis import given
+from hypothesis import strategies as st
 
 from idlink.domain.views import (
     FOUND,
@@ -21,7 +25,7 @@ from idlink.domain.views import (
     Suggestion,
 )
 from idlink.security.roles import ADMIN, AGENT, READER, WRITER, Principal
-from idlink.service import convert
+from idlink.service import convert, encoded
 from idlink.service.auth import customer_pids
 from idlink.store.txn import Profile
 from idlink.v1 import identity_pb2
@@ -100,16 +104,33 @@ def test_a_batch_of_kept_responses_shows_the_customers_its_message_names(viewer)
     responses = convert.shared_resolutions(answers, viewer)
     assert responses == [convert.shared_resolution(a, viewer) for a in answers]
     batch = convert.batch_resolution(responses)
-    assert list(batch.responses) == responses
-    assert convert.shown_pids(batch) == tuple(customer_pids(batch))
-    # Taken once: a second look walks the message (the same customers).
-    assert convert.shown_pids(batch) is None
+    # Sent as its responses' kept encodings: exactly the bytes of the message built.
+    built = identity_pb2.BatchResolveResponse(responses=responses)
+    assert batch.SerializeToString() == built.SerializeToString()
+    message = encoded.decoded(batch)
+    assert list(message.responses) == responses
+    assert convert.shown_pids(batch) == tuple(customer_pids(message))
+    # The same responses again: the same bytes (each response's encoding is kept).
+    again = convert.batch_resolution(responses)
+    assert again.SerializeToString() == built.SerializeToString()
 
 
-def test_a_batch_with_a_response_not_kept_is_read_from_its_message():
-    answer = _answers()[1]
-    batch = convert.batch_resolution(
-        [convert.shared_resolution(answer, VIEWERS[0]), convert.resolution(answer, VIEWERS[0])]
+def test_the_method_serializer_sends_an_encoded_message_as_it_is():
+    plain = identity_pb2.BatchResolveResponse.SerializeToString
+    serialize = encoded.serializer(plain)
+    assert encoded.serializer(serialize) is serialize  # wrapped once, whatever the layers
+    assert encoded.serializer(None) is None
+    message = identity_pb2.BatchResolveResponse(responses=[identity_pb2.ResolveResponse()])
+    assert serialize(message) == message.SerializeToString()
+    sent = encoded.Encoded(b"raw", identity_pb2.BatchResolveResponse, ())
+    assert serialize(sent) == b"raw"
+
+
+@given(st.lists(st.binary(max_size=300)), st.integers(1, 2**29 - 1))
+def test_length_delimited_fields_parse_as_protobuf_reads_them(items, number):
+    message = empty_pb2.Empty.FromString(
+        b"".join(encoded.field_bytes(number, item) for item in items)
     )
-    assert convert.shown_pids(batch) is None
-    assert len(customer_pids(batch)) == 6
+    fields = list(UnknownFieldSet(message))
+    assert [(f.field_number, f.wire_type) for f in fields] == [(number, 2)] * len(items)
+    assert [f.data for f in fields] == items

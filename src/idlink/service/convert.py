@@ -35,6 +35,7 @@ from idlink.domain.views import ContactView, CustomerView, Explanation, Resoluti
 from idlink.errors import InvalidArgument
 from idlink.security import masking
 from idlink.security.roles import READER, Principal
+from idlink.service.encoded import Encoded, field_bytes
 from idlink.store.txn import ChangeEvent, EngagementState
 from idlink.v1 import common_pb2, identity_pb2, profile_pb2
 
@@ -361,11 +362,10 @@ _RESOLUTIONS: dict[tuple[int, Any], tuple[Resolution, identity_pb2.ResolveRespon
 # taken from the answer's raw PIDs instead of parsing its UUID strings again.
 _SHOWN: dict[int, tuple[identity_pb2.ResolveResponse, tuple[bytes, ...]]] = {}
 MAX_CONVERTED = 65_536
-# The same for the BatchResolve responses just built (batch_resolution), taken
-# once by shown_pids: the interceptor counts a batch right after its handler
-# returns it, with no await in between, so a few entries are enough.
-_BATCHES_SHOWN: dict[int, tuple[identity_pb2.BatchResolveResponse, tuple[bytes, ...]]] = {}
-MAX_BATCHES_SHOWN = 8
+# Each kept response's encoding as an item of a batch (``encoded.field_bytes``), worked
+# out at its first batch: a batch of kept responses is sent as their concatenation.
+_BATCH_ITEMS: dict[int, tuple[identity_pb2.ResolveResponse, bytes]] = {}
+_RESPONSES_FIELD = identity_pb2.BatchResolveResponse.DESCRIPTOR.fields_by_name["responses"].number
 
 
 def _mask_class(viewer: Principal) -> Any:
@@ -415,37 +415,40 @@ def _shared_resolution(
 
 def batch_resolution(
     responses: list[identity_pb2.ResolveResponse],
-) -> identity_pb2.BatchResolveResponse:
+) -> identity_pb2.BatchResolveResponse | Encoded:
     """A BatchResolveResponse of responses made by :func:`shared_resolution`.
 
-    The customers it shows, in the order ``auth.customer_pids`` reads them,
-    are kept for :func:`shown_pids` (from the responses' kept PIDs: no UUID
-    string of the message is parsed again).
+    When every response is a kept one, the batch is sent as the concatenation
+    of their kept encodings (``service/encoded.py``), with the customers it
+    shows in the order ``auth.customer_pids`` reads them, from the responses'
+    kept PIDs; otherwise it is built as a message.
     """
-    message = identity_pb2.BatchResolveResponse(responses=responses)
     shown: list[bytes] = []
+    items: list[bytes] = []
     for response in responses:
         pids = shown_pids(response)
         if pids is None:  # not a kept response: the interceptor reads the message itself
-            return message
+            return identity_pb2.BatchResolveResponse(responses=responses)
         shown.extend(pids)
-    if len(_BATCHES_SHOWN) >= MAX_BATCHES_SHOWN:
-        _BATCHES_SHOWN.pop(next(iter(_BATCHES_SHOWN)))
-    _BATCHES_SHOWN[id(message)] = (message, tuple(shown))
-    return message
+        item = _BATCH_ITEMS.get(id(response))
+        if item is None or item[0] is not response:
+            if len(_BATCH_ITEMS) >= MAX_CONVERTED:
+                for old in list(itertools.islice(_BATCH_ITEMS, MAX_CONVERTED // 4)):
+                    del _BATCH_ITEMS[old]
+            # The entry holds the response, so its id is not reused while it is kept.
+            item = (response, field_bytes(_RESPONSES_FIELD, response.SerializeToString()))
+            _BATCH_ITEMS[id(response)] = item
+        items.append(item[1])
+    return Encoded(b"".join(items), identity_pb2.BatchResolveResponse, tuple(shown))
 
 
 def shown_pids(message: Any) -> tuple[bytes, ...] | None:
-    """The customer PIDs a response kept by :func:`shared_resolution` shows (None: not one).
-
-    A batch made by :func:`batch_resolution` is answered once (its entry goes).
-    """
+    """The customer PIDs a kept response or an encoded batch shows (None: neither)."""
+    if type(message) is Encoded:
+        return message.shown
     found = _SHOWN.get(id(message))
     if found is not None and found[0] is message:
         return found[1]
-    batch = _BATCHES_SHOWN.pop(id(message), None)
-    if batch is not None and batch[0] is message:
-        return batch[1]
     return None
 
 

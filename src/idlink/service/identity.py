@@ -21,6 +21,7 @@ from idlink.domain.engine import (
 from idlink.errors import IdlinkError, InvalidArgument, PermissionDenied, ResourceExhausted
 from idlink.security.roles import ROLE_NAMES, WRITER, Principal, caller
 from idlink.service import convert, paging
+from idlink.service.encoded import Encoded
 from idlink.service.ingest import Batch, IngestScheduler, located
 from idlink.service.runtime import Runtime, actor
 from idlink.service.status import guard_stream, guard_unary
@@ -115,7 +116,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     @guard_unary("BatchResolve")
     async def BatchResolve(
         self, request: identity_pb2.BatchResolveRequest, context: aio.ServicerContext
-    ) -> identity_pb2.BatchResolveResponse:
+    ) -> identity_pb2.BatchResolveResponse | Encoded:
         viewer = caller()
         account = convert.account(request.account)
         if request.create_if_missing:

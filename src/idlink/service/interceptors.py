@@ -31,6 +31,7 @@ import grpc
 from grpc import aio
 
 from idlink.errors import InvalidArgument, ResourceExhausted
+from idlink.service import encoded
 from idlink.service.metrics import Metrics
 from idlink.service.status import abort_with
 
@@ -88,7 +89,8 @@ def rewrap(
             return make(  # type: ignore[no-any-return]
                 wrap(behavior, streaming_requests, inspect.isasyncgenfunction(behavior)),
                 request_deserializer=request_deserializer or handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                # A handler may answer with an already encoded message (service/encoded.py).
+                response_serializer=encoded.serializer(handler.response_serializer),
             )
     return handler
 

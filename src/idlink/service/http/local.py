@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 import grpc
 from grpc import aio
 
+from idlink.service import encoded
+
 Metadata = Sequence[tuple[str, str | bytes]]
 
 
@@ -144,7 +146,8 @@ class LocalCalls:
             handler.unary_unary(request, context), context=contextvars.Context()
         )
         try:
-            return await asyncio.wait_for(task, timeout)
+            # The gateway writes the answer as JSON: it needs the message itself.
+            return encoded.decoded(await asyncio.wait_for(task, timeout))
         except aio.AbortError:
             raise context.error() from None
         except TimeoutError:
