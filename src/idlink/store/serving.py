@@ -245,20 +245,8 @@ class _RecordingRaw:
         return getattr(self._raw, name)
 
 
-# The names of the last store's sub-database handles, by handle id: a store's handles
-# change only when it is reopened, and every miss of a resolve records its reads.
-_last_names: tuple[dict[str, Any], dict[int, str]] = ({}, {})
-
-
 def _db_names(txn: Txn) -> dict[int, str]:
-    global _last_names
-    dbs = txn._dbs
-    last = _last_names
-    if last[0] is dbs and len(last[1]) == len(dbs):
-        return last[1]
-    names = {id(handle): name for name, handle in dbs.items()}
-    _last_names = (dbs, names)
-    return names
+    return {id(handle): name for name, handle in txn._dbs.items()}
 
 
 @contextmanager
