@@ -118,7 +118,7 @@ def write_events(txn: Txn, events: Iterable[PendingEvent]) -> None:
     Each account's events keep their order and take their sequence numbers in
     one step (one counter write per account, not one per event).
     """
-    txn.buffer_writes()  # one seal call and one sorted putmulti for the whole batch
+    txn.buffer_writes()  # the batch's rows in one sorted putmulti (the store flushes it)
     by_account: dict[str, list[PendingEvent]] = {}
     for event in events:
         by_account.setdefault(event.account, []).append(event)
@@ -141,7 +141,6 @@ def write_events(txn: Txn, events: Iterable[PendingEvent]) -> None:
                     detail=event.detail,
                 ),
             )
-    txn.flush_writes()  # a bookkeeping write is committed as it is: nothing may stay buffered
 
 
 @dataclass(frozen=True, slots=True)

@@ -524,13 +524,11 @@ class Store:
         except lmdb.Error as exc:
             raise StoreError(f"store write failed: {exc}") from None
         try:
-            if bookkeeping:
-                scoped = bookkeeping_raw(raw, self._dbs)
-                result = fn(Txn(scoped, self._dbs, writable=True, cipher=self.cipher))
-            else:
-                txn = Txn(raw, self._dbs, writable=True, cipher=self.cipher)
-                result = fn(txn)
-                txn.flush_writes()  # whatever fn left in a write-back buffer is committed too
+            scoped = bookkeeping_raw(raw, self._dbs) if bookkeeping else raw
+            txn = Txn(scoped, self._dbs, writable=True, cipher=self.cipher)
+            result = fn(txn)
+            txn.flush_writes()  # whatever fn left in a write-back buffer is committed too
+            if not bookkeeping:
                 bump_data_version(raw, self._dbs)
         except lmdb.MapFullError:
             raw.abort()
