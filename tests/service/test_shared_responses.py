@@ -11,10 +11,6 @@ from __future__ import annotations
 import os
 
 import pytest
-from google.protobuf import empty_pb2
-from google.protobuf.unknown_fields import UnknownFieldSet
-from hypothesis import given
-from hypothesis import strategies as st
 
 from idlink.domain.views import (
     FOUND,
@@ -124,13 +120,3 @@ def test_the_method_serializer_sends_an_encoded_message_as_it_is():
     assert serialize(message) == message.SerializeToString()
     sent = encoded.Encoded(b"raw", identity_pb2.BatchResolveResponse, ())
     assert serialize(sent) == b"raw"
-
-
-@given(st.lists(st.binary(max_size=300)), st.integers(1, 2**29 - 1))
-def test_length_delimited_fields_parse_as_protobuf_reads_them(items, number):
-    message = empty_pb2.Empty.FromString(
-        b"".join(encoded.field_bytes(number, item) for item in items)
-    )
-    fields = list(UnknownFieldSet(message))
-    assert [(f.field_number, f.wire_type) for f in fields] == [(number, 2)] * len(items)
-    assert [f.data for f in fields] == items

@@ -35,7 +35,7 @@ from idlink.domain.views import ContactView, CustomerView, Explanation, Resoluti
 from idlink.errors import InvalidArgument
 from idlink.security import masking
 from idlink.security.roles import READER, Principal
-from idlink.service.encoded import Encoded, field_bytes
+from idlink.service.encoded import Encoded
 from idlink.store.txn import ChangeEvent, EngagementState
 from idlink.v1 import common_pb2, identity_pb2, profile_pb2
 
@@ -357,15 +357,27 @@ def resolution(answer: Resolution, viewer: Principal) -> identity_pb2.ResolveRes
 # viewer may see: the cache hands out the same Resolution object while it holds
 # (docs/serving.md), so its conversion for one kind of viewer is done once.
 _RESOLUTIONS: dict[tuple[int, Any], tuple[Resolution, identity_pb2.ResolveResponse]] = {}
-# The customers each kept response shows, by the response itself: what
-# ``auth.customer_pids`` reads from it (the customer, then each suggestion),
-# taken from the answer's raw PIDs instead of parsing its UUID strings again.
-_SHOWN: dict[int, tuple[identity_pb2.ResolveResponse, tuple[bytes, ...]]] = {}
 MAX_CONVERTED = 65_536
-# Each kept response's encoding as an item of a batch (``encoded.field_bytes``), worked
-# out at its first batch: a batch of kept responses is sent as their concatenation.
-_BATCH_ITEMS: dict[int, tuple[identity_pb2.ResolveResponse, bytes]] = {}
-_RESPONSES_FIELD = identity_pb2.BatchResolveResponse.DESCRIPTOR.fields_by_name["responses"].number
+
+
+class _Kept:
+    """What is kept beside a kept response (by the response itself, in ``_SHOWN``).
+
+    ``shown``: the customers it shows, what ``auth.customer_pids`` reads from
+    it (the customer, then each suggestion), taken from the answer's raw PIDs
+    instead of parsing its UUID strings again. ``batch_item``: its encoding as
+    one item of a BatchResolveResponse, worked out at its first batch.
+    """
+
+    __slots__ = ("response", "shown", "batch_item")
+
+    def __init__(self, response: identity_pb2.ResolveResponse, shown: tuple[bytes, ...]) -> None:
+        self.response = response
+        self.shown = shown
+        self.batch_item: bytes | None = None
+
+
+_SHOWN: dict[int, _Kept] = {}
 
 
 def _mask_class(viewer: Principal) -> Any:
@@ -409,7 +421,7 @@ def _shared_resolution(
     _RESOLUTIONS[key] = (answer, response)
     shown = [answer.customer.pid] if answer.customer is not None else []
     shown.extend(s.customer_pid for s in answer.suggestions)
-    _SHOWN[id(response)] = (response, tuple(pid for pid in shown if pid))
+    _SHOWN[id(response)] = _Kept(response, tuple(pid for pid in shown if pid))
     return response
 
 
@@ -426,19 +438,15 @@ def batch_resolution(
     shown: list[bytes] = []
     items: list[bytes] = []
     for response in responses:
-        pids = shown_pids(response)
-        if pids is None:  # not a kept response: the interceptor reads the message itself
+        kept = _kept(response)
+        if kept is None:  # not a kept response: the interceptor reads the message itself
             return identity_pb2.BatchResolveResponse(responses=responses)
-        shown.extend(pids)
-        item = _BATCH_ITEMS.get(id(response))
-        if item is None or item[0] is not response:
-            if len(_BATCH_ITEMS) >= MAX_CONVERTED:
-                for old in list(itertools.islice(_BATCH_ITEMS, MAX_CONVERTED // 4)):
-                    del _BATCH_ITEMS[old]
-            # The entry holds the response, so its id is not reused while it is kept.
-            item = (response, field_bytes(_RESPONSES_FIELD, response.SerializeToString()))
-            _BATCH_ITEMS[id(response)] = item
-        items.append(item[1])
+        shown.extend(kept.shown)
+        if kept.batch_item is None:
+            # A batch of this one response is exactly its tag, its length and its bytes.
+            one = identity_pb2.BatchResolveResponse(responses=[response])
+            kept.batch_item = one.SerializeToString()
+        items.append(kept.batch_item)
     return Encoded(b"".join(items), identity_pb2.BatchResolveResponse, tuple(shown))
 
 
@@ -446,10 +454,13 @@ def shown_pids(message: Any) -> tuple[bytes, ...] | None:
     """The customer PIDs a kept response or an encoded batch shows (None: neither)."""
     if type(message) is Encoded:
         return message.shown
+    kept = _kept(message)
+    return None if kept is None else kept.shown
+
+
+def _kept(message: Any) -> _Kept | None:
     found = _SHOWN.get(id(message))
-    if found is not None and found[0] is message:
-        return found[1]
-    return None
+    return found if found is not None and found.response is message else None
 
 
 def change_event(event: ChangeEvent) -> common_pb2.ChangeEvent:

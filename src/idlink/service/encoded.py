@@ -55,17 +55,3 @@ def serializer(plain: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] |
 
     serialize.sends_encoded = True  # type: ignore[attr-defined]
     return serialize
-
-
-def field_bytes(field_number: int, data: bytes) -> bytes:
-    """A length-delimited field (wire type 2): its tag, the length, then ``data``."""
-    return _varint(field_number << 3 | 2) + _varint(len(data)) + data
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
