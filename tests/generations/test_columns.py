@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from idlink.generations.columns import lex_order, pid_list
+from idlink.generations.columns import (
+    canonical_keys,
+    lex_order,
+    pid_list,
+    record_id_keys,
+    time_keys,
+)
+from idlink.store import codec
 
 
 @st.composite
@@ -62,3 +69,34 @@ def test_pid_list_is_to_pylist_for_fixed_and_plain_binary() -> None:
     assert pid_list(pa.chunked_array([fixed[:50], fixed[50:]])) == pids
     assert pid_list(pa.array(pids, pa.binary())) == pids
     assert pid_list(fixed.slice(3, 10)) == pids[3:13]
+
+
+_TEXT = st.text(st.characters(exclude_characters="\0", exclude_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-(2**63), 2**63 - 1), _TEXT, _TEXT),
+        max_size=40,
+    ),
+    st.integers(1, 3),
+)
+def test_record_keys_are_codecs_a_column_at_a_time(
+    rows: list[tuple[int, str, str]], chunks: int
+) -> None:
+    """Every timestamp (the extremes too), any text, a column of several chunks."""
+    observed = np.array([o for o, _, _ in rows], np.int64)
+    cut = len(rows) // chunks
+
+    def column(values: list[str]) -> pa.ChunkedArray:
+        parts = [values[i * cut : (i + 1) * cut] for i in range(chunks - 1)]
+        parts.append(values[(chunks - 1) * cut :])
+        return pa.chunked_array([pa.array(part, pa.string()) for part in parts], pa.string())
+
+    sources, ids = column([s for _, s, _ in rows]), column([r for _, _, r in rows])
+    times = time_keys(observed)
+    assert [bytes(row) for row in times] == [codec.time_key(o) for o, _, _ in rows]
+    id_keys = record_id_keys(sources, ids)
+    assert id_keys.to_pylist() == [codec.record_id_key(s, r) for _, s, r in rows]
+    assert canonical_keys(times, id_keys) == [codec.canonical_key(*row) for row in rows]

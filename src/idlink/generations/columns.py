@@ -1,4 +1,4 @@
-"""Whole-column helpers the generations share: orders of integer keys, PIDs as Python bytes.
+"""Whole-column helpers the generations share: orders of integer keys, PIDs and keys as bytes.
 
 Each gives exactly what the plain numpy or pyarrow call gives, only faster
 for the shapes a generation has (millions of rows of small integer keys,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # A combined key must stay below 2**63; one bit is kept spare.
 _COMBINED_LIMIT = 1 << 62
@@ -59,3 +60,41 @@ def pid_list(column: pa.Array | pa.ChunkedArray) -> list[bytes]:
         column = column.cast(pa.binary())
     values: list[bytes] = column.to_pylist()
     return values
+
+
+def time_keys(micros: np.ndarray) -> np.ndarray:
+    """``codec.time_key`` of each microsecond value, as the rows of an (n, 8) uint8 matrix.
+
+    ``time_key`` packs ``micros + 2**63`` as a big-endian unsigned 64-bit
+    integer: for an int64 that is its two's-complement bits with the sign bit
+    flipped.
+    """
+    flipped = np.asarray(micros, np.int64).view(np.uint64) ^ np.uint64(1 << 63)
+    return flipped.astype(">u8").view(np.uint8).reshape(-1, 8)
+
+
+def record_id_keys(
+    sources: pa.Array | pa.ChunkedArray, record_ids: pa.Array | pa.ChunkedArray
+) -> pa.Array | pa.ChunkedArray:
+    """``codec.record_id_key`` of each (source, record id) of two string columns, as a column.
+
+    Large binary, so that no column of keys outgrows 32-bit offsets.
+    """
+    joined: pa.Array | pa.ChunkedArray = pc.binary_join_element_wise(
+        sources.cast(pa.large_binary()),
+        record_ids.cast(pa.large_binary()),
+        pa.scalar(b"\0", pa.large_binary()),
+    )
+    return joined
+
+
+def canonical_keys(times: np.ndarray, id_keys: pa.Array | pa.ChunkedArray) -> list[bytes]:
+    """``codec.canonical_key`` of each record, from :func:`time_keys` and :func:`record_id_keys`."""
+    size = len(times)
+    prefix = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(8), size, [None, pa.py_buffer(np.ascontiguousarray(times, np.uint8))]
+    ).cast(pa.large_binary())
+    keys: list[bytes] = pc.binary_join_element_wise(
+        prefix, id_keys, pa.scalar(b"", pa.large_binary())
+    ).to_pylist()
+    return keys

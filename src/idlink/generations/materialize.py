@@ -59,7 +59,13 @@ from idlink.domain.pids import merge_profile
 from idlink.errors import StoreFull
 from idlink.generations import local, recluster
 from idlink.generations import pids as pid_rules
-from idlink.generations.columns import lex_order, pid_list
+from idlink.generations.columns import (
+    canonical_keys,
+    lex_order,
+    pid_list,
+    record_id_keys,
+    time_keys,
+)
 from idlink.generations.export import SCHEMAS, Export, key_type_rows, open_export
 from idlink.generations.manifest import (
     EXPORT_FORMAT,
@@ -749,6 +755,14 @@ def _byte_order(values: list[bytes], width: int) -> np.ndarray:
     return np.argsort(np.frombuffer(b"".join(values), dtype=f"S{width}"), kind="stable")
 
 
+def _matrix_order(matrix: np.ndarray) -> np.ndarray:
+    """:func:`_byte_order` of the rows of a uint8 matrix."""
+    if not len(matrix):
+        return np.empty(0, np.int64)
+    rows = np.ascontiguousarray(matrix, np.uint8).view(f"S{matrix.shape[1]}").ravel()
+    return np.argsort(rows, kind="stable")
+
+
 def _sorted_rows(rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """``sorted(rows)`` for rows of distinct keys: one argsort when the keys are of one length."""
     keys = [key for key, _ in rows]
@@ -834,10 +848,10 @@ def derive_rows(
     sources: list[str] = records.column("source").to_pylist()
     ids: list[str] = records.column("record_id").to_pylist()
     observed = records.column("observed_at_us").to_numpy(zero_copy_only=False).astype(np.int64)
-    canonical = [
-        codec.canonical_key(o, s, r)
-        for o, s, r in zip(observed.tolist(), sources, ids, strict=True)
-    ]
+    # The records' keys a whole column at a time (columns.py; equal to codec's, tested).
+    times = time_keys(observed)
+    id_keys = record_id_keys(records.column("source"), records.column("record_id"))
+    canonical = canonical_keys(times, id_keys)
     row_of_rank = np.argsort(inputs.record_rank, kind="stable")
 
     entry_record, entry_contact = inputs.entry_record, inputs.entry_contact
@@ -1049,9 +1063,8 @@ def derive_rows(
     contact_rows_lazy = _lazy(build_contact_rows)
 
     # Records, keyed by the keyed hash of (source, record id).
-    hashes = keys.record_hashes(
-        [codec.record_id_key(s, r) for s, r in zip(sources, ids, strict=True)]
-    )
+    hashes = keys.record_hashes(id_keys.to_pylist())
+    del id_keys
     record_order = _byte_order(hashes, codec.RECORD_HASH_BYTES).tolist()
 
     def build_record_rows() -> Batches:
@@ -1117,8 +1130,9 @@ def derive_rows(
     record_rows_lazy = _lazy(build_record_rows)
 
     # The contact -> record index: (contact, (observed_at, record hash)), both sorted.
-    refs = [keys.record_ref(o, h) for o, h in zip(observed.tolist(), hashes, strict=True)]
-    ref_rank = _rank_of(_byte_order(refs, codec.TIME_BYTES + codec.RECORD_HASH_BYTES))
+    ref_matrix = keys.record_refs_of(times, byte_matrix(hashes))
+    ref_rank = _rank_of(_matrix_order(ref_matrix))
+    del times
     pid_rank = _rank_of(np.array(contact_order, np.int64)) if n else np.empty(0, np.int64)
     index_order = lex_order((ref_rank[entry_record], pid_rank[entry_contact]))
     index_contacts = entry_contact[index_order]
@@ -1127,23 +1141,12 @@ def derive_rows(
     # Keys, PIDs and index values are of one length each: rows are gathered as byte matrices.
     key_matrix = byte_matrix(contact_keys)
     pid_matrix = byte_matrix(pids)
-    ref_matrix = byte_matrix(refs)
 
     def index_rows(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
-        if key_matrix is not None and ref_matrix is not None:
-            return list(
-                zip(
-                    split_rows(key_matrix[index_contacts[lo:hi]]),
-                    split_rows(ref_matrix[index_records[lo:hi]]),
-                    strict=True,
-                )
-            )
-        return [
-            (contact_keys[c], refs[r])
-            for c, r in zip(
-                index_contacts[lo:hi].tolist(), index_records[lo:hi].tolist(), strict=True
-            )
-        ]
+        refs = split_rows(ref_matrix[index_records[lo:hi]])
+        if key_matrix is not None:
+            return list(zip(split_rows(key_matrix[index_contacts[lo:hi]]), refs, strict=True))
+        return list(zip(_take(contact_keys, index_contacts[lo:hi]), refs, strict=True))
 
     # Edges, both directions, sorted by (a, b).
     a_all = np.concatenate([lo, hi])

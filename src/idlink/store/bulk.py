@@ -97,9 +97,17 @@ class AccountKeys:
         return self.prefix + record_hash
 
     @staticmethod
-    def record_ref(observed_at_us: int, record_hash: bytes) -> bytes:
-        """A value of the contact -> record index (the key is :meth:`contact`)."""
-        return codec.time_key(observed_at_us) + record_hash
+    def record_refs_of(times: np.ndarray, hash_matrix: np.ndarray | None) -> np.ndarray:
+        """The contact -> record index's values (``codec.record_ref``) as the rows of a matrix.
+
+        From the rows of their time keys (``codec.time_key``) and of their record
+        hashes (:func:`byte_matrix`, which every hash of one length gives).
+        """
+        if hash_matrix is None:
+            raise ValueError("record hashes of different lengths")
+        if not len(times):
+            return np.zeros((0, codec.TIME_BYTES + codec.RECORD_HASH_BYTES), np.uint8)
+        return np.concatenate([times, hash_matrix], axis=1)
 
     def edge(self, a: bytes, b: bytes) -> bytes:
         return self.prefix + a + b
