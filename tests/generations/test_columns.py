@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from idlink.generations.columns import (
+    byte_order,
     canonical_keys,
     lex_order,
     pid_list,
@@ -100,3 +101,22 @@ def test_record_keys_are_codecs_a_column_at_a_time(
     id_keys = record_id_keys(sources, ids)
     assert id_keys.to_pylist() == [codec.record_id_key(s, r) for _, s, r in rows]
     assert canonical_keys(times, id_keys) == [codec.canonical_key(*row) for row in rows]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 20).flatmap(
+        lambda width: st.lists(
+            st.binary(min_size=width, max_size=width)
+            | st.builds(lambda tail: bytes(max(0, width - len(tail))) + tail, st.binary(max_size=2))
+            .map(lambda b, w=width: b[:w].ljust(w, b"\0")),
+            max_size=30,
+        ).map(lambda values, w=width: (w, values))
+    )
+)
+def test_byte_order_is_a_stable_sort_of_the_rows(case: tuple[int, list[bytes]]) -> None:
+    """Random rows and rows tied in their first bytes (zeros with a short tail), any width."""
+    width, values = case
+    matrix = np.frombuffer(b"".join(values), np.uint8).reshape(len(values), width)
+    expected = sorted(range(len(values)), key=lambda i: values[i])
+    assert byte_order(matrix).tolist() == expected

@@ -60,6 +60,7 @@ from idlink.errors import StoreFull
 from idlink.generations import local, recluster
 from idlink.generations import pids as pid_rules
 from idlink.generations.columns import (
+    byte_order,
     canonical_keys,
     lex_order,
     pid_list,
@@ -749,18 +750,10 @@ def _pairs(records: np.ndarray, contacts: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _byte_order(values: list[bytes], width: int) -> np.ndarray:
-    """The order that sorts equal-length byte strings (argsort over fixed-width bytes)."""
+    """The stable order that sorts equal-length byte strings."""
     if not values:
         return np.empty(0, np.int64)
-    return np.argsort(np.frombuffer(b"".join(values), dtype=f"S{width}"), kind="stable")
-
-
-def _matrix_order(matrix: np.ndarray) -> np.ndarray:
-    """:func:`_byte_order` of the rows of a uint8 matrix."""
-    if not len(matrix):
-        return np.empty(0, np.int64)
-    rows = np.ascontiguousarray(matrix, np.uint8).view(f"S{matrix.shape[1]}").ravel()
-    return np.argsort(rows, kind="stable")
+    return byte_order(np.frombuffer(b"".join(values), np.uint8).reshape(len(values), width))
 
 
 def _sorted_rows(rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -1131,7 +1124,7 @@ def derive_rows(
 
     # The contact -> record index: (contact, (observed_at, record hash)), both sorted.
     ref_matrix = keys.record_refs_of(times, byte_matrix(hashes))
-    ref_rank = _rank_of(_matrix_order(ref_matrix))
+    ref_rank = _rank_of(byte_order(ref_matrix))
     del times
     pid_rank = _rank_of(np.array(contact_order, np.int64)) if n else np.empty(0, np.int64)
     index_order = lex_order((ref_rank[entry_record], pid_rank[entry_contact]))
