@@ -108,8 +108,9 @@ def test_record_keys_are_codecs_a_column_at_a_time(
     st.integers(0, 20).flatmap(
         lambda width: st.lists(
             st.binary(min_size=width, max_size=width)
-            | st.builds(lambda tail: bytes(max(0, width - len(tail))) + tail, st.binary(max_size=2))
-            .map(lambda b, w=width: b[:w].ljust(w, b"\0")),
+            | st.builds(
+                lambda tail: bytes(max(0, width - len(tail))) + tail, st.binary(max_size=2)
+            ).map(lambda b, w=width: b[:w].ljust(w, b"\0")),
             max_size=30,
         ).map(lambda values, w=width: (w, values))
     )
