@@ -231,6 +231,32 @@ def test_a_record_read_earlier_in_the_transaction_is_still_logged(engine: Identi
     assert any(name == "records" for name, _, _ in log.gets)
 
 
+def test_every_cache_of_a_transaction_is_set_aside_while_a_read_is_recorded(
+    engine: IdentityEngine,
+) -> None:
+    # A recorded read starts with empty caches (Txn.CACHES): a cache missing from
+    # that list would answer a read without an LMDB operation, unlogged.
+    _seed(engine, 2)
+
+    def run(txn):
+        txn.buffer_writes()
+        engine._resolver(ACCOUNT, _email(0))(txn)
+        containers = {
+            name
+            for name, value in vars(txn).items()
+            if isinstance(value, (dict, set, list)) and name != "_dbs"
+        }
+        assert containers == set(txn.CACHES)
+        assert txn._records, "the resolve opened records into the transaction's cache"
+        before = {name: getattr(txn, name) for name in txn.CACHES}
+        with store_serving.recorded(txn):
+            assert all(getattr(txn, name) == {} for name in txn.CACHES)
+            engine._resolver(ACCOUNT, _email(1))(txn)
+        assert all(getattr(txn, name) is before[name] for name in txn.CACHES)
+
+    engine.store.write(run)
+
+
 def _audit_write(engine: IdentityEngine) -> None:
     from idlink.security.audit import PendingEvent, write_events
 

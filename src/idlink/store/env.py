@@ -50,7 +50,7 @@ from idlink.errors import (
     StoreFull,
 )
 from idlink.store.serving import PROBE_KEY, bookkeeping_raw, bump_data_version
-from idlink.store.txn import SUBDATABASES, Txn
+from idlink.store.txn import SUBDATABASES, Txn, open_handles
 
 log = logging.getLogger(__name__)
 
@@ -322,10 +322,7 @@ class Store:
             map_size = MULTI_PROCESS_MAP_SIZE if multi_process else DEFAULT_MAP_SIZE
         try:
             self._env = _open_environment(self.path, map_size, sync=durable, metasync=durable)
-            self._dbs = {
-                name: self._env.open_db(name.encode(), dupsort=dupsort)
-                for name, dupsort in SUBDATABASES.items()
-            }
+            self._dbs = open_handles(self._env)
         except lmdb.Error as exc:
             self._forget_path()
             raise StoreError(f"cannot open store: {exc}") from None
@@ -418,10 +415,7 @@ class Store:
                 self._env = _open_environment(
                     self.path, map_size, sync=flags["sync"], metasync=flags["metasync"]
                 )
-                self._dbs = {
-                    name: self._env.open_db(name.encode(), dupsort=dupsort)
-                    for name, dupsort in SUBDATABASES.items()
-                }
+                self._dbs = open_handles(self._env)
             except lmdb.Error as exc:
                 raise StoreError(f"cannot reopen store: {exc}") from None
             self._reopen_args = None
@@ -753,10 +747,7 @@ def _finish_drops(folder: str, *, map_size: int) -> int:
             meta = env.open_db(b"meta", txn=raw, create=False)
             if raw.get(b"format", db=meta) != FORMAT_VERSION:
                 return 0  # _copy_compacted names the format
-        dbs = {
-            name: env.open_db(name.encode(), dupsort=dupsort)
-            for name, dupsort in SUBDATABASES.items()
-        }
+        dbs = open_handles(env)
         while True:
             with env.begin(write=True) as raw:
                 txn = Txn(raw, dbs, writable=True)

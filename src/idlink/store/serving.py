@@ -30,7 +30,6 @@ transaction), so the domain's cache never sees LMDB.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from idlink.store import codec
@@ -245,34 +244,37 @@ class _RecordingRaw:
         return getattr(self._raw, name)
 
 
-def _db_names(txn: Txn) -> dict[int, str]:
-    return {id(handle): name for name, handle in txn._dbs.items()}
+class _Recording:
+    """The context manager :func:`recorded` gives (a class: a generator costs more per read)."""
+
+    __slots__ = ("_txn", "_raw", "_kept", "_log")
+
+    def __init__(self, txn: Txn) -> None:
+        raw = txn._raw
+        if isinstance(raw, _RecordingRaw):  # already recorded by an outer block
+            raise Unreplayable("a read is being recorded already")
+        self._txn = txn
+        self._raw = raw
+        self._log = ReadLog(txn._dbs.names)
+
+    def __enter__(self) -> ReadLog:
+        txn = self._txn
+        # The transaction's own caches (records opened earlier in it) would answer
+        # without an LMDB operation, which the log would then miss: the block
+        # starts with empty ones, and the transaction gets its own back after.
+        self._kept = txn.take_caches()
+        txn._raw = _RecordingRaw(self._raw, self._log)  # type: ignore[assignment]
+        return self._log
+
+    def __exit__(self, *exc: object) -> None:
+        txn = self._txn
+        txn._raw = self._raw
+        txn.restore_caches(self._kept)
 
 
-@contextmanager
-def recorded(txn: Txn) -> Iterator[ReadLog]:
-    """Log every LMDB operation made through ``txn`` while the block runs."""
-    raw = txn._raw
-    if isinstance(raw, _RecordingRaw):  # already recorded by an outer block: log it there too
-        raise Unreplayable("a read is being recorded already")
-    log = ReadLog(_db_names(txn))
-    # The transaction's own caches (records opened earlier in it) would answer
-    # without an LMDB operation, which the log would then miss: the block
-    # starts with empty ones, and the transaction gets its own back after.
-    kept = {
-        name: value
-        for name, value in vars(txn).items()
-        if name != "_dbs" and isinstance(value, (dict, set, list))
-    }
-    for name, value in kept.items():
-        setattr(txn, name, type(value)())
-    txn._raw = _RecordingRaw(raw, log)  # type: ignore[assignment]
-    try:
-        yield log
-    finally:
-        txn._raw = raw
-        for name, value in kept.items():
-            setattr(txn, name, value)
+def recorded(txn: Txn) -> _Recording:
+    """Log every LMDB operation made through ``txn`` while the block runs (a context manager)."""
+    return _Recording(txn)
 
 
 def snapshot_id(txn: Txn) -> int:

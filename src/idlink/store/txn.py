@@ -78,12 +78,28 @@ _RECORD_CACHE_LIMIT = 1 << 16
 _UNBUFFERED = frozenset(name for name, dupsort in SUBDATABASES.items() if dupsort)
 
 
-class _WriteBuffer:
-    """What a transaction holds back until it flushes (Txn.buffer_writes).
+class Handles(dict[str, Any]):
+    """The sub-database handles of one environment by name; ``names``: a handle's name by its id.
 
-    Not a dict: ``store.serving.recorded`` sets a transaction's dict
-    attributes (its caches) aside while it records a read.
+    Made once per opened environment, so a recorded read (``store.serving``)
+    names the sub-database of each operation without building the map again.
     """
+
+    __slots__ = ("names",)
+
+    def __init__(self, handles: dict[str, Any]) -> None:
+        super().__init__(handles)
+        self.names: dict[int, str] = {id(handle): name for name, handle in handles.items()}
+
+
+def open_handles(env: lmdb.Environment) -> Handles:
+    """Open (or create) every sub-database of ``env``."""
+    opened = {name: env.open_db(name.encode(), dupsort=dup) for name, dup in SUBDATABASES.items()}
+    return Handles(opened)
+
+
+class _WriteBuffer:
+    """What a transaction holds back until it flushes (Txn.buffer_writes)."""
 
     __slots__ = ("parts", "unsealed", "counts")
 
@@ -113,8 +129,13 @@ class Txn:
     Everything of one account is reached through :meth:`account`.
     """
 
+    # The transaction's caches of what it read or wrote: a recorded read
+    # (store.serving.recorded) starts with empty ones, so that every read it
+    # makes reaches LMDB and is logged.
+    CACHES = ("_records", "_hashes", "_new_contact", "_id_hashes")
+
     def __init__(
-        self, raw: lmdb.Transaction, dbs: dict[str, Any], *, writable: bool, cipher: Any = None
+        self, raw: lmdb.Transaction, dbs: Handles, *, writable: bool, cipher: Any = None
     ) -> None:
         self._raw = raw
         self._dbs = dbs
@@ -129,6 +150,16 @@ class Txn:
         self._buffer: _WriteBuffer | None = None
         # prefix + record id key -> its keyed hash (each record is hashed once).
         self._id_hashes: dict[bytes, bytes] = {}
+
+    def take_caches(self) -> tuple[dict[bytes, Any], ...]:
+        """The caches (:attr:`CACHES`), each replaced by an empty one."""
+        taken = (self._records, self._hashes, self._new_contact, self._id_hashes)
+        self._records, self._hashes, self._new_contact, self._id_hashes = {}, {}, {}, {}
+        return taken
+
+    def restore_caches(self, caches: tuple[dict[bytes, Any], ...]) -> None:
+        """Put back caches :meth:`take_caches` took."""
+        self._records, self._hashes, self._new_contact, self._id_hashes = caches
 
     # -- the write-back buffer -----------------------------------------------------
 
