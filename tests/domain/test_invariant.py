@@ -14,13 +14,16 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from idlink.domain.contacts import ContactKey
+from idlink.domain.contacts import ContactKey, prepare_contact
 from idlink.domain.engine import IdentityEngine, RecordInput
 from idlink.domain.keytypes import NORMALIZER_TRIM, AccountPolicy, KeyType
+from idlink.domain.linking import CAPPED, CONFLICT
+from idlink.domain.reads import AccountView
 from idlink.security.crypto import open_store
 from idlink.store import codec
 from tests.domain.conftest import MASTER
@@ -101,6 +104,15 @@ def check_invariants(engine: IdentityEngine) -> None:
             key = codec.canonical_key(record.observed_at_us, record.source, record.record_id)
             step = rebuild.results[key]
             assert (record.outcome, list(record.group_pids)) == (step.outcome, step.group)
+        # A resolve skips the records of a linkable contact that is not marked refused
+        # (ContactState.refused): every linkable contact a refused record names is.
+        assert view.config.marks_refusals
+        for record in view.txn.iter_records():
+            if record.outcome in (CAPPED, CONFLICT):
+                for pid in record.contact_pids:
+                    contact = view.txn.get_contact(pid)
+                    if not view.unlinkable_reason(pid, contact):
+                        assert contact.refused, (contact.type, contact.value)
         for customer_pid, state in view.txn.iter_customers():
             members = list(state.contact_pids)
             assert len(members) <= CAP
@@ -112,6 +124,16 @@ def check_invariants(engine: IdentityEngine) -> None:
             for name, count in types.items():
                 limit = config.key_types[name].max_per_customer
                 assert not limit or count <= limit, (name, count)
+
+
+def check_resolves_read_what_they_need(engine: IdentityEngine) -> None:
+    """Every resolve equals the one that reads every record of the contact (no marks used)."""
+    secret = engine.secret(ACCOUNT)
+    with engine.read(ACCOUNT) as view:
+        reading_all = AccountView(view.txn, replace(view.config, marks_refusals=False))
+        for key in POOL:
+            prepared = prepare_contact(secret, view.config, key)
+            assert view.resolve(prepared) == reading_all.resolve(prepared), key
 
 
 @contextmanager
@@ -139,6 +161,7 @@ def test_one_by_one_equals_rebuild(impl, ops):
         for op in ops:
             apply(engine, op)
             check_invariants(engine)
+        check_resolves_read_what_they_need(engine)
 
 
 @SETTINGS
@@ -154,6 +177,8 @@ def test_arrival_order_does_not_matter(impl, recs, data):
         batched.ingest(ACCOUNT, [to_input(r) for r in recs])
         check_invariants(one_by_one)
         check_invariants(batched)
+        check_resolves_read_what_they_need(one_by_one)
+        check_resolves_read_what_they_need(batched)
         # Contact PIDs are keyed hashes of the same secret: the partitions compare directly.
         assert sorted(sorted(c) for c in one_by_one.partition(ACCOUNT)) == sorted(
             sorted(c) for c in batched.partition(ACCOUNT)
@@ -179,3 +204,4 @@ def test_batches_with_policy_changes_equal_rebuild(impl, batches):
                 if op[0] == "dnl":
                     apply(engine, op)
             check_invariants(engine)
+        check_resolves_read_what_they_need(engine)

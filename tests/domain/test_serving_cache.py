@@ -17,6 +17,7 @@ import pytest
 from idlink.domain import erasure, profiles
 from idlink.domain.contacts import ContactKey
 from idlink.domain.engine import IdentityEngine, RecordInput
+from idlink.domain.keytypes import AccountPolicy
 from idlink.domain.views import FOUND, NOT_FOUND
 from idlink.errors import IdlinkError
 from idlink.store import serving as store_serving
@@ -178,8 +179,18 @@ def test_a_replay_that_sees_a_change_misses(engine: IdentityEngine) -> None:
     assert engine.serving.replayed == replayed + 1
 
 
-def test_log_replay_detects_changed_bytes(engine: IdentityEngine) -> None:
+def _seed_with_refusal(engine: IdentityEngine) -> None:
+    """One person, and a record that would join a third contact over a cap of 2 (CAPPED).
+
+    Its contacts are marked refused, so their resolves read their records.
+    """
+    engine.set_account_policy(ACCOUNT, AccountPolicy(max_contacts=2))
     _seed(engine, 1)
+    engine.link(ACCOUNT, RecordInput("crm", "capped", [_email(0), _email(7)], T0 + 7))
+
+
+def test_log_replay_detects_changed_bytes(engine: IdentityEngine) -> None:
+    _seed_with_refusal(engine)
     with engine.store.read() as txn:
         with store_serving.recorded(txn) as log:
             engine._resolver(ACCOUNT, _email(0))(txn)
@@ -223,7 +234,8 @@ def test_a_record_read_earlier_in_the_transaction_is_still_logged(engine: Identi
     # The email and the phone share record r0: resolving the email first leaves
     # r0 opened in the transaction's own cache, which must not hide it from the
     # log of the phone's resolve (its answer depends on that record too).
-    _seed(engine, 1)
+    _seed_with_refusal(engine)
+    engine.link(ACCOUNT, RecordInput("crm", "capped-2", [_phone(0), _email(8)], T0 + 8))
     with engine.store.read() as txn:
         engine._resolver(ACCOUNT, _email(0))(txn)
         with store_serving.recorded(txn) as log:
@@ -236,7 +248,7 @@ def test_every_cache_of_a_transaction_is_set_aside_while_a_read_is_recorded(
 ) -> None:
     # A recorded read starts with empty caches (Txn.CACHES): a cache missing from
     # that list would answer a read without an LMDB operation, unlogged.
-    _seed(engine, 2)
+    _seed_with_refusal(engine)
 
     def run(txn):
         txn.buffer_writes()
@@ -251,7 +263,7 @@ def test_every_cache_of_a_transaction_is_set_aside_while_a_read_is_recorded(
         before = {name: getattr(txn, name) for name in txn.CACHES}
         with store_serving.recorded(txn):
             assert all(getattr(txn, name) == {} for name in txn.CACHES)
-            engine._resolver(ACCOUNT, _email(1))(txn)
+            engine._resolver(ACCOUNT, _email(7))(txn)
         assert all(getattr(txn, name) is before[name] for name in txn.CACHES)
 
     engine.store.write(run)

@@ -9,6 +9,8 @@ of parsing the configuration again.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from idlink.domain import pids
 from idlink.domain.contacts import check_text
 from idlink.domain.keytypes import AccountConfig, AccountPolicy, KeyType
@@ -53,7 +55,8 @@ class Accounts:
         if config is None:
             if is_staging_name(account):
                 raise InvalidArgument("a staging account is created by a load only")
-            config = AccountConfig(account, txn.create_account_id(account))
+            # A new account keeps every contact's refusal mark from its first record.
+            config = AccountConfig(account, txn.create_account_id(account), marks_refusals=True)
             put_config(txn.account(config.account_id), config, now)
         return config
 
@@ -97,7 +100,7 @@ def put_key_type(unit: AccountUnit, key_type: KeyType) -> KeyType:
     put_config(unit.txn, updated, unit.now)
     if existing is not None and existing != key_type:
         unit.config = updated
-        unit.rebuild_account()
+        _rebuild(unit)
     return key_type
 
 
@@ -108,8 +111,17 @@ def set_policy(unit: AccountUnit, policy: AccountPolicy) -> AccountPolicy:
     put_config(unit.txn, updated, unit.now)
     if updated.policy != config.policy:
         unit.config = updated
-        unit.rebuild_account()
+        _rebuild(unit)
     return policy
+
+
+def _rebuild(unit: AccountUnit) -> None:
+    """Work the whole account out again; an account made before refusal marks gets them."""
+    unit.rebuild_account()
+    if not unit.config.marks_refusals:
+        # Every contact was replayed from all its records: its mark is exact now.
+        unit.config = replace(unit.config, marks_refusals=True)
+        put_config(unit.txn, unit.config, unit.now)
 
 
 def refuse_identity_change(txn: AccountTxn, config: AccountConfig, key_type: KeyType) -> None:
@@ -160,6 +172,7 @@ def state_of(config: AccountConfig, created_at_us: int) -> AccountState:
         isolate_min_connections=config.policy.isolate_min_connections,
         key_types=[key_type_state(k) for k in config.key_types.values()],
         created_at_us=created_at_us,
+        refusals_marked=config.marks_refusals,
     )
 
 
@@ -169,4 +182,5 @@ def config_of(state: AccountState) -> AccountConfig:
         account_id=state.account_id,
         key_types={k.name: key_type_of(k) for k in state.key_types},
         policy=AccountPolicy(state.max_contacts, state.isolate_min_connections),
+        marks_refusals=state.refusals_marked,
     )

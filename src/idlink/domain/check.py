@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from idlink.domain.engine import IdentityEngine
+from idlink.domain.linking import CAPPED, CONFLICT
 from idlink.store import codec
 
 MAX_REDIRECT_CHAIN = 64
@@ -148,6 +149,23 @@ def check_account(engine: IdentityEngine, account: str) -> AccountReport:
                         f"contact {_pid(pid)}: stale index entry for record "
                         f"{source!r}/{record_id!r}"
                     )
+
+        if config.marks_refusals:
+            # A linkable contact a refused record names must say so: its resolve
+            # reads its records for suggestions only then (ContactState.refused).
+            unmarked = set()
+            for record in records:
+                if record.outcome in (CAPPED, CONFLICT):
+                    for pid in record.contact_pids:
+                        named = contacts.get(pid)
+                        if (
+                            named is not None
+                            and not named.refused
+                            and not view.unlinkable_reason(pid, named)
+                        ):
+                            unmarked.add(pid)
+            for pid in sorted(unmarked):
+                report.add(f"contact {_pid(pid)}: named by a refused record but not marked so")
 
         isolated = set(txn.iter_isolated())
         for pid, contact in contacts.items():

@@ -144,6 +144,9 @@ class AccountConfig:
     account_id: int
     key_types: dict[str, KeyType] = field(default_factory=default_key_types)
     policy: AccountPolicy = field(default_factory=AccountPolicy)
+    # Whether every contact's ``refused`` is kept (AccountState.refusals_marked):
+    # then a resolve skips the records of a linkable contact no refused record names.
+    marks_refusals: bool = False
 
     def key_type(self, name: str, field: str = "contact.type") -> KeyType:
         try:
@@ -162,8 +165,10 @@ class AccountConfig:
             raise FailedPrecondition(f"an account has at most {MAX_KEY_TYPES} key types")
         types = dict(self.key_types)
         types[key_type.name] = key_type
-        return AccountConfig(self.name, self.account_id, types, self.policy)
+        return AccountConfig(self.name, self.account_id, types, self.policy, self.marks_refusals)
 
     def with_policy(self, policy: AccountPolicy) -> AccountConfig:
         policy.validate()
-        return AccountConfig(self.name, self.account_id, dict(self.key_types), policy)
+        return AccountConfig(
+            self.name, self.account_id, dict(self.key_types), policy, self.marks_refusals
+        )

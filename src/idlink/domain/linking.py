@@ -94,6 +94,11 @@ class Node:
     moved_at: bytes = b""
     # The customer the contact belonged to before this operation (b"" if new).
     customer_pid: bytes = b""
+    # A usable contact named by a record whose link was refused (ContactState.refused):
+    # set by ``apply``, never cleared by it. A replay that does not read every record
+    # of a contact reads it as unusable or isolated, whose resolve reads its records
+    # whatever the mark; it becomes linkable again only in a replay that reads them all.
+    refused: bool = False
 
     def counts_in(self, record_key: bytes) -> bool:
         """Whether this contact takes part in the group of a record (SPEC 3.3, 3.4)."""
@@ -315,6 +320,9 @@ class LinkGraph:
                 break
 
         group[:] = [m for m in group if not nodes[m].isolated]
+        if refused:
+            for n in usable:  # an unusable contact's resolve reads its records anyway
+                nodes[n].refused = True
         return StepResult(outcome, [nodes[m].pid for m in group], refused)
 
     def replay(self, records: Iterable[tuple[bytes, Sequence[bytes]]]) -> dict[bytes, StepResult]:

@@ -32,7 +32,14 @@ from idlink.domain.views import (
 from idlink.errors import InvalidArgument, NotFound
 from idlink.store import codec
 from idlink.store.env import Store
-from idlink.store.txn import AccountTxn, ChangeEvent, ContactState, CustomerState, Txn
+from idlink.store.txn import (
+    AccountTxn,
+    ChangeEvent,
+    ContactState,
+    CustomerState,
+    RecordState,
+    Txn,
+)
 
 
 class AccountView:
@@ -176,7 +183,7 @@ class AccountView:
         own = customer.pid if customer is not None else b""
         scores: dict[bytes, int] = {}
         reasons: dict[bytes, str] = {}
-        for record in self.txn.records_of(prepared.pid):  # read once: this is the resolve path
+        for record in self._suggesting_records(prepared.pid, contact, linkable):
             if not linkable:
                 for other in record.contact_pids:
                     self._suggest_contact(other, own, "SHARED_RECORD", scores, reasons)
@@ -193,6 +200,19 @@ class AccountView:
         result.extend(s for s in self._national_suggestions(prepared) if s.customer_pid != own)
         result.sort(key=lambda s: (-s.score, s.customer_pid))
         return result[:MAX_SUGGESTIONS]
+
+    def _suggesting_records(
+        self, pid: bytes, contact: ContactState, linkable: bool
+    ) -> list[RecordState]:
+        """The records :meth:`suggestions` reads: none when none of them can suggest.
+
+        A linkable contact's records suggest only when one refused a link or the
+        contact moved; where the account keeps refusal marks, an unmarked
+        contact that never moved is named by no refused record.
+        """
+        if linkable and self.config.marks_refusals and not contact.refused and not contact.moved_at:
+            return []
+        return self.txn.records_of(pid)  # read once: this is the resolve path
 
     def _suggest_contact(
         self,

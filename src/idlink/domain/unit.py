@@ -155,6 +155,7 @@ class AccountUnit:
             contact.isolated_connections,
             contact.moved_at,
             contact.customer_pid,
+            contact.refused,
         )
 
     def first_seen_at(self, pid: bytes, contact: ContactState) -> tuple[bytes, int]:
@@ -462,6 +463,7 @@ class AccountUnit:
                 and contact.moved_at == node.moved_at
                 and contact.first_key == node.first_key
                 and contact.first_position == node.position
+                and contact.refused == node.refused
             ):
                 continue
             if contact.isolated != node.isolated:
@@ -474,6 +476,7 @@ class AccountUnit:
             contact.moved_at = node.moved_at
             contact.first_key = node.first_key
             contact.first_position = node.position
+            contact.refused = node.refused
             self.txn.put_contact(node.pid, contact)
 
     def emit(

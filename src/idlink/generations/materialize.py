@@ -1047,6 +1047,7 @@ def derive_rows(
                         isolated_connections=node.isolated_connections,
                         isolated_at=node.isolated_at,
                         moved_at=node.moved_at,
+                        refused=node.refused,
                     )
                     clears[i] = state.SerializeToString()
             return list(zip(contact_keys_o[lo:hi], clears, strict=True))
