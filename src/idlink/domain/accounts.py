@@ -97,10 +97,13 @@ def put_key_type(unit: AccountUnit, key_type: KeyType) -> KeyType:
     existing = config.key_types.get(key_type.name)
     refuse_identity_change(unit.txn, config, key_type)
     updated = config.with_key_type(key_type)
+    rebuild = existing is not None and existing != key_type
+    if rebuild:
+        updated = _marking(updated)
     put_config(unit.txn, updated, unit.now)
-    if existing is not None and existing != key_type:
+    if rebuild:
         unit.config = updated
-        _rebuild(unit)
+        unit.rebuild_account()
     return key_type
 
 
@@ -108,20 +111,23 @@ def set_policy(unit: AccountUnit, policy: AccountPolicy) -> AccountPolicy:
     """Change the account's cap and isolation threshold; customers are worked out again."""
     config = unit.config
     updated = config.with_policy(policy)
+    rebuild = updated.policy != config.policy
+    if rebuild:
+        updated = _marking(updated)
     put_config(unit.txn, updated, unit.now)
-    if updated.policy != config.policy:
+    if rebuild:
         unit.config = updated
-        _rebuild(unit)
+        unit.rebuild_account()
     return policy
 
 
-def _rebuild(unit: AccountUnit) -> None:
-    """Work the whole account out again; an account made before refusal marks gets them."""
-    unit.rebuild_account()
-    if not unit.config.marks_refusals:
-        # Every contact was replayed from all its records: its mark is exact now.
-        unit.config = replace(unit.config, marks_refusals=True)
-        put_config(unit.txn, unit.config, unit.now)
+def _marking(config: AccountConfig) -> AccountConfig:
+    """The configuration of an account about to be rebuilt, keeping refusal marks.
+
+    A rebuild replays every contact from all its records, so an account made
+    before the marks has exact ones after it.
+    """
+    return config if config.marks_refusals else replace(config, marks_refusals=True)
 
 
 def refuse_identity_change(txn: AccountTxn, config: AccountConfig, key_type: KeyType) -> None:

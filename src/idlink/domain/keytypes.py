@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from functools import cached_property
 
@@ -165,10 +165,8 @@ class AccountConfig:
             raise FailedPrecondition(f"an account has at most {MAX_KEY_TYPES} key types")
         types = dict(self.key_types)
         types[key_type.name] = key_type
-        return AccountConfig(self.name, self.account_id, types, self.policy, self.marks_refusals)
+        return replace(self, key_types=types)
 
     def with_policy(self, policy: AccountPolicy) -> AccountConfig:
         policy.validate()
-        return AccountConfig(
-            self.name, self.account_id, dict(self.key_types), policy, self.marks_refusals
-        )
+        return replace(self, key_types=dict(self.key_types), policy=policy)
