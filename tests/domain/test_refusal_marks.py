@@ -66,6 +66,13 @@ def test_a_new_account_keeps_the_marks(engine: IdentityEngine) -> None:
     assert check_account(engine, ACCOUNT).problems == []
 
 
+def test_an_account_made_by_its_first_ingest_keeps_the_marks(engine: IdentityEngine) -> None:
+    """No policy change, no rebuild: the ingest that creates the account marks it."""
+    engine.ingest(ACCOUNT, [RecordInput("crm", "alone", [LONER], T0)])
+    assert engine.account_config(ACCOUNT).marks_refusals
+    assert _records_read(engine, LONER) == 0
+
+
 def test_only_a_marked_contact_reads_its_records(engine: IdentityEngine) -> None:
     _capped(engine)
     assert _records_read(engine, LONER) == 0
