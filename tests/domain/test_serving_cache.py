@@ -21,6 +21,7 @@ from idlink.domain.keytypes import AccountPolicy
 from idlink.domain.views import FOUND, NOT_FOUND
 from idlink.errors import IdlinkError
 from idlink.store import serving as store_serving
+from idlink.store.txn import Txn
 
 ACCOUNT = "acme"
 T0 = 1_700_000_000_000_000
@@ -338,3 +339,21 @@ def test_an_answer_that_read_audit_data_is_proved_by_a_replay(engine: IdentityEn
     assert engine.serving.answer(("audit",), lambda: audit_count) == 1
     _audit_write(engine)  # a bookkeeping write, but this answer read the audit log
     assert engine.serving.answer(("audit",), lambda: audit_count) == 2
+
+
+def test_an_answer_that_got_a_bookkeeping_key_is_proved_by_a_replay(engine: IdentityEngine) -> None:
+    """A get of a key a bookkeeping write may change (here the health probe's) counts too."""
+    _seed(engine, 1)
+
+    def probe(txn: Txn) -> bytes | None:
+        return txn.get_meta(store_serving.PROBE_KEY)
+
+    def write_probe(value: bytes) -> None:
+        engine.store.write(
+            lambda txn: txn.put_meta(store_serving.PROBE_KEY, value), bookkeeping=True
+        )
+
+    write_probe(b"1")
+    assert engine.serving.answer(("probe",), lambda: probe) == b"1"
+    write_probe(b"2")  # the data version stays: only a replay shows the change
+    assert engine.serving.answer(("probe",), lambda: probe) == b"2"

@@ -79,7 +79,7 @@ class ReadLog:
     operations, so cursor operations are checked in the order they were made.
     """
 
-    __slots__ = ("gets", "entries", "broken", "db_names", "_size")
+    __slots__ = ("gets", "entries", "broken", "db_names", "_size", "_got_bookkeeping")
 
     def __init__(self, db_names: dict[int, str]) -> None:
         self.gets: list[tuple[str, bytes, bytes | None]] = []
@@ -87,6 +87,7 @@ class ReadLog:
         self.broken = False  # an operation was not recorded, or the log grew too long
         self.db_names = db_names
         self._size = 0
+        self._got_bookkeeping = False  # a get read the audit log or bookkeeping meta
 
     def add_get(self, name: str, key: bytes, value: bytes | None) -> None:
         self._size += 1
@@ -94,6 +95,8 @@ class ReadLog:
             self.broken = True
             return
         self.gets.append((name, key, value))
+        if name == "audit" or (name == "meta" and _is_bookkeeping_meta(key)):
+            self._got_bookkeeping = True
 
     def add(self, entry: tuple[Any, ...]) -> None:
         self._size += 1
@@ -111,10 +114,12 @@ class ReadLog:
 
     def reads_bookkeeping(self) -> bool:
         """Whether a bookkeeping write could change a result (the data version proves nothing)."""
-        for name, key, _ in self.gets:
-            if name == "audit" or (name == "meta" and _is_bookkeeping_meta(key)):
-                return True
-        return any(entry[0] == _CURSOR and entry[2] in ("audit", "meta") for entry in self.entries)
+        if self._got_bookkeeping:
+            return True
+        entries = self.entries
+        return bool(entries) and any(
+            entry[0] == _CURSOR and entry[2] in ("audit", "meta") for entry in entries
+        )
 
     def unchanged(self, txn: Txn) -> bool:
         """Whether every recorded operation gives the same result in ``txn``'s snapshot."""
@@ -226,9 +231,11 @@ class _RecordingRaw:
 
     def get(self, key: bytes, default: Any = None, db: Any = None) -> Any:
         found = self._raw.get(key, db=db)
-        value = None if found is None else bytes(found)
-        self._log.add_get(self._names[id(db)], bytes(key), value)
-        return default if value is None else value
+        # bytes() only where needed: the call costs about a third of a raw get.
+        if found is not None and type(found) is not bytes:
+            found = bytes(found)
+        self._log.add_get(self._names[id(db)], key if type(key) is bytes else bytes(key), found)
+        return default if found is None else found
 
     def cursor(self, db: Any = None) -> _RecordingCursor:
         cursor_id = self._cursors
